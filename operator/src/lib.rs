@@ -1,1 +1,17 @@
-//! placeholder
+//! The Switchyard operator: reconciles `MediaCluster` and `Room` resources.
+#![forbid(unsafe_code)]
+
+use std::path::Path;
+
+/// Write every generated artefact (`crds/*.yaml`, `schema/*.json`) below `root`.
+pub fn write_generated(root: &Path) -> anyhow::Result<()> {
+    for artifact in switchyard_api::crd::artifacts()? {
+        let path = root.join(artifact.path);
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        std::fs::write(&path, artifact.contents)?;
+        println!("wrote {}", path.display());
+    }
+    Ok(())
+}

@@ -1,0 +1,1222 @@
+//! Signaling protocol v1: JSON text frames over the `/rtc` WebSocket.
+//!
+//! Every frame is one object whose `type` field names the message (`snake_case`); the
+//! other fields are `camelCase`. A session goes:
+//!
+//! ```text
+//! client                                   media-node
+//!   ── (WebSocket upgrade, ?access_token=…) ──►   token checked before the upgrade
+//!   ── join ─────────────────────────────────►
+//!   ◄──────────────────────────────── joined ──   room, self, others, ICE servers
+//!   ── publish_track ── offer ── trickle… ───►
+//!   ◄── track_published ── answer ── trickle…──
+//!   ◄── offer (new subscriptions) ───────────     server-initiated renegotiation
+//!   ── answer ───────────────────────────────►
+//!   ◄── participant_joined / _left / _updated, track_muted, data, … ──
+//!   ── ping ─► ◄─ pong                           keepalive, both directions
+//!   ── leave ─►  or  ◄─ leave (with reason, canReconnect, retry hint)
+//! ```
+//!
+//! A client that lost its socket reconnects with `resume` (participant sid + the
+//! `reconnectToken` from `joined`) instead of `join`, and keeps its identity and tracks.
+//! Errors are `error` messages with a stable [`ErrorCode`]; only fatal ones also close the
+//! socket, with the code from [`ErrorCode::close_code`].
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::room::Codec;
+
+/// The protocol version this crate speaks.
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// Frames larger than this are refused with [`ErrorCode::MessageTooLarge`].
+pub const MAX_MESSAGE_BYTES: usize = 64 * 1024;
+
+/// Largest data-message payload, in bytes after base64 decoding.
+pub const MAX_DATA_PAYLOAD_BYTES: usize = 15 * 1024;
+
+/// A message from a client to media-node.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ClientMessage {
+    /// Join the room named in the access token.
+    Join(JoinRequest),
+    /// Rejoin after a lost connection, keeping identity and tracks.
+    Resume(ResumeRequest),
+    /// An SDP offer (client-initiated renegotiation, e.g. after `publish_track`).
+    Offer(SessionDescription),
+    /// An SDP answer to a server offer.
+    Answer(SessionDescription),
+    /// A trickled ICE candidate.
+    Trickle(Trickle),
+    /// Announce a track before adding it to the peer connection.
+    PublishTrack(PublishTrackRequest),
+    /// Stop publishing a track.
+    UnpublishTrack(TrackRef),
+    /// Subscribe to or unsubscribe from tracks (with auto-subscribe off, or to pick a quality).
+    UpdateSubscription(UpdateSubscription),
+    /// Mute or unmute one of the client's own tracks.
+    MuteTrack(MuteTrack),
+    /// Change the client's own name or metadata (needs the right to do so in the token).
+    UpdateMetadata(UpdateMetadata),
+    /// Send a data message to the room or to named participants.
+    Data(DataMessage),
+    /// Leave the room.
+    Leave(LeaveRequest),
+    /// Keepalive.
+    Ping(Ping),
+    /// Answer to a server `ping`.
+    Pong(Ping),
+}
+
+/// A message from media-node to a client.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ServerMessage {
+    /// The join succeeded.
+    Joined(JoinResponse),
+    /// The resume succeeded; the state is current as of now.
+    Resumed(JoinResponse),
+    /// An SDP offer: the server adds or removes subscribed tracks.
+    Offer(SessionDescription),
+    /// An SDP answer to the client's offer.
+    Answer(SessionDescription),
+    /// A trickled ICE candidate of the server.
+    Trickle(Trickle),
+    /// A `publish_track` was accepted.
+    TrackPublished(TrackPublished),
+    /// A track of this client was unpublished (by itself or an admin).
+    TrackUnpublished(TrackRef),
+    /// Someone joined.
+    ParticipantJoined(ParticipantEvent),
+    /// Someone left.
+    ParticipantLeft(ParticipantLeft),
+    /// Someone's name, metadata, tracks or permissions changed.
+    ParticipantUpdated(ParticipantEvent),
+    /// A track was muted or unmuted.
+    TrackMuted(TrackMuted),
+    /// A subscription changed state (subscribed, unsubscribed, or failed with a reason).
+    SubscriptionUpdated(SubscriptionUpdated),
+    /// The room's metadata or settings changed.
+    RoomUpdated(RoomUpdated),
+    /// A data message from another participant.
+    Data(DataReceived),
+    /// The server ends the session.
+    Leave(ServerLeave),
+    /// Keepalive.
+    Ping(Ping),
+    /// Answer to a client `ping`.
+    Pong(Ping),
+    /// A request failed.
+    Error(ErrorMessage),
+}
+
+/// `join`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct JoinRequest {
+    /// The protocol version the client speaks.
+    pub protocol_version: u32,
+    /// Subscribe to every published track automatically.
+    #[serde(default = "default_true")]
+    pub auto_subscribe: bool,
+    /// The client library, for logs and metrics.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sdk: Option<SdkInfo>,
+}
+
+fn default_true() -> bool {
+    true
+}
+
+impl Default for JoinRequest {
+    fn default() -> Self {
+        Self {
+            protocol_version: PROTOCOL_VERSION,
+            auto_subscribe: true,
+            sdk: None,
+        }
+    }
+}
+
+/// The client library.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct SdkInfo {
+    /// Library name (`js`, `rust`, …).
+    pub name: String,
+    /// Library version.
+    pub version: String,
+}
+
+/// `resume`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ResumeRequest {
+    /// The participant sid from `joined`.
+    pub participant_sid: String,
+    /// The `reconnectToken` from `joined`.
+    pub reconnect_token: String,
+}
+
+/// `joined` / `resumed`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct JoinResponse {
+    /// The room.
+    pub room: RoomInfo,
+    /// The client itself.
+    pub participant: ParticipantInfo,
+    /// Everyone else who is visible.
+    pub other_participants: Vec<ParticipantInfo>,
+    /// STUN/TURN servers with short-lived credentials.
+    pub ice_servers: Vec<IceServer>,
+    /// `relay` when the cluster sends all media through TURN (Gateway mode).
+    pub ice_transport_policy: IceTransportPolicy,
+    /// The protocol version the server speaks.
+    pub protocol_version: u32,
+    /// The server's version string.
+    pub server_version: String,
+    /// The node serving this session (for support logs).
+    pub node: String,
+    /// Send a `ping` at least this often.
+    pub ping_interval_seconds: u32,
+    /// The server drops the session after this long without a frame.
+    pub ping_timeout_seconds: u32,
+    /// Present this in `resume` after a lost connection.
+    pub reconnect_token: String,
+}
+
+/// A STUN or TURN server.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct IceServer {
+    /// `stun:`, `turn:` or `turns:` URIs.
+    pub urls: Vec<String>,
+    /// TURN username (REST API form: `<expiry>:<identity>`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub username: Option<String>,
+    /// TURN password.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credential: Option<String>,
+}
+
+/// RTCIceTransportPolicy.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum IceTransportPolicy {
+    /// Any candidate.
+    All,
+    /// TURN relay candidates only.
+    Relay,
+}
+
+/// A room as participants see it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RoomInfo {
+    /// Server-assigned id of this room instance.
+    pub sid: String,
+    /// The room's name.
+    pub name: String,
+    /// Application data.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metadata: Option<String>,
+    /// Participant limit; 0 means none.
+    pub max_participants: u32,
+    /// Seconds an empty room stays open.
+    pub empty_timeout_seconds: u32,
+    /// Participants connected now.
+    pub num_participants: u32,
+    /// Codecs negotiated in this room.
+    pub enabled_codecs: Vec<Codec>,
+    /// When the room opened, Unix milliseconds.
+    pub created_at_ms: u64,
+}
+
+/// A participant as others see it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ParticipantInfo {
+    /// Server-assigned id of this session.
+    pub sid: String,
+    /// The identity from the token.
+    pub identity: String,
+    /// Display name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Application data.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metadata: Option<String>,
+    /// Where the participant is in its session.
+    pub state: ParticipantState,
+    /// Published tracks.
+    #[serde(default)]
+    pub tracks: Vec<TrackInfo>,
+    /// What the participant may do.
+    pub permission: ParticipantPermission,
+    /// When the participant joined, Unix milliseconds.
+    pub joined_at_ms: u64,
+}
+
+/// A participant's session state.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ParticipantState {
+    /// Signaling connected, media not yet.
+    Joining,
+    /// In the room, media connected.
+    Joined,
+    /// Publishing media.
+    Active,
+    /// Gone (the last state a `participant_left` carries).
+    Disconnected,
+}
+
+/// The permissions a participant's token grants, as others see them.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ParticipantPermission {
+    /// May publish.
+    pub can_publish: bool,
+    /// May subscribe.
+    pub can_subscribe: bool,
+    /// May send data.
+    pub can_publish_data: bool,
+    /// Invisible to others.
+    pub hidden: bool,
+}
+
+/// A published track.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TrackInfo {
+    /// Server-assigned track id.
+    pub sid: String,
+    /// Name the publisher gave it.
+    pub name: String,
+    /// Audio or video.
+    pub kind: TrackKind,
+    /// What it captures.
+    pub source: TrackSource,
+    /// Muted by its publisher.
+    pub muted: bool,
+    /// Negotiated codec, once known (`video/VP8`, `audio/opus`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mime_type: Option<String>,
+    /// Video width of the top layer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub width: Option<u32>,
+    /// Video height of the top layer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub height: Option<u32>,
+    /// Simulcast layers, lowest first; empty for a single-layer track.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub layers: Vec<SimulcastLayer>,
+}
+
+/// Audio or video.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum TrackKind {
+    /// Audio.
+    Audio,
+    /// Video.
+    Video,
+}
+
+/// What a track captures.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum TrackSource {
+    /// A camera.
+    Camera,
+    /// A microphone.
+    Microphone,
+    /// A shared screen.
+    ScreenShare,
+    /// A shared screen's audio.
+    ScreenShareAudio,
+    /// Anything else.
+    Unknown,
+}
+
+impl TrackSource {
+    /// The wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TrackSource::Camera => "camera",
+            TrackSource::Microphone => "microphone",
+            TrackSource::ScreenShare => "screen_share",
+            TrackSource::ScreenShareAudio => "screen_share_audio",
+            TrackSource::Unknown => "unknown",
+        }
+    }
+}
+
+/// One simulcast encoding.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SimulcastLayer {
+    /// The RTP stream id (`q`, `h`, `f`).
+    pub rid: String,
+    /// Its quality rank.
+    pub quality: VideoQuality,
+    /// Width in pixels.
+    pub width: u32,
+    /// Height in pixels.
+    pub height: u32,
+    /// Bitrate cap, bits/s.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_bitrate_bps: Option<u32>,
+}
+
+/// A simulcast quality.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum VideoQuality {
+    /// Lowest layer.
+    Low,
+    /// Middle layer.
+    Medium,
+    /// Top layer.
+    High,
+}
+
+/// `offer` / `answer`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SessionDescription {
+    /// The SDP.
+    pub sdp: String,
+    /// Increases with each offer of the sender; an answer repeats its offer's id, so
+    /// stale answers after glare are recognised.
+    #[serde(default)]
+    pub id: u32,
+}
+
+/// `trickle`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Trickle {
+    /// The candidate; `null` marks the end of candidates.
+    pub candidate: Option<IceCandidate>,
+}
+
+/// RTCIceCandidateInit.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct IceCandidate {
+    /// The `candidate:` line.
+    pub candidate: String,
+    /// The media stream id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sdp_mid: Option<String>,
+    /// The m-line index.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sdp_m_line_index: Option<u16>,
+    /// The ICE ufrag.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub username_fragment: Option<String>,
+}
+
+/// `publish_track`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PublishTrackRequest {
+    /// The client's own id for the track (its MediaStreamTrack id), echoed in
+    /// `track_published`.
+    pub cid: String,
+    /// A name for others to see.
+    #[serde(default)]
+    pub name: String,
+    /// Audio or video.
+    pub kind: TrackKind,
+    /// What it captures.
+    #[serde(default = "default_source")]
+    pub source: TrackSource,
+    /// Start muted.
+    #[serde(default)]
+    pub muted: bool,
+    /// Video width of the top layer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub width: Option<u32>,
+    /// Video height of the top layer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub height: Option<u32>,
+    /// Simulcast layers the client will send.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub layers: Vec<SimulcastLayer>,
+}
+
+fn default_source() -> TrackSource {
+    TrackSource::Unknown
+}
+
+/// `track_published`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TrackPublished {
+    /// The `cid` of the request.
+    pub cid: String,
+    /// The track as others will see it.
+    pub track: TrackInfo,
+}
+
+/// Names a track.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TrackRef {
+    /// The track sid.
+    pub track_sid: String,
+}
+
+/// `update_subscription`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct UpdateSubscription {
+    /// The tracks.
+    pub track_sids: Vec<String>,
+    /// Subscribe (true) or unsubscribe (false).
+    pub subscribe: bool,
+    /// The simulcast layer wanted, for video.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quality: Option<VideoQuality>,
+}
+
+/// `subscription_updated`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SubscriptionUpdated {
+    /// The track.
+    pub track_sid: String,
+    /// Its publisher.
+    pub participant_sid: String,
+    /// Whether media for it now flows to this client.
+    pub subscribed: bool,
+    /// Why a subscription failed, if it did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<ErrorCode>,
+}
+
+/// `mute_track`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct MuteTrack {
+    /// The track.
+    pub track_sid: String,
+    /// Muted or not.
+    pub muted: bool,
+}
+
+/// `track_muted`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TrackMuted {
+    /// The publisher.
+    pub participant_sid: String,
+    /// The track.
+    pub track_sid: String,
+    /// Muted or not.
+    pub muted: bool,
+}
+
+/// `update_metadata`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct UpdateMetadata {
+    /// New display name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// New metadata.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metadata: Option<String>,
+}
+
+/// `participant_joined` / `participant_updated`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ParticipantEvent {
+    /// The participant, as of now.
+    pub participant: ParticipantInfo,
+}
+
+/// `participant_left`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ParticipantLeft {
+    /// The participant's sid.
+    pub participant_sid: String,
+    /// The participant's identity.
+    pub identity: String,
+    /// Why.
+    pub reason: LeaveReason,
+}
+
+/// `room_updated`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RoomUpdated {
+    /// The room, as of now.
+    pub room: RoomInfo,
+}
+
+/// Reliable (ordered, retransmitted) or lossy (unordered, no retransmits).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum DataKind {
+    /// Ordered and retransmitted.
+    Reliable,
+    /// Latest wins; may be dropped.
+    Lossy,
+}
+
+/// `data` from a client.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DataMessage {
+    /// Reliable or lossy.
+    pub kind: DataKind,
+    /// An application-chosen topic.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub topic: Option<String>,
+    /// The payload, base64 (standard alphabet).
+    pub payload: String,
+    /// Deliver only to these identities; empty means everyone in the room.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub destination_identities: Vec<String>,
+}
+
+/// `data` to a client.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DataReceived {
+    /// The sender's sid.
+    pub participant_sid: String,
+    /// The sender's identity.
+    pub identity: String,
+    /// Reliable or lossy.
+    pub kind: DataKind,
+    /// The topic.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub topic: Option<String>,
+    /// The payload, base64.
+    pub payload: String,
+}
+
+/// `leave` from a client.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct LeaveRequest {
+    /// Free-form, for logs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+/// `leave` from the server.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ServerLeave {
+    /// Why.
+    pub reason: LeaveReason,
+    /// Whether reconnecting (through the signaling Service) can succeed.
+    pub can_reconnect: bool,
+    /// Wait at least this long before reconnecting.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_after_ms: Option<u64>,
+    /// For people.
+    pub message: String,
+}
+
+/// Why a participant left.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum LeaveReason {
+    /// The client asked to.
+    ClientRequest,
+    /// The client stopped answering.
+    Timeout,
+    /// The same identity joined again elsewhere.
+    DuplicateIdentity,
+    /// An admin removed the participant.
+    Removed,
+    /// The room was closed (deleted, empty timeout, or by an admin).
+    RoomClosed,
+    /// The node is draining; reconnect to be placed elsewhere.
+    NodeDraining,
+    /// The room moved to another node; reconnect.
+    Migration,
+    /// The server is shutting down.
+    ServerShutdown,
+}
+
+/// `ping` / `pong`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Ping {
+    /// The sender's clock, Unix milliseconds; `pong` echoes the `ping`'s.
+    pub timestamp_ms: u64,
+    /// The sender's last measured round-trip time, milliseconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rtt_ms: Option<u32>,
+}
+
+/// `error`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ErrorMessage {
+    /// Stable and machine-readable.
+    pub code: ErrorCode,
+    /// For people.
+    pub message: String,
+    /// The `type` of the request that failed, when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_type: Option<String>,
+    /// Retry after this long (rate limits, draining nodes, placement).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_after_ms: Option<u64>,
+}
+
+/// Stable error codes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    /// The frame is not a valid message (bad JSON, missing field, wrong type).
+    BadRequest,
+    /// The `type` is not one this server knows.
+    UnknownMessage,
+    /// The frame is larger than [`MAX_MESSAGE_BYTES`].
+    MessageTooLarge,
+    /// Too many messages per second.
+    RateLimited,
+    /// The token is missing, invalid or expired.
+    Unauthorized,
+    /// The token does not allow this.
+    PermissionDenied,
+    /// The room does not exist and may not be created.
+    RoomNotFound,
+    /// The room has `maxParticipants` participants.
+    RoomFull,
+    /// The room is closed.
+    RoomClosed,
+    /// The room was not placed on a node in time.
+    PlacementTimeout,
+    /// This node takes no new sessions; retry.
+    NodeDraining,
+    /// The track's codec is not allowed in this room.
+    CodecNotAllowed,
+    /// No such track.
+    TrackNotFound,
+    /// The request needs a joined session.
+    NotJoined,
+    /// `join` or `resume` was sent twice.
+    AlreadyJoined,
+    /// The session to resume is gone; join again.
+    ResumeFailed,
+    /// The SDP could not be applied.
+    NegotiationFailed,
+    /// A server fault.
+    Internal,
+}
+
+impl ErrorCode {
+    /// Whether the server closes the socket after sending this error.
+    pub fn is_fatal(self) -> bool {
+        matches!(
+            self,
+            ErrorCode::MessageTooLarge
+                | ErrorCode::RateLimited
+                | ErrorCode::Unauthorized
+                | ErrorCode::RoomNotFound
+                | ErrorCode::RoomFull
+                | ErrorCode::RoomClosed
+                | ErrorCode::PlacementTimeout
+                | ErrorCode::NodeDraining
+                | ErrorCode::ResumeFailed
+        )
+    }
+
+    /// The WebSocket close code used when a fatal error ends the session: 1009 and 1011
+    /// from RFC 6455, otherwise 4000 + the nearest HTTP status.
+    pub fn close_code(self) -> u16 {
+        match self {
+            ErrorCode::MessageTooLarge => 1009,
+            ErrorCode::Internal => 1011,
+            ErrorCode::BadRequest | ErrorCode::UnknownMessage | ErrorCode::NegotiationFailed => 4400,
+            ErrorCode::Unauthorized => 4401,
+            ErrorCode::PermissionDenied | ErrorCode::CodecNotAllowed => 4403,
+            ErrorCode::RoomNotFound | ErrorCode::TrackNotFound | ErrorCode::ResumeFailed => 4404,
+            ErrorCode::NotJoined | ErrorCode::AlreadyJoined => 4409,
+            ErrorCode::RoomClosed => 4410,
+            ErrorCode::RoomFull | ErrorCode::RateLimited => 4429,
+            ErrorCode::NodeDraining => 4503,
+            ErrorCode::PlacementTimeout => 4504,
+        }
+    }
+}
+
+impl ClientMessage {
+    /// Every `type` a client may send.
+    pub const TYPES: [&'static str; 14] = [
+        "join",
+        "resume",
+        "offer",
+        "answer",
+        "trickle",
+        "publish_track",
+        "unpublish_track",
+        "update_subscription",
+        "mute_track",
+        "update_metadata",
+        "data",
+        "leave",
+        "ping",
+        "pong",
+    ];
+
+    /// Parse one text frame, with a client-facing error: too large, not JSON, unknown
+    /// `type`, or a known `type` with bad fields.
+    pub fn parse(frame: &str) -> Result<Self, ErrorMessage> {
+        if frame.len() > MAX_MESSAGE_BYTES {
+            return Err(ErrorMessage::new(
+                ErrorCode::MessageTooLarge,
+                format!("frame is {} bytes; the limit is {MAX_MESSAGE_BYTES}", frame.len()),
+            ));
+        }
+        let value: serde_json::Value = serde_json::from_str(frame)
+            .map_err(|e| ErrorMessage::new(ErrorCode::BadRequest, format!("frame is not JSON: {e}")))?;
+        let Some(kind) = value.get("type").and_then(|t| t.as_str()).map(str::to_owned) else {
+            return Err(ErrorMessage::new(ErrorCode::BadRequest, "frame has no string \"type\" field"));
+        };
+        if !Self::TYPES.contains(&kind.as_str()) {
+            return Err(ErrorMessage::new(ErrorCode::UnknownMessage, format!("unknown message type {kind:?}")));
+        }
+        serde_json::from_value(value).map_err(|e| ErrorMessage {
+            code: ErrorCode::BadRequest,
+            message: format!("invalid {kind} message: {e}"),
+            request_type: Some(kind),
+            retry_after_ms: None,
+        })
+    }
+
+    /// The `type` tag of this message.
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            ClientMessage::Join(_) => "join",
+            ClientMessage::Resume(_) => "resume",
+            ClientMessage::Offer(_) => "offer",
+            ClientMessage::Answer(_) => "answer",
+            ClientMessage::Trickle(_) => "trickle",
+            ClientMessage::PublishTrack(_) => "publish_track",
+            ClientMessage::UnpublishTrack(_) => "unpublish_track",
+            ClientMessage::UpdateSubscription(_) => "update_subscription",
+            ClientMessage::MuteTrack(_) => "mute_track",
+            ClientMessage::UpdateMetadata(_) => "update_metadata",
+            ClientMessage::Data(_) => "data",
+            ClientMessage::Leave(_) => "leave",
+            ClientMessage::Ping(_) => "ping",
+            ClientMessage::Pong(_) => "pong",
+        }
+    }
+}
+
+impl ErrorMessage {
+    /// An error with a code and a human message.
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        Self {
+            code,
+            message: message.into(),
+            request_type: None,
+            retry_after_ms: None,
+        }
+    }
+}
+
+impl std::fmt::Display for ErrorMessage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:?}: {}", self.code, self.message)
+    }
+}
+
+/// Both directions, for the schema document's root.
+#[derive(JsonSchema)]
+#[serde(untagged)]
+#[allow(dead_code)]
+enum AnyMessage {
+    Client(ClientMessage),
+    Server(ServerMessage),
+}
+
+/// The JSON Schema (2020-12) of protocol v1, for SDK authors: the root accepts any
+/// message; `$defs/ClientMessage` and `$defs/ServerMessage` are the two directions.
+pub fn protocol_schema() -> serde_json::Value {
+    let mut schema = serde_json::to_value(schemars::schema_for!(AnyMessage)).expect("schema serializes");
+    let root = schema.as_object_mut().expect("schema is an object");
+    root.insert("title".into(), "Switchyard signaling protocol v1".into());
+    root.insert(
+        "description".into(),
+        "JSON text frames over the /rtc WebSocket. Every frame is one object with a snake_case `type`.".into(),
+    );
+    root.insert("$id".into(), "https://switchyard.dev/schema/signal-v1.schema.json".into());
+    schema
+}
+
+/// [`protocol_schema`] as pretty JSON with a trailing newline.
+pub fn protocol_schema_json() -> String {
+    let mut s = serde_json::to_string_pretty(&protocol_schema()).expect("schema serializes");
+    s.push('\n');
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn track() -> TrackInfo {
+        TrackInfo {
+            sid: "TR_1".into(),
+            name: "cam".into(),
+            kind: TrackKind::Video,
+            source: TrackSource::Camera,
+            muted: false,
+            mime_type: Some("video/VP8".into()),
+            width: Some(1280),
+            height: Some(720),
+            layers: vec![
+                SimulcastLayer {
+                    rid: "q".into(),
+                    quality: VideoQuality::Low,
+                    width: 320,
+                    height: 180,
+                    max_bitrate_bps: Some(150_000),
+                },
+                SimulcastLayer {
+                    rid: "f".into(),
+                    quality: VideoQuality::High,
+                    width: 1280,
+                    height: 720,
+                    max_bitrate_bps: None,
+                },
+            ],
+        }
+    }
+
+    fn participant() -> ParticipantInfo {
+        ParticipantInfo {
+            sid: "PA_1".into(),
+            identity: "alice".into(),
+            name: Some("Alice".into()),
+            metadata: None,
+            state: ParticipantState::Active,
+            tracks: vec![track()],
+            permission: ParticipantPermission {
+                can_publish: true,
+                can_subscribe: true,
+                can_publish_data: false,
+                hidden: false,
+            },
+            joined_at_ms: 1_700_000_000_000,
+        }
+    }
+
+    fn room() -> RoomInfo {
+        RoomInfo {
+            sid: "RM_1".into(),
+            name: "standup".into(),
+            metadata: Some("m".into()),
+            max_participants: 10,
+            empty_timeout_seconds: 300,
+            num_participants: 2,
+            enabled_codecs: vec![Codec::Opus, Codec::VP9],
+            created_at_ms: 1_700_000_000_000,
+        }
+    }
+
+    fn join_response() -> JoinResponse {
+        JoinResponse {
+            room: room(),
+            participant: participant(),
+            other_participants: vec![participant()],
+            ice_servers: vec![
+                IceServer {
+                    urls: vec!["stun:turn.example.com:3478".into()],
+                    username: None,
+                    credential: None,
+                },
+                IceServer {
+                    urls: vec!["turn:turn.example.com:3478?transport=udp".into(), "turns:turn.example.com:443".into()],
+                    username: Some("1800000000:alice".into()),
+                    credential: Some("c2VjcmV0".into()),
+                },
+            ],
+            ice_transport_policy: IceTransportPolicy::Relay,
+            protocol_version: PROTOCOL_VERSION,
+            server_version: "0.1.0".into(),
+            node: "edge-media-0".into(),
+            ping_interval_seconds: 10,
+            ping_timeout_seconds: 30,
+            reconnect_token: "rt".into(),
+        }
+    }
+
+    fn sdp() -> SessionDescription {
+        SessionDescription {
+            sdp: "v=0\r\n".into(),
+            id: 3,
+        }
+    }
+
+    fn candidate() -> Trickle {
+        Trickle {
+            candidate: Some(IceCandidate {
+                candidate: "candidate:1 1 udp 2130706431 127.0.0.1 7882 typ host".into(),
+                sdp_mid: Some("0".into()),
+                sdp_m_line_index: Some(0),
+                username_fragment: Some("abcd".into()),
+            }),
+        }
+    }
+
+    fn client_samples() -> Vec<ClientMessage> {
+        vec![
+            ClientMessage::Join(JoinRequest {
+                protocol_version: 1,
+                auto_subscribe: false,
+                sdk: Some(SdkInfo {
+                    name: "js".into(),
+                    version: "0.1.0".into(),
+                }),
+            }),
+            ClientMessage::Resume(ResumeRequest {
+                participant_sid: "PA_1".into(),
+                reconnect_token: "rt".into(),
+            }),
+            ClientMessage::Offer(sdp()),
+            ClientMessage::Answer(sdp()),
+            ClientMessage::Trickle(candidate()),
+            ClientMessage::Trickle(Trickle { candidate: None }),
+            ClientMessage::PublishTrack(PublishTrackRequest {
+                cid: "local-1".into(),
+                name: "cam".into(),
+                kind: TrackKind::Video,
+                source: TrackSource::Camera,
+                muted: false,
+                width: Some(1280),
+                height: Some(720),
+                layers: track().layers,
+            }),
+            ClientMessage::UnpublishTrack(TrackRef { track_sid: "TR_1".into() }),
+            ClientMessage::UpdateSubscription(UpdateSubscription {
+                track_sids: vec!["TR_1".into()],
+                subscribe: true,
+                quality: Some(VideoQuality::Medium),
+            }),
+            ClientMessage::MuteTrack(MuteTrack {
+                track_sid: "TR_1".into(),
+                muted: true,
+            }),
+            ClientMessage::UpdateMetadata(UpdateMetadata {
+                name: Some("Al".into()),
+                metadata: Some("{}".into()),
+            }),
+            ClientMessage::Data(DataMessage {
+                kind: DataKind::Lossy,
+                topic: Some("cursor".into()),
+                payload: "aGk=".into(),
+                destination_identities: vec!["bob".into()],
+            }),
+            ClientMessage::Leave(LeaveRequest {
+                reason: Some("bye".into()),
+            }),
+            ClientMessage::Ping(Ping {
+                timestamp_ms: 5,
+                rtt_ms: Some(12),
+            }),
+            ClientMessage::Pong(Ping {
+                timestamp_ms: 5,
+                rtt_ms: None,
+            }),
+        ]
+    }
+
+    fn server_samples() -> Vec<ServerMessage> {
+        vec![
+            ServerMessage::Joined(join_response()),
+            ServerMessage::Resumed(join_response()),
+            ServerMessage::Offer(sdp()),
+            ServerMessage::Answer(sdp()),
+            ServerMessage::Trickle(candidate()),
+            ServerMessage::TrackPublished(TrackPublished {
+                cid: "local-1".into(),
+                track: track(),
+            }),
+            ServerMessage::TrackUnpublished(TrackRef { track_sid: "TR_1".into() }),
+            ServerMessage::ParticipantJoined(ParticipantEvent {
+                participant: participant(),
+            }),
+            ServerMessage::ParticipantLeft(ParticipantLeft {
+                participant_sid: "PA_1".into(),
+                identity: "alice".into(),
+                reason: LeaveReason::Timeout,
+            }),
+            ServerMessage::ParticipantUpdated(ParticipantEvent {
+                participant: participant(),
+            }),
+            ServerMessage::TrackMuted(TrackMuted {
+                participant_sid: "PA_1".into(),
+                track_sid: "TR_1".into(),
+                muted: true,
+            }),
+            ServerMessage::SubscriptionUpdated(SubscriptionUpdated {
+                track_sid: "TR_1".into(),
+                participant_sid: "PA_1".into(),
+                subscribed: false,
+                error: Some(ErrorCode::PermissionDenied),
+            }),
+            ServerMessage::RoomUpdated(RoomUpdated { room: room() }),
+            ServerMessage::Data(DataReceived {
+                participant_sid: "PA_1".into(),
+                identity: "alice".into(),
+                kind: DataKind::Reliable,
+                topic: None,
+                payload: "aGk=".into(),
+            }),
+            ServerMessage::Leave(ServerLeave {
+                reason: LeaveReason::NodeDraining,
+                can_reconnect: true,
+                retry_after_ms: Some(500),
+                message: "node is draining".into(),
+            }),
+            ServerMessage::Ping(Ping {
+                timestamp_ms: 9,
+                rtt_ms: None,
+            }),
+            ServerMessage::Pong(Ping {
+                timestamp_ms: 9,
+                rtt_ms: None,
+            }),
+            ServerMessage::Error(ErrorMessage {
+                code: ErrorCode::RoomFull,
+                message: "room standup is full (10 participants)".into(),
+                request_type: Some("join".into()),
+                retry_after_ms: None,
+            }),
+        ]
+    }
+
+    /// Exhaustive: adding a server message without a sample fails to compile here.
+    fn server_type(m: &ServerMessage) -> &'static str {
+        match m {
+            ServerMessage::Joined(_) => "joined",
+            ServerMessage::Resumed(_) => "resumed",
+            ServerMessage::Offer(_) => "offer",
+            ServerMessage::Answer(_) => "answer",
+            ServerMessage::Trickle(_) => "trickle",
+            ServerMessage::TrackPublished(_) => "track_published",
+            ServerMessage::TrackUnpublished(_) => "track_unpublished",
+            ServerMessage::ParticipantJoined(_) => "participant_joined",
+            ServerMessage::ParticipantLeft(_) => "participant_left",
+            ServerMessage::ParticipantUpdated(_) => "participant_updated",
+            ServerMessage::TrackMuted(_) => "track_muted",
+            ServerMessage::SubscriptionUpdated(_) => "subscription_updated",
+            ServerMessage::RoomUpdated(_) => "room_updated",
+            ServerMessage::Data(_) => "data",
+            ServerMessage::Leave(_) => "leave",
+            ServerMessage::Ping(_) => "ping",
+            ServerMessage::Pong(_) => "pong",
+            ServerMessage::Error(_) => "error",
+        }
+    }
+
+    #[test]
+    fn every_client_message_round_trips_with_its_type_tag() {
+        let samples = client_samples();
+        let mut seen: Vec<&str> = samples.iter().map(ClientMessage::type_name).collect();
+        seen.dedup();
+        assert_eq!(seen, ClientMessage::TYPES, "one sample per client message type");
+        for m in samples {
+            let json = serde_json::to_string(&m).unwrap();
+            let value: serde_json::Value = serde_json::from_str(&json).unwrap();
+            assert_eq!(value["type"], m.type_name(), "{json}");
+            assert_eq!(ClientMessage::parse(&json).unwrap(), m, "{json}");
+        }
+    }
+
+    #[test]
+    fn every_server_message_round_trips_with_its_type_tag() {
+        let samples = server_samples();
+        let mut tags: Vec<&str> = samples.iter().map(server_type).collect();
+        tags.sort();
+        tags.dedup();
+        assert_eq!(tags.len(), 18, "one sample per server message type");
+        for m in samples {
+            let json = serde_json::to_string(&m).unwrap();
+            let value: serde_json::Value = serde_json::from_str(&json).unwrap();
+            assert_eq!(value["type"], server_type(&m), "{json}");
+            assert_eq!(serde_json::from_str::<ServerMessage>(&json).unwrap(), m, "{json}");
+        }
+    }
+
+    #[test]
+    fn wire_format_is_pinned() {
+        let m = ClientMessage::MuteTrack(MuteTrack {
+            track_sid: "TR_1".into(),
+            muted: true,
+        });
+        assert_eq!(serde_json::to_string(&m).unwrap(), r#"{"type":"mute_track","trackSid":"TR_1","muted":true}"#);
+        let join: ClientMessage = ClientMessage::parse(r#"{"type":"join","protocolVersion":1}"#).unwrap();
+        assert_eq!(join, ClientMessage::Join(JoinRequest::default()), "autoSubscribe defaults to true");
+        let e = ServerMessage::Error(ErrorMessage::new(ErrorCode::RateLimited, "slow down"));
+        assert_eq!(serde_json::to_string(&e).unwrap(), r#"{"type":"error","code":"rate_limited","message":"slow down"}"#);
+    }
+
+    #[test]
+    fn parse_errors_are_specific() {
+        let too_big = format!(r#"{{"type":"leave","reason":"{}"}}"#, "x".repeat(MAX_MESSAGE_BYTES));
+        assert_eq!(ClientMessage::parse(&too_big).unwrap_err().code, ErrorCode::MessageTooLarge);
+
+        let e = ClientMessage::parse("{not json").unwrap_err();
+        assert_eq!(e.code, ErrorCode::BadRequest);
+        assert!(e.message.starts_with("frame is not JSON"), "{}", e.message);
+
+        let e = ClientMessage::parse(r#"{"sdp":"v=0"}"#).unwrap_err();
+        assert_eq!((e.code, e.message.as_str()), (ErrorCode::BadRequest, "frame has no string \"type\" field"));
+
+        let e = ClientMessage::parse(r#"{"type":"teleport"}"#).unwrap_err();
+        assert_eq!((e.code, e.message.as_str()), (ErrorCode::UnknownMessage, "unknown message type \"teleport\""));
+
+        let e = ClientMessage::parse(r#"{"type":"mute_track","trackSid":"TR_1"}"#).unwrap_err();
+        assert_eq!(e.code, ErrorCode::BadRequest);
+        assert_eq!(e.request_type.as_deref(), Some("mute_track"));
+        assert!(e.message.contains("missing field `muted`"), "{}", e.message);
+
+        // A server-only message sent by a client is unknown to the server.
+        let e = ClientMessage::parse(r#"{"type":"joined"}"#).unwrap_err();
+        assert_eq!(e.code, ErrorCode::UnknownMessage);
+    }
+
+    #[test]
+    fn close_codes_are_in_the_application_range_or_rfc6455() {
+        for code in [ErrorCode::Unauthorized, ErrorCode::RoomFull, ErrorCode::NodeDraining, ErrorCode::PlacementTimeout] {
+            assert!(code.is_fatal());
+            assert!((4000..5000).contains(&code.close_code()), "{code:?}");
+        }
+        assert_eq!(ErrorCode::MessageTooLarge.close_code(), 1009);
+        assert!(!ErrorCode::BadRequest.is_fatal(), "a malformed frame does not end the session");
+        assert!(!ErrorCode::UnknownMessage.is_fatal());
+    }
+
+    #[test]
+    fn schema_names_both_directions_and_every_type() {
+        let schema = protocol_schema();
+        let defs = schema["$defs"].as_object().unwrap();
+        assert!(defs.contains_key("ClientMessage") && defs.contains_key("ServerMessage"));
+        let text = schema.to_string();
+        for t in ClientMessage::TYPES {
+            assert!(text.contains(&format!(r#""const":"{t}""#)), "schema lacks client type {t}");
+        }
+        for m in server_samples() {
+            let t = server_type(&m);
+            assert!(text.contains(&format!(r#""const":"{t}""#)), "schema lacks server type {t}");
+        }
+    }
+}
