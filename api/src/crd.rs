@@ -26,18 +26,9 @@ pub fn crd_yaml<K: CustomResourceExt>() -> Result<String> {
 /// Every generated file, in a stable order.
 pub fn artifacts() -> Result<Vec<Artifact>> {
     Ok(vec![
-        Artifact {
-            path: "crds/mediaclusters.switchyard.dev.yaml",
-            contents: crd_yaml::<MediaCluster>()?,
-        },
-        Artifact {
-            path: "crds/rooms.switchyard.dev.yaml",
-            contents: crd_yaml::<Room>()?,
-        },
-        Artifact {
-            path: "schema/signal-v1.schema.json",
-            contents: crate::signal::protocol_schema_json(),
-        },
+        Artifact { path: "crds/mediaclusters.switchyard.dev.yaml", contents: crd_yaml::<MediaCluster>()? },
+        Artifact { path: "crds/rooms.switchyard.dev.yaml", contents: crd_yaml::<Room>()? },
+        Artifact { path: "schema/signal-v1.schema.json", contents: crate::signal::protocol_schema_json() },
     ])
 }
 

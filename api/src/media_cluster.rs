@@ -9,6 +9,8 @@
 // `KubeSchema` re-emits each struct inside a private scope to build its schema, which
 // trips `unreachable_pub` on every field type; the types here are all reachable.
 #![allow(unreachable_pub)]
+// Printer columns legitimately repeat `type_ = "integer"` and the like.
+#![allow(clippy::duplicated_attributes)]
 
 use std::collections::BTreeMap;
 
@@ -32,11 +34,36 @@ use serde::{Deserialize, Serialize};
     status = "MediaClusterStatus",
     shortname = "mc",
     category = "switchyard",
-    printcolumn(name = "SFU", type_ = "integer", description = "Ready media-node pods", json_path = ".status.sfu.ready"),
-    printcolumn(name = "TURN", type_ = "integer", description = "Ready turn-node pods", json_path = ".status.turn.ready"),
-    printcolumn(name = "Bandwidth", type_ = "string", description = "Relayed TURN bandwidth (bits/s)", json_path = ".status.turnBandwidth"),
-    printcolumn(name = "Rooms", type_ = "integer", description = "Rooms open on this cluster", json_path = ".status.rooms"),
-    printcolumn(name = "Ready", type_ = "string", description = "The Ready condition", json_path = ".status.conditions[?(@.type==\"Ready\")].status"),
+    printcolumn(
+        name = "SFU",
+        type_ = "integer",
+        description = "Ready media-node pods",
+        json_path = ".status.sfu.ready"
+    ),
+    printcolumn(
+        name = "TURN",
+        type_ = "integer",
+        description = "Ready turn-node pods",
+        json_path = ".status.turn.ready"
+    ),
+    printcolumn(
+        name = "Bandwidth",
+        type_ = "string",
+        description = "Relayed TURN bandwidth (bits/s)",
+        json_path = ".status.turnBandwidth"
+    ),
+    printcolumn(
+        name = "Rooms",
+        type_ = "integer",
+        description = "Rooms open on this cluster",
+        json_path = ".status.rooms"
+    ),
+    printcolumn(
+        name = "Ready",
+        type_ = "string",
+        description = "The Ready condition",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].status"
+    ),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
 )]
 #[x_kube(validation = Rule::new("self.media.mode != 'Gateway' || self.turn.replicas.max >= 1")
@@ -152,11 +179,7 @@ fn default_capacity_participants() -> i32 {
 
 impl Default for NodeCapacity {
     fn default() -> Self {
-        Self {
-            rooms: default_capacity_rooms(),
-            participants: default_capacity_participants(),
-            bandwidth: None,
-        }
+        Self { rooms: default_capacity_rooms(), participants: default_capacity_participants(), bandwidth: None }
     }
 }
 
@@ -267,18 +290,8 @@ fn default_target_bandwidth() -> Quantity {
 }
 fn default_listeners() -> Vec<TurnListener> {
     vec![
-        TurnListener {
-            name: "udp".into(),
-            protocol: TurnProtocol::UDP,
-            port: 3478,
-            tls_secret_ref: None,
-        },
-        TurnListener {
-            name: "tcp".into(),
-            protocol: TurnProtocol::TCP,
-            port: 3478,
-            tls_secret_ref: None,
-        },
+        TurnListener { name: "udp".into(), protocol: TurnProtocol::UDP, port: 3478, tls_secret_ref: None },
+        TurnListener { name: "tcp".into(), protocol: TurnProtocol::TCP, port: 3478, tls_secret_ref: None },
     ]
 }
 fn default_realm() -> String {
@@ -358,10 +371,7 @@ pub struct PortRange {
 
 impl Default for PortRange {
     fn default() -> Self {
-        Self {
-            min: 49152,
-            max: 65535,
-        }
+        Self { min: 49152, max: 65535 }
     }
 }
 
@@ -471,11 +481,7 @@ fn default_signaling_service_type() -> ServiceType {
 
 impl Default for SignalingSpec {
     fn default() -> Self {
-        Self {
-            port: default_signaling_port(),
-            service_type: default_signaling_service_type(),
-            ingress: None,
-        }
+        Self { port: default_signaling_port(), service_type: default_signaling_service_type(), ingress: None }
     }
 }
 
@@ -571,11 +577,7 @@ fn default_empty_timeout() -> i32 {
 
 impl Default for RoomDefaults {
     fn default() -> Self {
-        Self {
-            auto_create: true,
-            empty_timeout_seconds: default_empty_timeout(),
-            max_participants: 0,
-        }
+        Self { auto_create: true, empty_timeout_seconds: default_empty_timeout(), max_participants: 0 }
     }
 }
 
@@ -636,10 +638,7 @@ pub struct MonitoringSpec {
 
 impl Default for MonitoringSpec {
     fn default() -> Self {
-        Self {
-            service_monitor: true,
-            alert_rules: true,
-        }
+        Self { service_monitor: true, alert_rules: true }
     }
 }
 
@@ -897,11 +896,7 @@ mod tests {
     #[test]
     fn webhook_urls_must_be_http() {
         let mut spec = default_spec();
-        spec.webhooks = vec![WebhookSpec {
-            url: "ftp://example.com/x".into(),
-            events: vec![],
-            api_key: None,
-        }];
+        spec.webhooks = vec![WebhookSpec { url: "ftp://example.com/x".into(), events: vec![], api_key: None }];
         assert_eq!(violations(spec), vec!["webhook url must be an http(s) URL"]);
     }
 

@@ -11,9 +11,7 @@ use crate::{Error, Result};
 pub fn parse_quantity(s: &str) -> Result<u64> {
     let bad = || Error::InvalidQuantity(s.to_owned());
     let t = s.trim();
-    let split = t
-        .find(|c: char| !(c.is_ascii_digit() || c == '.' || c == '+'))
-        .unwrap_or(t.len());
+    let split = t.find(|c: char| !(c.is_ascii_digit() || c == '.' || c == '+')).unwrap_or(t.len());
     let (number, suffix) = t.split_at(split);
     let number = number.strip_prefix('+').unwrap_or(number);
     if number.is_empty() || number == "." || number.matches('.').count() > 1 {
@@ -57,7 +55,7 @@ pub fn format_bandwidth(bps: u64) -> String {
     for (scale, unit) in UNITS {
         if bps >= scale {
             let tenths = (bps * 10 + scale / 2) / scale;
-            return if tenths % 10 == 0 {
+            return if tenths.is_multiple_of(10) {
                 format!("{}{unit}", tenths / 10)
             } else {
                 format!("{}.{}{unit}", tenths / 10, tenths % 10)

@@ -7,6 +7,8 @@
 // `KubeSchema` re-emits each struct inside a private scope to build its schema, which
 // trips `unreachable_pub` on every field type; the types here are all reachable.
 #![allow(unreachable_pub)]
+// Printer columns legitimately repeat `type_ = "integer"` and the like.
+#![allow(clippy::duplicated_attributes)]
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::{CustomResource, KubeSchema};
@@ -31,9 +33,24 @@ pub const AUTO_CREATED_LABEL: &str = "switchyard.dev/auto-created";
     shortname = "room",
     category = "switchyard",
     printcolumn(name = "Cluster", type_ = "string", description = "The MediaCluster", json_path = ".spec.clusterRef"),
-    printcolumn(name = "Node", type_ = "string", description = "The media-node hosting the room", json_path = ".status.node"),
-    printcolumn(name = "Phase", type_ = "string", description = "Pending, Scheduled, Active, Closed or Failed", json_path = ".status.phase"),
-    printcolumn(name = "Participants", type_ = "integer", description = "Participants connected", json_path = ".status.participants"),
+    printcolumn(
+        name = "Node",
+        type_ = "string",
+        description = "The media-node hosting the room",
+        json_path = ".status.node"
+    ),
+    printcolumn(
+        name = "Phase",
+        type_ = "string",
+        description = "Pending, Scheduled, Active, Closed or Failed",
+        json_path = ".status.phase"
+    ),
+    printcolumn(
+        name = "Participants",
+        type_ = "integer",
+        description = "Participants connected",
+        json_path = ".status.participants"
+    ),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
 )]
 #[serde(rename_all = "camelCase")]
@@ -178,8 +195,9 @@ mod tests {
 
     #[test]
     fn unknown_codecs_do_not_deserialize() {
-        let err = serde_json::from_value::<RoomSpec>(serde_json::json!({"clusterRef": "e", "allowedCodecs": ["MPEG2"]}))
-            .unwrap_err();
+        let err =
+            serde_json::from_value::<RoomSpec>(serde_json::json!({"clusterRef": "e", "allowedCodecs": ["MPEG2"]}))
+                .unwrap_err();
         assert!(err.to_string().contains("unknown variant `MPEG2`"), "{err}");
     }
 }

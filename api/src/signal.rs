@@ -132,11 +132,7 @@ fn default_true() -> bool {
 
 impl Default for JoinRequest {
     fn default() -> Self {
-        Self {
-            protocol_version: PROTOCOL_VERSION,
-            auto_subscribe: true,
-            sdk: None,
-        }
+        Self { protocol_version: PROTOCOL_VERSION, auto_subscribe: true, sdk: None }
     }
 }
 
@@ -822,12 +818,7 @@ impl ClientMessage {
 impl ErrorMessage {
     /// An error with a code and a human message.
     pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
-        Self {
-            code,
-            message: message.into(),
-            request_type: None,
-            retry_after_ms: None,
-        }
+        Self { code, message: message.into(), request_type: None, retry_after_ms: None }
     }
 }
 
@@ -840,7 +831,7 @@ impl std::fmt::Display for ErrorMessage {
 /// Both directions, for the schema document's root.
 #[derive(JsonSchema)]
 #[serde(untagged)]
-#[allow(dead_code)]
+#[allow(dead_code, clippy::large_enum_variant)] // never built: it only shapes the schema
 enum AnyMessage {
     Client(ClientMessage),
     Server(ServerMessage),
@@ -937,11 +928,7 @@ mod tests {
             participant: participant(),
             other_participants: vec![participant()],
             ice_servers: vec![
-                IceServer {
-                    urls: vec!["stun:turn.example.com:3478".into()],
-                    username: None,
-                    credential: None,
-                },
+                IceServer { urls: vec!["stun:turn.example.com:3478".into()], username: None, credential: None },
                 IceServer {
                     urls: vec!["turn:turn.example.com:3478?transport=udp".into(), "turns:turn.example.com:443".into()],
                     username: Some("1800000000:alice".into()),
@@ -959,10 +946,7 @@ mod tests {
     }
 
     fn sdp() -> SessionDescription {
-        SessionDescription {
-            sdp: "v=0\r\n".into(),
-            id: 3,
-        }
+        SessionDescription { sdp: "v=0\r\n".into(), id: 3 }
     }
 
     fn candidate() -> Trickle {
@@ -981,15 +965,9 @@ mod tests {
             ClientMessage::Join(JoinRequest {
                 protocol_version: 1,
                 auto_subscribe: false,
-                sdk: Some(SdkInfo {
-                    name: "js".into(),
-                    version: "0.1.0".into(),
-                }),
+                sdk: Some(SdkInfo { name: "js".into(), version: "0.1.0".into() }),
             }),
-            ClientMessage::Resume(ResumeRequest {
-                participant_sid: "PA_1".into(),
-                reconnect_token: "rt".into(),
-            }),
+            ClientMessage::Resume(ResumeRequest { participant_sid: "PA_1".into(), reconnect_token: "rt".into() }),
             ClientMessage::Offer(sdp()),
             ClientMessage::Answer(sdp()),
             ClientMessage::Trickle(candidate()),
@@ -1010,31 +988,17 @@ mod tests {
                 subscribe: true,
                 quality: Some(VideoQuality::Medium),
             }),
-            ClientMessage::MuteTrack(MuteTrack {
-                track_sid: "TR_1".into(),
-                muted: true,
-            }),
-            ClientMessage::UpdateMetadata(UpdateMetadata {
-                name: Some("Al".into()),
-                metadata: Some("{}".into()),
-            }),
+            ClientMessage::MuteTrack(MuteTrack { track_sid: "TR_1".into(), muted: true }),
+            ClientMessage::UpdateMetadata(UpdateMetadata { name: Some("Al".into()), metadata: Some("{}".into()) }),
             ClientMessage::Data(DataMessage {
                 kind: DataKind::Lossy,
                 topic: Some("cursor".into()),
                 payload: "aGk=".into(),
                 destination_identities: vec!["bob".into()],
             }),
-            ClientMessage::Leave(LeaveRequest {
-                reason: Some("bye".into()),
-            }),
-            ClientMessage::Ping(Ping {
-                timestamp_ms: 5,
-                rtt_ms: Some(12),
-            }),
-            ClientMessage::Pong(Ping {
-                timestamp_ms: 5,
-                rtt_ms: None,
-            }),
+            ClientMessage::Leave(LeaveRequest { reason: Some("bye".into()) }),
+            ClientMessage::Ping(Ping { timestamp_ms: 5, rtt_ms: Some(12) }),
+            ClientMessage::Pong(Ping { timestamp_ms: 5, rtt_ms: None }),
         ]
     }
 
@@ -1045,22 +1009,15 @@ mod tests {
             ServerMessage::Offer(sdp()),
             ServerMessage::Answer(sdp()),
             ServerMessage::Trickle(candidate()),
-            ServerMessage::TrackPublished(TrackPublished {
-                cid: "local-1".into(),
-                track: track(),
-            }),
+            ServerMessage::TrackPublished(TrackPublished { cid: "local-1".into(), track: track() }),
             ServerMessage::TrackUnpublished(TrackRef { track_sid: "TR_1".into() }),
-            ServerMessage::ParticipantJoined(ParticipantEvent {
-                participant: participant(),
-            }),
+            ServerMessage::ParticipantJoined(ParticipantEvent { participant: participant() }),
             ServerMessage::ParticipantLeft(ParticipantLeft {
                 participant_sid: "PA_1".into(),
                 identity: "alice".into(),
                 reason: LeaveReason::Timeout,
             }),
-            ServerMessage::ParticipantUpdated(ParticipantEvent {
-                participant: participant(),
-            }),
+            ServerMessage::ParticipantUpdated(ParticipantEvent { participant: participant() }),
             ServerMessage::TrackMuted(TrackMuted {
                 participant_sid: "PA_1".into(),
                 track_sid: "TR_1".into(),
@@ -1086,14 +1043,8 @@ mod tests {
                 retry_after_ms: Some(500),
                 message: "node is draining".into(),
             }),
-            ServerMessage::Ping(Ping {
-                timestamp_ms: 9,
-                rtt_ms: None,
-            }),
-            ServerMessage::Pong(Ping {
-                timestamp_ms: 9,
-                rtt_ms: None,
-            }),
+            ServerMessage::Ping(Ping { timestamp_ms: 9, rtt_ms: None }),
+            ServerMessage::Pong(Ping { timestamp_ms: 9, rtt_ms: None }),
             ServerMessage::Error(ErrorMessage {
                 code: ErrorCode::RoomFull,
                 message: "room standup is full (10 participants)".into(),
@@ -1158,15 +1109,15 @@ mod tests {
 
     #[test]
     fn wire_format_is_pinned() {
-        let m = ClientMessage::MuteTrack(MuteTrack {
-            track_sid: "TR_1".into(),
-            muted: true,
-        });
+        let m = ClientMessage::MuteTrack(MuteTrack { track_sid: "TR_1".into(), muted: true });
         assert_eq!(serde_json::to_string(&m).unwrap(), r#"{"type":"mute_track","trackSid":"TR_1","muted":true}"#);
         let join: ClientMessage = ClientMessage::parse(r#"{"type":"join","protocolVersion":1}"#).unwrap();
         assert_eq!(join, ClientMessage::Join(JoinRequest::default()), "autoSubscribe defaults to true");
         let e = ServerMessage::Error(ErrorMessage::new(ErrorCode::RateLimited, "slow down"));
-        assert_eq!(serde_json::to_string(&e).unwrap(), r#"{"type":"error","code":"rate_limited","message":"slow down"}"#);
+        assert_eq!(
+            serde_json::to_string(&e).unwrap(),
+            r#"{"type":"error","code":"rate_limited","message":"slow down"}"#
+        );
     }
 
     #[test]
@@ -1196,7 +1147,8 @@ mod tests {
 
     #[test]
     fn close_codes_are_in_the_application_range_or_rfc6455() {
-        for code in [ErrorCode::Unauthorized, ErrorCode::RoomFull, ErrorCode::NodeDraining, ErrorCode::PlacementTimeout] {
+        for code in [ErrorCode::Unauthorized, ErrorCode::RoomFull, ErrorCode::NodeDraining, ErrorCode::PlacementTimeout]
+        {
             assert!(code.is_fatal());
             assert!((4000..5000).contains(&code.close_code()), "{code:?}");
         }

@@ -105,11 +105,7 @@ impl Default for Grants {
 impl Grants {
     /// The grants of an ordinary participant of `room`.
     pub fn join(room: impl Into<String>) -> Self {
-        Self {
-            room: Some(room.into()),
-            room_join: true,
-            ..Self::default()
-        }
+        Self { room: Some(room.into()), room_join: true, ..Self::default() }
     }
 }
 
@@ -191,10 +187,9 @@ impl Claims {
             return Err(Error::MissingGrant(Grant::RoomCreate));
         }
         match &self.grants.room {
-            Some(granted) if granted != room => Err(Error::WrongRoom {
-                granted: granted.clone(),
-                requested: room.into(),
-            }),
+            Some(granted) if granted != room => {
+                Err(Error::WrongRoom { granted: granted.clone(), requested: room.into() })
+            }
             _ => Ok(()),
         }
     }
@@ -205,10 +200,9 @@ impl Claims {
             return Err(Error::MissingGrant(Grant::RoomAdmin));
         }
         match &self.grants.room {
-            Some(granted) if granted != room => Err(Error::WrongRoom {
-                granted: granted.clone(),
-                requested: room.into(),
-            }),
+            Some(granted) if granted != room => {
+                Err(Error::WrongRoom { granted: granted.clone(), requested: room.into() })
+            }
             _ => Ok(()),
         }
     }
@@ -237,20 +231,13 @@ impl Claims {
 
     /// The bearer may send data messages.
     pub fn authorize_publish_data(&self) -> Result<()> {
-        if self.grants.can_publish_data {
-            Ok(())
-        } else {
-            Err(Error::MissingGrant(Grant::CanPublishData))
-        }
+        if self.grants.can_publish_data { Ok(()) } else { Err(Error::MissingGrant(Grant::CanPublishData)) }
     }
 
     fn authorize_room(&self, room: &str) -> Result<()> {
         match &self.grants.room {
             Some(granted) if granted == room => Ok(()),
-            granted => Err(Error::WrongRoom {
-                granted: granted.clone().unwrap_or_default(),
-                requested: room.into(),
-            }),
+            granted => Err(Error::WrongRoom { granted: granted.clone().unwrap_or_default(), requested: room.into() }),
         }
     }
 }
@@ -295,10 +282,7 @@ struct UnverifiedIssuer {
 impl Verifier {
     /// A verifier for `keys` (API key → secret) with a clock leeway.
     pub fn new(keys: impl IntoIterator<Item = (String, String)>, leeway_secs: u64) -> Self {
-        Self {
-            keys: keys.into_iter().collect(),
-            leeway_secs,
-        }
+        Self { keys: keys.into_iter().collect(), leeway_secs }
     }
 
     /// The secret of `api_key`, if known (to mint tokens for the dev server and tests).
@@ -344,16 +328,10 @@ impl Verifier {
             return Err(malformed("iss does not match the signing key id"));
         }
         if now > claims.exp.saturating_add(self.leeway_secs) {
-            return Err(Error::TokenExpired {
-                expired_at: claims.exp,
-                now,
-            });
+            return Err(Error::TokenExpired { expired_at: claims.exp, now });
         }
         if now.saturating_add(self.leeway_secs) < claims.nbf {
-            return Err(Error::TokenNotYetValid {
-                not_before: claims.nbf,
-                now,
-            });
+            return Err(Error::TokenNotYetValid { not_before: claims.nbf, now });
         }
         Ok(claims)
     }
@@ -405,10 +383,7 @@ mod tests {
         assert!(verifier().verify(&token, NOW + 600 + 5).is_ok(), "inside leeway");
         assert_eq!(
             verifier().verify(&token, NOW + 600 + 6).unwrap_err(),
-            Error::TokenExpired {
-                expired_at: NOW + 600,
-                now: NOW + 606
-            }
+            Error::TokenExpired { expired_at: NOW + 600, now: NOW + 606 }
         );
     }
 
@@ -492,10 +467,7 @@ mod tests {
         assert!(c.authorize_join("standup").is_ok());
         assert_eq!(
             c.authorize_join("boardroom").unwrap_err(),
-            Error::WrongRoom {
-                granted: "standup".into(),
-                requested: "boardroom".into()
-            }
+            Error::WrongRoom { granted: "standup".into(), requested: "boardroom".into() }
         );
         assert_eq!(c.authorize_create("standup").unwrap_err(), Error::MissingGrant(Grant::RoomCreate));
         assert_eq!(c.authorize_admin("standup").unwrap_err(), Error::MissingGrant(Grant::RoomAdmin));
@@ -533,9 +505,10 @@ mod tests {
 
     #[test]
     fn omitted_publish_grants_default_to_allowed() {
-        let c: Claims =
-            serde_json::from_str(r#"{"iss":"k","sub":"s","iat":0,"nbf":0,"exp":1,"grants":{"room":"r","roomJoin":true}}"#)
-                .unwrap();
+        let c: Claims = serde_json::from_str(
+            r#"{"iss":"k","sub":"s","iat":0,"nbf":0,"exp":1,"grants":{"room":"r","roomJoin":true}}"#,
+        )
+        .unwrap();
         assert!(c.grants.can_publish && c.grants.can_subscribe && c.grants.can_publish_data);
         assert!(!c.grants.room_admin && !c.grants.hidden);
     }

@@ -1,1 +1,31 @@
-fn main() {}
+//! `switchyard`: the dev server, access tokens, rooms and load tests from one command.
+#![forbid(unsafe_code)]
+
+mod token;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(name = "switchyard", version, about = "Self-hosted real-time media on Kubernetes")]
+struct Args {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run SFU, TURN, signaling and a demo call page on this machine, no Kubernetes needed.
+    Dev,
+    /// Mint an access token for a participant.
+    Token(token::TokenArgs),
+}
+
+fn main() -> anyhow::Result<()> {
+    match Args::parse().command {
+        Command::Dev => anyhow::bail!(
+            "`switchyard dev` needs media-node, which is not built yet in this version; \
+             `switchyard token` works today"
+        ),
+        Command::Token(args) => token::run(args),
+    }
+}
