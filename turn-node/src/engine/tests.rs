@@ -1,0 +1,551 @@
+//! Engine rules on a virtual clock: no sockets, no sleeping. Time is an
+//! `Instant` we advance by hand, so a 10-minute lifetime takes microseconds.
+
+use super::*;
+use crate::auth::{long_term_key, rest_password};
+use crate::stun::{MAX_DATA_INDICATION_OVERHEAD, parse};
+
+const REALM: &str = "switchyard.test";
+const SECRET: &[u8] = b"s3cret";
+const T0_UNIX: u64 = 1_700_000_000;
+
+struct Harness {
+    engine: Engine,
+    shared: Arc<Shared>,
+    now: Instant,
+    five: FiveTuple,
+    user: String,
+    key: Key,
+    nonce: Vec<u8>,
+    relay_port: u16,
+}
+
+struct Reply {
+    bytes: Vec<u8>,
+}
+
+impl Reply {
+    fn msg(&self) -> Message<'_> {
+        parse(&self.bytes).expect("engine emits valid STUN")
+    }
+    fn code(&self) -> Option<u16> {
+        self.msg().error_code
+    }
+}
+
+fn shared_with(limits: Limits, filter: PeerFilter) -> Arc<Shared> {
+    Arc::new(Shared {
+        credentials: Credentials::new(REALM, vec![SECRET.to_vec()], &[]),
+        nonces: NonceMinter::new([9; 32], 3600),
+        filter,
+        limits,
+        quotas: Quotas::default(),
+        metrics: Arc::new(Metrics::new()),
+        draining: AtomicBool::new(false),
+        relay_ip: "192.0.2.1".parse().unwrap(),
+    })
+}
+
+fn allow_all_public() -> PeerFilter {
+    PeerFilter::new(vec![], vec![], vec![])
+}
+
+impl Harness {
+    fn new() -> Self {
+        Self::with(Limits::default(), allow_all_public())
+    }
+
+    fn with(limits: Limits, filter: PeerFilter) -> Self {
+        let shared = shared_with(limits, filter);
+        Self::on(shared, 1)
+    }
+
+    fn on(shared: Arc<Shared>, client: u16) -> Self {
+        let now = Instant::now();
+        let user = format!("{}:alice", T0_UNIX + 86_400);
+        let password = rest_password(SECRET, &user);
+        Harness {
+            engine: Engine::new(shared.clone(), 0, 1, now, T0_UNIX),
+            key: long_term_key(&user, REALM, &password),
+            shared,
+            now,
+            five: FiveTuple {
+                client: SocketAddr::from(([198, 51, 100, 7], client)),
+                server: "192.0.2.1:3478".parse().unwrap(),
+                transport: Transport::Udp,
+            },
+            user,
+            nonce: Vec::new(),
+            relay_port: 50_000,
+        }
+    }
+
+    fn advance(&mut self, secs: u64) {
+        self.now += Duration::from_secs(secs);
+        self.engine.handle_timeout(self.now);
+    }
+
+    /// Feed raw bytes; bind relays as requested; return the transmits.
+    fn feed(&mut self, data: &[u8]) -> Vec<Reply> {
+        let fwd = self.engine.handle_client(self.now, &self.five, data);
+        assert_eq!(fwd, Forward::None, "control message must not forward");
+        let mut replies = Vec::new();
+        while let Some(o) = self.engine.poll_output() {
+            match o {
+                Output::Transmit { to, data } => {
+                    assert_eq!(to, self.five);
+                    replies.push(Reply { bytes: data });
+                }
+                Output::BindRelay { id, .. } => {
+                    self.relay_port += 2;
+                    let addr = SocketAddr::from(([192, 0, 2, 1], self.relay_port));
+                    self.engine.relay_bound(self.now, id, Some(addr));
+                }
+                Output::Release { .. } => {}
+            }
+        }
+        replies
+    }
+
+    /// Send an authenticated request (fetching a nonce first if needed).
+    fn request(&mut self, m: u16, build: impl Fn(&mut MessageWriter<'_>)) -> Reply {
+        for _ in 0..2 {
+            let mut buf = Vec::new();
+            let mut w = MessageWriter::new(&mut buf, m, Class::Request, rand::random());
+            build(&mut w);
+            if !self.nonce.is_empty() {
+                w.attr(attr::USERNAME, self.user.as_bytes())
+                    .attr(attr::REALM, REALM.as_bytes())
+                    .attr(attr::NONCE, &self.nonce)
+                    .integrity(&self.key);
+            }
+            w.finish_with_fingerprint();
+            let mut r = self.feed(&buf);
+            assert_eq!(r.len(), 1, "one response per request");
+            let reply = r.pop().unwrap();
+            let (code, nonce) = {
+                let msg = reply.msg();
+                (msg.error_code, msg.nonce.map(<[u8]>::to_vec))
+            };
+            match (code, nonce) {
+                (Some(401 | 438), Some(n)) if self.nonce != n => self.nonce = n,
+                _ => return reply,
+            }
+        }
+        panic!("authentication did not converge")
+    }
+
+    fn allocate(&mut self) -> Reply {
+        self.request(method::ALLOCATE, |w| {
+            w.u32(attr::REQUESTED_TRANSPORT, 17 << 24);
+        })
+    }
+
+    fn permit(&mut self, peer: SocketAddr) -> Reply {
+        self.request(method::CREATE_PERMISSION, |w| {
+            w.xor_addr(attr::XOR_PEER_ADDRESS, peer);
+        })
+    }
+
+    fn bind(&mut self, channel: u16, peer: SocketAddr) -> Reply {
+        self.request(method::CHANNEL_BIND, |w| {
+            w.u32(attr::CHANNEL_NUMBER, u32::from(channel) << 16).xor_addr(attr::XOR_PEER_ADDRESS, peer);
+        })
+    }
+
+    fn refresh(&mut self, lifetime: u32) -> Reply {
+        self.request(method::REFRESH, |w| {
+            w.u32(attr::LIFETIME, lifetime);
+        })
+    }
+
+    fn alloc_id(&self) -> AllocId {
+        *self.engine.by_five.get(&self.five).expect("allocation exists")
+    }
+
+    /// Client → peer over a channel; returns the peer it would reach.
+    fn channel_send(&mut self, channel: u16, payload: &[u8]) -> Option<SocketAddr> {
+        let mut buf = channel.to_be_bytes().to_vec();
+        buf.extend_from_slice(&(payload.len() as u16).to_be_bytes());
+        buf.extend_from_slice(payload);
+        match self.engine.handle_client(self.now, &self.five, &buf) {
+            Forward::ToPeer { peer, payload: p, .. } => {
+                assert_eq!(p, payload);
+                Some(peer)
+            }
+            Forward::None => None,
+        }
+    }
+
+    /// Peer → client; returns the framed message the client would get.
+    fn peer_sends(&mut self, peer: SocketAddr, payload: &[u8]) -> Option<Vec<u8>> {
+        let head = MAX_DATA_INDICATION_OVERHEAD;
+        let mut buf = vec![0u8; head + payload.len() + 4];
+        buf[head..head + payload.len()].copy_from_slice(payload);
+        let id = self.alloc_id();
+        let (to, range) = self.engine.handle_peer(self.now, id, peer, &mut buf, head, payload.len())?;
+        assert_eq!(to, self.five);
+        Some(buf[range].to_vec())
+    }
+}
+
+fn peer() -> SocketAddr {
+    "203.0.113.5:4000".parse().unwrap()
+}
+
+#[test]
+fn binding_needs_no_auth() {
+    let mut h = Harness::new();
+    let mut buf = Vec::new();
+    MessageWriter::new(&mut buf, method::BINDING, Class::Request, [1; 12]).finish();
+    let r = h.feed(&buf);
+    let msg = r[0].msg();
+    assert_eq!(msg.class, Class::Success);
+}
+
+#[test]
+fn allocate_challenges_then_succeeds_with_default_lifetime() {
+    let mut h = Harness::new();
+    let r = h.allocate();
+    assert_eq!(r.code(), None);
+    let msg = r.msg();
+    assert!(msg.relayed.is_some());
+    assert_eq!(msg.lifetime, Some(600));
+    assert!(stun::verify_integrity(&msg, &h.key));
+    let m = &h.shared.metrics;
+    assert_eq!(m.alloc_result_count(AllocResult::Challenged), 1);
+    assert_eq!(m.alloc_result_count(AllocResult::Ok), 1);
+    assert_eq!(m.allocations.get(), 1);
+}
+
+#[test]
+fn lifetime_is_clamped_between_default_and_max() {
+    let mut h = Harness::new();
+    let r = h.request(method::ALLOCATE, |w| {
+        w.u32(attr::REQUESTED_TRANSPORT, 17 << 24).u32(attr::LIFETIME, 999_999);
+    });
+    assert_eq!(r.msg().lifetime, Some(3600));
+    assert_eq!(h.refresh(30).msg().lifetime, Some(600));
+    assert_eq!(h.refresh(1200).msg().lifetime, Some(1200));
+}
+
+#[test]
+fn allocation_expires_without_refresh_and_survives_with_it() {
+    let mut h = Harness::new();
+    h.allocate();
+    h.advance(599);
+    assert_eq!(h.refresh(600).code(), None, "still alive at 599 s");
+    h.advance(599);
+    assert_eq!(h.engine.allocation_count(), 1, "refresh moved the deadline");
+    h.advance(1);
+    assert_eq!(h.engine.allocation_count(), 0);
+    assert_eq!(h.shared.metrics.allocations.get(), 0);
+    assert_eq!(h.shared.quotas.total(), 0, "quota released on expiry");
+    assert_eq!(h.refresh(600).code(), Some(437));
+}
+
+#[test]
+fn refresh_zero_deletes() {
+    let mut h = Harness::new();
+    h.allocate();
+    let r = h.refresh(0);
+    assert_eq!(r.msg().lifetime, Some(0));
+    assert_eq!(h.engine.allocation_count(), 0);
+    let mut saw_release = false;
+    while let Some(o) = h.engine.poll_output() {
+        saw_release |= matches!(o, Output::Release { .. });
+    }
+    // Release was drained by `feed`; the allocation is gone either way.
+    assert!(!saw_release);
+    assert_eq!(h.refresh(600).code(), Some(437));
+}
+
+#[test]
+fn second_allocate_on_same_five_tuple_is_437_and_retransmit_is_replayed() {
+    let mut h = Harness::new();
+    h.allocate();
+    assert_eq!(h.allocate().code(), Some(437));
+    // A retransmission (same transaction id) gets the original answer again.
+    let id = h.alloc_id();
+    let tid = h.engine.allocs[&id].allocate_tid;
+    let original = h.engine.allocs[&id].allocate_response.clone();
+    let mut buf = Vec::new();
+    let mut w = MessageWriter::new(&mut buf, method::ALLOCATE, Class::Request, tid);
+    w.u32(attr::REQUESTED_TRANSPORT, 17 << 24)
+        .attr(attr::USERNAME, h.user.as_bytes())
+        .attr(attr::REALM, REALM.as_bytes())
+        .attr(attr::NONCE, &h.nonce.clone())
+        .integrity(&h.key.clone());
+    w.finish_with_fingerprint();
+    let r = h.feed(&buf);
+    assert_eq!(r[0].bytes, original);
+}
+
+#[test]
+fn permission_times_out_after_300_s() {
+    let mut h = Harness::new();
+    h.allocate();
+    assert_eq!(h.permit(peer()).code(), None);
+    assert!(h.peer_sends(peer(), b"x").is_some());
+    // Another port on the same IP is covered: permissions are per IP.
+    let other_port = SocketAddr::new(peer().ip(), 9);
+    assert!(h.peer_sends(other_port, b"x").is_some());
+    h.advance(299);
+    assert!(h.peer_sends(peer(), b"x").is_some());
+    h.advance(1);
+    assert!(h.peer_sends(peer(), b"x").is_none());
+    assert_eq!(h.shared.metrics.permissions.get(), 0);
+    assert_eq!(h.shared.metrics.dropped_count(DropReason::NoPermission), 1);
+}
+
+#[test]
+fn send_indication_needs_permission() {
+    let mut h = Harness::new();
+    h.allocate();
+    let send = |h: &mut Harness| {
+        let mut buf = Vec::new();
+        let mut w = MessageWriter::new(&mut buf, method::SEND, Class::Indication, [4; 12]);
+        w.xor_addr(attr::XOR_PEER_ADDRESS, peer()).attr(attr::DATA, b"ping");
+        w.finish();
+        match h.engine.handle_client(h.now, &h.five, &buf) {
+            Forward::ToPeer { peer: p, payload, .. } => {
+                assert_eq!(payload, b"ping");
+                Some(p)
+            }
+            Forward::None => None,
+        }
+    };
+    assert_eq!(send(&mut h), None);
+    h.permit(peer());
+    assert_eq!(send(&mut h), Some(peer()));
+    // Without a channel the peer's answer comes back as a Data indication.
+    let back = h.peer_sends(peer(), b"pong").unwrap();
+    let msg = parse(&back).unwrap();
+    assert_eq!((msg.method, msg.class), (method::DATA, Class::Indication));
+    assert_eq!(msg.data, Some(&b"pong"[..]));
+    assert_eq!(msg.peers[0], Some(peer()));
+}
+
+#[test]
+fn channel_bind_rules() {
+    let mut h = Harness::new();
+    h.allocate();
+    let other: SocketAddr = "203.0.113.6:4000".parse().unwrap();
+    assert_eq!(h.bind(0x3FFF, peer()).code(), Some(400), "below range");
+    assert_eq!(h.bind(0x8000, peer()).code(), Some(400), "above range");
+    assert_eq!(h.bind(0x4000, peer()).code(), None);
+    assert_eq!(h.bind(0x4000, peer()).code(), None, "same pair refreshes");
+    assert_eq!(h.bind(0x4000, other).code(), Some(400), "channel taken by another peer");
+    assert_eq!(h.bind(0x4001, peer()).code(), Some(400), "peer already on another channel");
+    assert_eq!(h.channel_send(0x4000, b"hi"), Some(peer()));
+    assert_eq!(h.channel_send(0x4001, b"hi"), None, "unbound channel drops");
+    // Peer data now comes back as ChannelData.
+    let back = h.peer_sends(peer(), b"yo").unwrap();
+    assert_eq!(back, [0x40, 0x00, 0, 2, b'y', b'o']);
+    assert_eq!(h.shared.metrics.channels.get(), 1);
+}
+
+#[test]
+fn channel_binding_installs_permission_and_expires_with_cooldown() {
+    let mut h = Harness::new();
+    h.allocate();
+    h.refresh(3600);
+    h.bind(0x4000, peer());
+    // The binding refreshed the permission, which would lapse at 300 s without
+    // traffic-independent refreshes; keep it alive like a client does.
+    for _ in 0..2 {
+        h.advance(240);
+        h.permit(peer());
+    }
+    h.advance(120); // 600 s: channel expires
+    assert_eq!(h.channel_send(0x4000, b"x"), None);
+    assert_eq!(h.shared.metrics.channels.get(), 0);
+    let other: SocketAddr = "203.0.113.6:4000".parse().unwrap();
+    assert_eq!(h.bind(0x4000, other).code(), Some(400), "number in cooldown");
+    assert_eq!(h.bind(0x4002, peer()).code(), Some(400), "peer in cooldown");
+    assert_eq!(h.bind(0x4000, peer()).code(), None, "same pair may rebind");
+    h.advance(600);
+    h.advance(300);
+    assert_eq!(h.bind(0x4001, other).code(), None);
+}
+
+#[test]
+fn channel_send_without_permission_is_dropped() {
+    let mut h = Harness::new();
+    h.allocate();
+    h.refresh(3600);
+    h.bind(0x4000, peer());
+    h.advance(301); // permission gone, channel still bound
+    assert_eq!(h.channel_send(0x4000, b"x"), None);
+}
+
+#[test]
+fn nonce_goes_stale_and_client_recovers() {
+    let mut h = Harness::new();
+    h.allocate();
+    let old = h.nonce.clone();
+    h.advance(3600); // nonce lifetime; allocation also expires here
+    let mut buf = Vec::new();
+    let mut w = MessageWriter::new(&mut buf, method::ALLOCATE, Class::Request, [8; 12]);
+    w.u32(attr::REQUESTED_TRANSPORT, 17 << 24)
+        .attr(attr::USERNAME, h.user.as_bytes())
+        .attr(attr::REALM, REALM.as_bytes())
+        .attr(attr::NONCE, &old)
+        .integrity(&h.key.clone());
+    w.finish_with_fingerprint();
+    let r = h.feed(&buf);
+    assert_eq!(r[0].code(), Some(438));
+    let fresh = r[0].msg().nonce.unwrap().to_vec();
+    assert_ne!(fresh, old);
+    assert_eq!(h.shared.metrics.alloc_result_count(AllocResult::StaleNonce), 1);
+    assert_eq!(h.allocate().code(), None, "retry with the fresh nonce works");
+}
+
+#[test]
+fn wrong_key_and_expired_username_get_401() {
+    let mut h = Harness::new();
+    h.allocate();
+    h.refresh(600);
+    h.key = [0; 16];
+    assert_eq!(h.refresh(600).code(), Some(401));
+    let mut h = Harness::new();
+    h.user = format!("{}:alice", T0_UNIX - 1);
+    h.key = long_term_key(&h.user, REALM, &rest_password(SECRET, &h.user));
+    assert_eq!(h.allocate().code(), Some(401));
+    assert_eq!(h.shared.metrics.alloc_result_count(AllocResult::Unauthorized), 1);
+}
+
+#[test]
+fn other_users_credentials_on_allocation_get_441() {
+    let mut h = Harness::new();
+    h.allocate();
+    h.user = format!("{}:mallory", T0_UNIX + 86_400);
+    h.key = long_term_key(&h.user, REALM, &rest_password(SECRET, &h.user));
+    assert_eq!(h.refresh(600).code(), Some(441));
+}
+
+#[test]
+fn denied_peers_get_403_and_nothing_is_installed() {
+    let mut h = Harness::with(Limits::default(), PeerFilter::default());
+    h.allocate();
+    for p in ["127.0.0.1:1", "169.254.169.254:80", "0.0.0.0:1"] {
+        let p: SocketAddr = p.parse().unwrap();
+        assert_eq!(h.permit(p).code(), Some(403), "{p}");
+        assert_eq!(h.bind(0x4000, p).code(), Some(403), "{p}");
+    }
+    // One bad peer in a batch refuses the whole request.
+    let r = h.request(method::CREATE_PERMISSION, |w| {
+        w.xor_addr(attr::XOR_PEER_ADDRESS, peer()).xor_addr(attr::XOR_PEER_ADDRESS, "127.0.0.1:1".parse().unwrap());
+    });
+    assert_eq!(r.code(), Some(403));
+    assert_eq!(h.shared.metrics.permissions.get(), 0);
+    assert_eq!(h.permit("[::1]:1".parse().unwrap()).code(), Some(443), "v6 peer on a v4 relay");
+}
+
+#[test]
+fn quotas_per_user_and_total() {
+    let limits = Limits { max_allocations_per_user: 2, max_allocations: 3, ..Limits::default() };
+    let shared = shared_with(limits, allow_all_public());
+    let mut clients: Vec<Harness> = (1..=4).map(|c| Harness::on(shared.clone(), c)).collect();
+    assert_eq!(clients[0].allocate().code(), None);
+    assert_eq!(clients[1].allocate().code(), None);
+    assert_eq!(clients[2].allocate().code(), Some(486), "third for alice");
+    clients[3].user = format!("{}:bob", T0_UNIX + 86_400);
+    clients[3].key = long_term_key(&clients[3].user, REALM, &rest_password(SECRET, &clients[3].user));
+    assert_eq!(clients[3].allocate().code(), None);
+    clients[2].user = format!("{}:carol", T0_UNIX + 86_400);
+    clients[2].key = long_term_key(&clients[2].user, REALM, &rest_password(SECRET, &clients[2].user));
+    assert_eq!(clients[2].allocate().code(), Some(486), "node total reached");
+    clients[0].refresh(0);
+    assert_eq!(clients[2].allocate().code(), None, "freed quota is reusable");
+    assert_eq!(shared.metrics.alloc_result_count(AllocResult::Quota), 2);
+}
+
+#[test]
+fn draining_refuses_new_but_refreshes_existing() {
+    let mut h = Harness::new();
+    h.allocate();
+    h.shared.draining.store(true, Ordering::Relaxed);
+    assert_eq!(h.refresh(600).code(), None);
+    let mut other = Harness::on(h.shared.clone(), 2);
+    assert_eq!(other.allocate().code(), Some(508));
+}
+
+#[test]
+fn unsupported_transport_and_family() {
+    let mut h = Harness::new();
+    let r = h.request(method::ALLOCATE, |w| {
+        w.u32(attr::REQUESTED_TRANSPORT, 6 << 24);
+    });
+    assert_eq!(r.code(), Some(442));
+    let r = h.request(method::ALLOCATE, |_| {});
+    assert_eq!(r.code(), Some(400));
+    let r = h.request(method::ALLOCATE, |w| {
+        w.u32(attr::REQUESTED_TRANSPORT, 17 << 24).u32(attr::REQUESTED_ADDRESS_FAMILY, 2 << 24);
+    });
+    assert_eq!(r.code(), Some(440));
+}
+
+#[test]
+fn bandwidth_cap_drops_excess() {
+    let limits = Limits { bandwidth_per_allocation: 1000, ..Limits::default() };
+    let mut h = Harness::with(limits, allow_all_public());
+    h.allocate();
+    h.bind(0x4000, peer());
+    let payload = [0u8; 400];
+    let sent = (0..5).filter(|_| h.channel_send(0x4000, &payload).is_some()).count();
+    assert_eq!(sent, 2, "1000 bytes of burst");
+    h.now += Duration::from_millis(500);
+    assert!(h.channel_send(0x4000, &payload).is_some(), "refilled 500 bytes");
+    assert!(h.shared.metrics.dropped_count(DropReason::Bandwidth) >= 3);
+}
+
+#[test]
+fn unauthenticated_requests_are_rate_limited() {
+    let limits = Limits { unauthenticated_rate: 5, ..Limits::default() };
+    let mut h = Harness::with(limits, allow_all_public());
+    let mut answered = 0;
+    for _ in 0..50 {
+        let mut buf = Vec::new();
+        let mut w = MessageWriter::new(&mut buf, method::ALLOCATE, Class::Request, rand::random());
+        w.u32(attr::REQUESTED_TRANSPORT, 17 << 24);
+        w.finish();
+        answered += h.feed(&buf).len();
+    }
+    assert_eq!(answered, 10, "burst of 2x rate, then silence");
+    h.now += Duration::from_secs(1);
+    let mut buf = Vec::new();
+    MessageWriter::new(&mut buf, method::REFRESH, Class::Request, [1; 12]).finish();
+    assert_eq!(h.feed(&buf).len(), 1, "refilled after a second");
+}
+
+#[test]
+fn malformed_input_gets_400_or_is_dropped() {
+    let mut h = Harness::new();
+    // Request header with a truncated attribute: 400.
+    let mut buf = Vec::new();
+    MessageWriter::new(&mut buf, method::ALLOCATE, Class::Request, [2; 12]).finish();
+    buf.extend_from_slice(&[0x00, 0x19, 0x00, 0x08, 0, 0, 0, 0]);
+    buf[3] = 8;
+    let r = h.feed(&buf);
+    assert_eq!(r[0].code(), Some(400));
+    // Garbage, empty, short ChannelData: dropped, no answer.
+    assert!(h.feed(&[]).is_empty());
+    assert!(h.feed(&[0xff; 64]).is_empty());
+    assert!(h.feed(&[0x40, 0x00, 0x10, 0x00]).is_empty());
+    // Unknown comprehension-required attribute: 420.
+    let r = h.request(method::ALLOCATE, |w| {
+        w.u32(attr::REQUESTED_TRANSPORT, 17 << 24).attr(0x0030, b"abcd");
+    });
+    assert_eq!(r.code(), Some(420));
+}
+
+#[test]
+fn poll_timeout_reports_the_earliest_deadline() {
+    let mut h = Harness::new();
+    assert_eq!(h.engine.poll_timeout(), None);
+    h.allocate();
+    assert_eq!(h.engine.poll_timeout(), Some(h.now + DEFAULT_LIFETIME));
+    h.permit(peer());
+    assert_eq!(h.engine.poll_timeout(), Some(h.now + PERMISSION_LIFETIME));
+}

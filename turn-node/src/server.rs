@@ -1,0 +1,692 @@
+//! The I/O driver: sockets, threads and timers around the sans-IO [`Engine`].
+//!
+//! One worker thread per core. Each worker binds its own copy of every
+//! listener with `SO_REUSEPORT`, so the kernel spreads clients across workers
+//! by 4-tuple hash and a client's packets always reach the same worker. A
+//! worker owns one [`Engine`] shard and the relay sockets of the allocations
+//! created in it; nothing on the relay path crosses threads or takes a lock
+//! (the `RefCell` is uncontended: each worker is a single-threaded runtime).
+//!
+//! ```text
+//!  worker thread i (current-thread tokio + LocalSet)
+//!   ├─ UDP listener socket (REUSEPORT) ─► engine.handle_client ─► relay socket send_to(peer)
+//!   ├─ TCP/TLS accept (REUSEPORT) ─► per-connection framing task ─► engine.handle_client
+//!   ├─ relay socket task per allocation ─► engine.handle_peer ─► listener / stream writer
+//!   └─ 1 s tick ─► engine.handle_timeout
+//!  caller's runtime: admin HTTP, bandwidth sampler, secrets reload, drain supervisor
+//! ```
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::rc::Rc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use socket2::{Domain, Socket, Type};
+use switchyard_api::node::TurnNodeStatus;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::{TcpListener, UdpSocket};
+use tokio::sync::{mpsc, watch};
+use tokio::task::AbortHandle;
+use tokio_rustls::TlsAcceptor;
+
+use crate::auth::{Credentials, NonceMinter};
+use crate::config::{Config, Protocol, TlsConfig, read_secrets_file};
+use crate::engine::{AllocId, Engine, FiveTuple, Forward, Limits, Output, Quotas, Shared, Transport};
+use crate::error::{Error, Result};
+use crate::filter::PeerFilter;
+use crate::metrics::{BandwidthWindow, Metrics};
+use crate::stun::{self, MAX_DATA_INDICATION_OVERHEAD};
+
+/// Largest UDP payload we accept.
+const MAX_DATAGRAM: usize = 65_535;
+/// Largest framed message on a stream (STUN header + max length).
+const MAX_FRAME: usize = stun::HEADER_LEN + 65_535;
+
+/// Addresses the server actually bound (ports resolved when 0 was asked for).
+#[derive(Clone, Debug)]
+pub struct BoundAddrs {
+    /// UDP listeners.
+    pub udp: Vec<SocketAddr>,
+    /// TCP listeners.
+    pub tcp: Vec<SocketAddr>,
+    /// TLS listeners.
+    pub tls: Vec<SocketAddr>,
+    /// Admin HTTP.
+    pub admin: SocketAddr,
+}
+
+/// Drain and shutdown state shared with the admin API.
+#[derive(Debug)]
+pub(crate) struct Control {
+    pub(crate) shared: Arc<Shared>,
+    shutdown: watch::Sender<bool>,
+    drain_deadline: Mutex<Option<Instant>>,
+    grace: Duration,
+}
+
+impl Control {
+    /// Start draining (idempotent): refuse new allocations, keep existing ones.
+    pub(crate) fn drain(&self) {
+        let mut deadline = self.drain_deadline.lock().unwrap_or_else(|e| e.into_inner());
+        if deadline.is_none() {
+            *deadline = Some(Instant::now() + self.grace);
+            self.shared.draining.store(true, Ordering::SeqCst);
+            self.shared.metrics.draining.set(1);
+            tracing::info!(grace_seconds = self.grace.as_secs(), "draining");
+        }
+    }
+
+    pub(crate) fn status(&self) -> TurnNodeStatus {
+        let deadline = *self.drain_deadline.lock().unwrap_or_else(|e| e.into_inner());
+        let m = &self.shared.metrics;
+        TurnNodeStatus {
+            bandwidth_bps: m.bandwidth_bps.get().max(0) as u64,
+            allocations: m.allocations.get().max(0) as u64,
+            draining: deadline.is_some(),
+            drain_remaining_seconds: deadline.map(|d| d.saturating_duration_since(Instant::now()).as_secs()),
+        }
+    }
+
+    fn shutdown(&self) {
+        let _ = self.shutdown.send(true);
+    }
+
+    pub(crate) fn shutdown_signal(&self) -> watch::Receiver<bool> {
+        self.shutdown.subscribe()
+    }
+}
+
+/// The TURN server.
+#[derive(Debug)]
+pub struct TurnServer;
+
+/// A running server: its addresses, and drain/shutdown controls.
+#[derive(Debug)]
+pub struct TurnHandle {
+    addrs: BoundAddrs,
+    control: Arc<Control>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl TurnHandle {
+    /// Bound addresses.
+    pub fn addrs(&self) -> &BoundAddrs {
+        &self.addrs
+    }
+
+    /// Metrics of this server.
+    pub fn metrics(&self) -> Arc<Metrics> {
+        self.control.shared.metrics.clone()
+    }
+
+    /// Current status document.
+    pub fn status(&self) -> TurnNodeStatus {
+        self.control.status()
+    }
+
+    /// Start draining: new allocations are refused; the server stops when the
+    /// last allocation ends or the grace period runs out.
+    pub fn drain(&self) {
+        self.control.drain();
+    }
+
+    /// Stop now, dropping every allocation.
+    pub fn shutdown(&self) {
+        self.control.shutdown();
+    }
+
+    /// Wait until the server has stopped (after a drain or a shutdown).
+    pub async fn wait(self) -> Result<()> {
+        let mut rx = self.control.shutdown.subscribe();
+        let _ = rx.wait_for(|stop| *stop).await;
+        let threads = self.threads;
+        tokio::task::spawn_blocking(move || {
+            for t in threads {
+                let _ = t.join();
+            }
+        })
+        .await
+        .map_err(|e| Error::Runtime(e.to_string()))
+    }
+}
+
+/// Relay ports handed out round-robin from the configured range, shared by
+/// every worker.
+#[derive(Debug)]
+struct Ports {
+    min: u16,
+    max: u16,
+    next: AtomicU32,
+}
+
+impl Ports {
+    fn bind(&self, ip: IpAddr, even: bool) -> std::io::Result<std::net::UdpSocket> {
+        if self.min == 0 {
+            for _ in 0..64 {
+                let s = udp_socket(SocketAddr::new(ip, 0), false)?;
+                if !even || s.local_addr()?.port() % 2 == 0 {
+                    return Ok(s);
+                }
+            }
+            return Err(std::io::ErrorKind::AddrInUse.into());
+        }
+        let span = u32::from(self.max - self.min) + 1;
+        for _ in 0..span {
+            let port = self.min + (self.next.fetch_add(1, Ordering::Relaxed) % span) as u16;
+            if even && port % 2 == 1 {
+                continue;
+            }
+            match udp_socket(SocketAddr::new(ip, port), false) {
+                Ok(s) => return Ok(s),
+                Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        Err(std::io::ErrorKind::AddrInUse.into())
+    }
+}
+
+fn udp_socket(addr: SocketAddr, reuse_port: bool) -> std::io::Result<std::net::UdpSocket> {
+    let s = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(socket2::Protocol::UDP))?;
+    if reuse_port {
+        s.set_reuse_port(true)?;
+    }
+    // Bigger buffers absorb bursts; the kernel clamps to its maximum.
+    let _ = s.set_recv_buffer_size(4 << 20);
+    let _ = s.set_send_buffer_size(4 << 20);
+    s.set_nonblocking(true)?;
+    s.bind(&addr.into())?;
+    Ok(s.into())
+}
+
+fn tcp_listener(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
+    let s = Socket::new(Domain::for_address(addr), Type::STREAM, Some(socket2::Protocol::TCP))?;
+    s.set_reuse_address(true)?;
+    s.set_reuse_port(true)?;
+    s.set_nonblocking(true)?;
+    s.bind(&addr.into())?;
+    s.listen(1024)?;
+    Ok(s.into())
+}
+
+fn tls_acceptor(cfg: &TlsConfig) -> Result<TlsAcceptor> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let certs = CertificateDer::pem_file_iter(&cfg.cert_file)
+        .and_then(|it| it.collect::<std::result::Result<Vec<_>, _>>())
+        .map_err(|e| Error::Tls(format!("tls.certFile {}: {e}", cfg.cert_file.display())))?;
+    let key = PrivateKeyDer::from_pem_file(&cfg.key_file)
+        .map_err(|e| Error::Tls(format!("tls.keyFile {}: {e}", cfg.key_file.display())))?;
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| Error::Tls(e.to_string()))?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .map_err(|e| Error::Tls(e.to_string()))?;
+    Ok(TlsAcceptor::from(Arc::new(config)))
+}
+
+/// Sockets one worker starts with.
+struct WorkerSockets {
+    udp: Vec<std::net::UdpSocket>,
+    streams: Vec<(std::net::TcpListener, Transport)>,
+}
+
+impl TurnServer {
+    /// Bind every listener, start the workers and the admin API, and return
+    /// once everything is listening. Must be called inside a tokio runtime
+    /// (the admin API and housekeeping run on it).
+    pub async fn start(config: Config) -> Result<TurnHandle> {
+        config.validate()?;
+        let relay_ip = config.relay_address().expect("validated");
+        let relay_bind = config.relay.bind_address.unwrap_or(relay_ip);
+        let workers = match config.workers {
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            n => n,
+        };
+        let tls = config.tls.as_ref().map(tls_acceptor).transpose()?;
+
+        let mut secrets: Vec<Vec<u8>> = config.auth.secrets.iter().map(|s| s.as_bytes().to_vec()).collect();
+        if let Some(f) = &config.auth.secrets_file {
+            secrets.extend(read_secrets_file(f)?);
+        }
+        let static_users: Vec<(String, String)> =
+            config.auth.static_users.iter().map(|u| (u.username.clone(), u.password.clone())).collect();
+        let metrics = Arc::new(Metrics::new());
+        let shared = Arc::new(Shared {
+            credentials: Credentials::new(&config.realm, secrets, &static_users),
+            nonces: NonceMinter::new(rand::random(), config.auth.nonce_lifetime_seconds),
+            filter: PeerFilter::new(config.peers.allow.clone(), config.peers.deny.clone(), vec![relay_ip]),
+            limits: Limits {
+                max_allocations_per_user: config.quotas.max_allocations_per_user,
+                max_allocations: config.quotas.max_allocations,
+                bandwidth_per_allocation: config.quotas.bandwidth_per_allocation_bps / 8,
+                unauthenticated_rate: config.quotas.unauthenticated_requests_per_second,
+                default_lifetime: config.default_lifetime(),
+                max_lifetime: Duration::from_secs(config.lifetimes.max_seconds),
+            },
+            quotas: Quotas::default(),
+            metrics: metrics.clone(),
+            draining: false.into(),
+            relay_ip,
+        });
+
+        // Bind every listener once per worker. The first bind resolves port 0,
+        // the others join it through SO_REUSEPORT.
+        let mut addrs = BoundAddrs { udp: Vec::new(), tcp: Vec::new(), tls: Vec::new(), admin: config.admin_address };
+        let mut per_worker: Vec<WorkerSockets> =
+            (0..workers).map(|_| WorkerSockets { udp: Vec::new(), streams: Vec::new() }).collect();
+        for l in &config.listeners {
+            let mut addr = l.address;
+            for (w, sockets) in per_worker.iter_mut().enumerate() {
+                let bind_err = |source| Error::Bind { what: "listener", addr, source };
+                match l.protocol {
+                    Protocol::Udp => {
+                        let s = udp_socket(addr, true).map_err(bind_err)?;
+                        addr = s.local_addr().map_err(bind_err)?;
+                        sockets.udp.push(s);
+                    }
+                    Protocol::Tcp | Protocol::Tls => {
+                        let s = tcp_listener(addr).map_err(bind_err)?;
+                        addr = s.local_addr().map_err(bind_err)?;
+                        let t = if l.protocol == Protocol::Tcp { Transport::Tcp } else { Transport::Tls };
+                        sockets.streams.push((s, t));
+                    }
+                }
+                if w == 0 {
+                    match l.protocol {
+                        Protocol::Udp => addrs.udp.push(addr),
+                        Protocol::Tcp => addrs.tcp.push(addr),
+                        Protocol::Tls => addrs.tls.push(addr),
+                    }
+                }
+            }
+        }
+        let admin_listener = std::net::TcpListener::bind(config.admin_address).map_err(|source| Error::Bind {
+            what: "admin",
+            addr: config.admin_address,
+            source,
+        })?;
+        admin_listener.set_nonblocking(true).map_err(|e| Error::Runtime(e.to_string()))?;
+        addrs.admin = admin_listener.local_addr().map_err(|e| Error::Runtime(e.to_string()))?;
+
+        let (shutdown, _) = watch::channel(false);
+        let control = Arc::new(Control {
+            shared: shared.clone(),
+            shutdown,
+            drain_deadline: Mutex::new(None),
+            grace: Duration::from_secs(config.drain_grace_seconds),
+        });
+        let ports = Arc::new(Ports {
+            min: config.relay.port_min,
+            max: config.relay.port_max,
+            next: AtomicU32::new(rand::random::<u32>() % 4096),
+        });
+        let base_instant = Instant::now();
+        let base_unix = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+
+        let mut threads = Vec::new();
+        for (i, sockets) in per_worker.into_iter().enumerate() {
+            let init = WorkerInit {
+                engine: Engine::new(shared.clone(), i as u64, workers as u64, base_instant, base_unix),
+                sockets,
+                tls: tls.clone(),
+                ports: ports.clone(),
+                relay_bind,
+                relay_ip,
+                shutdown: control.shutdown.subscribe(),
+            };
+            let t = std::thread::Builder::new()
+                .name(format!("turn-worker-{i}"))
+                .spawn(move || run_worker(init))
+                .map_err(|e| Error::Runtime(e.to_string()))?;
+            threads.push(t);
+        }
+
+        let admin = TcpListener::from_std(admin_listener).map_err(|e| Error::Runtime(e.to_string()))?;
+        tokio::spawn(crate::admin::serve(admin, control.clone()));
+        tokio::spawn(housekeeping(control.clone(), config.clone()));
+        tracing::info!(?addrs, workers, %relay_ip, "turn-node listening");
+        Ok(TurnHandle { addrs, control, threads })
+    }
+}
+
+/// Bandwidth gauge, secrets reload and the drain supervisor, once a second.
+async fn housekeeping(control: Arc<Control>, config: Config) {
+    let mut shutdown = control.shutdown.subscribe();
+    let mut tick = tokio::time::interval(Duration::from_millis(250));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut window = BandwidthWindow::<5>::default();
+    let mut last_sample = Instant::now();
+    let secrets_file = config.auth.secrets_file.clone();
+    let poll = Duration::from_secs(config.auth.secrets_poll_seconds);
+    let mtime = |p: &std::path::Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+    let mut seen_mtime = secrets_file.as_deref().and_then(mtime);
+    let mut last_poll = Instant::now();
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = shutdown.wait_for(|s| *s) => return,
+        }
+        let shared = &control.shared;
+        if last_sample.elapsed() >= Duration::from_secs(1) {
+            last_sample = Instant::now();
+            let bps = window.sample(shared.metrics.total_relayed_bytes());
+            shared.metrics.bandwidth_bps.set(i64::try_from(bps).unwrap_or(i64::MAX));
+        }
+        if let Some(path) = &secrets_file
+            && last_poll.elapsed() >= poll
+        {
+            last_poll = Instant::now();
+            let now = mtime(path);
+            if now != seen_mtime {
+                match read_secrets_file(path) {
+                    Ok(mut s) => {
+                        s.extend(config.auth.secrets.iter().map(|x| x.as_bytes().to_vec()));
+                        tracing::info!(count = s.len(), "reloaded TURN secrets");
+                        shared.credentials.set_secrets(s);
+                        seen_mtime = now;
+                    }
+                    Err(e) => tracing::warn!(error = %e, "secrets file unreadable; keeping the old secrets"),
+                }
+            }
+        }
+        let deadline = *control.drain_deadline.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(deadline) = deadline {
+            let live = shared.quotas.total();
+            if live == 0 || Instant::now() >= deadline {
+                tracing::info!(live, "drain finished; stopping");
+                control.shutdown();
+                return;
+            }
+        }
+    }
+}
+
+struct WorkerInit {
+    engine: Engine,
+    sockets: WorkerSockets,
+    tls: Option<TlsAcceptor>,
+    ports: Arc<Ports>,
+    relay_bind: IpAddr,
+    relay_ip: IpAddr,
+    shutdown: watch::Receiver<bool>,
+}
+
+/// One worker's state, shared by its local tasks.
+struct Worker {
+    engine: RefCell<Engine>,
+    udp: Vec<(SocketAddr, Rc<UdpSocket>)>,
+    relays: RefCell<HashMap<AllocId, (Rc<UdpSocket>, AbortHandle)>>,
+    streams: RefCell<HashMap<FiveTuple, mpsc::Sender<Vec<u8>>>>,
+    ports: Arc<Ports>,
+    relay_bind: IpAddr,
+    relay_ip: IpAddr,
+}
+
+fn run_worker(init: WorkerInit) {
+    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            tracing::error!(error = %e, "worker runtime failed to start");
+            return;
+        }
+    };
+    let local = tokio::task::LocalSet::new();
+    let WorkerInit { engine, sockets, tls, ports, relay_bind, relay_ip, mut shutdown } = init;
+    local.block_on(&rt, async move {
+        let mut udp = Vec::new();
+        for s in sockets.udp {
+            match (s.local_addr(), UdpSocket::from_std(s)) {
+                (Ok(a), Ok(s)) => udp.push((a, Rc::new(s))),
+                (_, Err(e)) | (Err(e), _) => tracing::error!(error = %e, "udp listener"),
+            }
+        }
+        let worker = Rc::new(Worker {
+            engine: RefCell::new(engine),
+            udp,
+            relays: RefCell::new(HashMap::new()),
+            streams: RefCell::new(HashMap::new()),
+            ports,
+            relay_bind,
+            relay_ip,
+        });
+        for i in 0..worker.udp.len() {
+            tokio::task::spawn_local(udp_listener_loop(worker.clone(), i));
+        }
+        for (l, transport) in sockets.streams {
+            match TcpListener::from_std(l) {
+                Ok(l) => {
+                    let tls = if transport == Transport::Tls { tls.clone() } else { None };
+                    tokio::task::spawn_local(accept_loop(worker.clone(), l, transport, tls));
+                }
+                Err(e) => tracing::error!(error = %e, "tcp listener"),
+            }
+        }
+        tokio::task::spawn_local(timer_loop(worker.clone()));
+        let _ = shutdown.wait_for(|s| *s).await;
+    });
+}
+
+impl Worker {
+    /// Send a framed message to a client. UDP: from the listener socket the
+    /// client talks to; streams: through the connection's writer queue.
+    fn send_to_client(&self, to: &FiveTuple, data: &[u8]) {
+        match to.transport {
+            Transport::Udp => {
+                if let Some((_, s)) = self.udp.iter().find(|(a, _)| *a == to.server) {
+                    // A full socket buffer drops, like the network would.
+                    let _ = s.try_send_to(data, to.client);
+                }
+            }
+            Transport::Tcp | Transport::Tls => {
+                if let Some(tx) = self.streams.borrow().get(to) {
+                    let _ = tx.try_send(data.to_vec());
+                }
+            }
+        }
+    }
+
+    #[inline]
+    fn forward(&self, fwd: Forward<'_>) {
+        if let Forward::ToPeer { alloc, peer, payload } = fwd
+            && let Some((s, _)) = self.relays.borrow().get(&alloc)
+        {
+            let _ = s.try_send_to(payload, peer);
+        }
+    }
+
+    /// Carry out everything the engine queued.
+    fn flush(self: &Rc<Self>) {
+        loop {
+            let out = self.engine.borrow_mut().poll_output();
+            match out {
+                None => return,
+                Some(Output::Transmit { to, data }) => self.send_to_client(&to, &data),
+                Some(Output::BindRelay { id, even_port }) => {
+                    let bound = self
+                        .ports
+                        .bind(self.relay_bind, even_port)
+                        .and_then(UdpSocket::from_std)
+                        .and_then(|s| Ok((s.local_addr()?, s)));
+                    let relay = match bound {
+                        Ok((local, sock)) => {
+                            let sock = Rc::new(sock);
+                            let task = tokio::task::spawn_local(relay_loop(self.clone(), id, sock.clone()));
+                            self.relays.borrow_mut().insert(id, (sock, task.abort_handle()));
+                            Some(SocketAddr::new(self.relay_ip, local.port()))
+                        }
+                        Err(e) => {
+                            tracing::warn!(error = %e, "no relay port available");
+                            None
+                        }
+                    };
+                    self.engine.borrow_mut().relay_bound(Instant::now(), id, relay);
+                }
+                Some(Output::Release { id }) => {
+                    if let Some((_, task)) = self.relays.borrow_mut().remove(&id) {
+                        task.abort();
+                    }
+                }
+            }
+        }
+    }
+}
+
+async fn udp_listener_loop(worker: Rc<Worker>, index: usize) {
+    let (local, sock) = worker.udp[index].clone();
+    let mut buf = vec![0u8; MAX_DATAGRAM];
+    loop {
+        let (n, from) = match sock.recv_from(&mut buf).await {
+            Ok(x) => x,
+            // ICMP errors surface here on some kernels; they are not fatal.
+            Err(_) => continue,
+        };
+        let five = FiveTuple { client: from, server: local, transport: Transport::Udp };
+        let fwd = worker.engine.borrow_mut().handle_client(Instant::now(), &five, &buf[..n]);
+        let control = fwd == Forward::None;
+        worker.forward(fwd);
+        if control {
+            worker.flush();
+        }
+    }
+}
+
+async fn relay_loop(worker: Rc<Worker>, id: AllocId, sock: Rc<UdpSocket>) {
+    let head = MAX_DATA_INDICATION_OVERHEAD;
+    // Room for the header in front and padding behind: the engine frames the
+    // payload in place, so the relay path copies nothing.
+    let mut buf = vec![0u8; head + MAX_DATAGRAM + 4];
+    loop {
+        let (n, from) = match sock.recv_from(&mut buf[head..head + MAX_DATAGRAM]).await {
+            Ok(x) => x,
+            Err(_) => continue,
+        };
+        if n > MAX_DATAGRAM - MAX_DATA_INDICATION_OVERHEAD {
+            continue; // would not fit in one framed message
+        }
+        let framed = worker.engine.borrow_mut().handle_peer(Instant::now(), id, from, &mut buf, head, n);
+        if let Some((five, range)) = framed {
+            worker.send_to_client(&five, &buf[range]);
+        }
+    }
+}
+
+async fn timer_loop(worker: Rc<Worker>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        worker.engine.borrow_mut().handle_timeout(Instant::now());
+        worker.flush();
+    }
+}
+
+async fn accept_loop(worker: Rc<Worker>, listener: TcpListener, transport: Transport, tls: Option<TlsAcceptor>) {
+    loop {
+        let (stream, client) = match listener.accept().await {
+            Ok(x) => x,
+            Err(e) => {
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let Ok(server) = stream.local_addr() else {
+            continue;
+        };
+        let five = FiveTuple { client, server, transport };
+        let worker = worker.clone();
+        match &tls {
+            None => {
+                tokio::task::spawn_local(stream_conn(worker, stream, five));
+            }
+            Some(acceptor) => {
+                let acceptor = acceptor.clone();
+                tokio::task::spawn_local(async move {
+                    match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(stream)).await {
+                        Ok(Ok(s)) => stream_conn(worker, s, five).await,
+                        Ok(Err(e)) => tracing::debug!(error = %e, %client, "TLS handshake failed"),
+                        Err(_) => tracing::debug!(%client, "TLS handshake timed out"),
+                    }
+                });
+            }
+        }
+    }
+}
+
+/// One TCP/TLS client: split the byte stream into STUN and ChannelData
+/// frames (RFC 8656 §12.5), and end its allocation when the connection ends.
+async fn stream_conn<S>(worker: Rc<Worker>, stream: S, five: FiveTuple)
+where
+    S: AsyncRead + AsyncWrite + Unpin + 'static,
+{
+    let (mut rd, mut wr) = tokio::io::split(stream);
+    let (tx, mut rx) = mpsc::channel::<Vec<u8>>(1024);
+    worker.streams.borrow_mut().insert(five, tx);
+    let writer = tokio::task::spawn_local(async move {
+        while let Some(b) = rx.recv().await {
+            if wr.write_all(&b).await.is_err() {
+                break;
+            }
+        }
+    });
+    let mut buf = vec![0u8; MAX_FRAME + 4];
+    let mut filled = 0;
+    'conn: loop {
+        match rd.read(&mut buf[filled..]).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => filled += n,
+        }
+        let mut start = 0;
+        while let Some(need) = stun::stream_frame_len(&buf[start..filled]) {
+            if need > MAX_FRAME + 4 {
+                break 'conn; // not STUN/ChannelData: the stream is unusable
+            }
+            if filled - start < need {
+                break;
+            }
+            let fwd = worker.engine.borrow_mut().handle_client(Instant::now(), &five, &buf[start..start + need]);
+            let control = fwd == Forward::None;
+            worker.forward(fwd);
+            if control {
+                worker.flush();
+            }
+            start += need;
+        }
+        buf.copy_within(start..filled, 0);
+        filled -= start;
+    }
+    worker.streams.borrow_mut().remove(&five);
+    worker.engine.borrow_mut().client_closed(&five);
+    worker.flush();
+    writer.abort();
+}
+
+/// Start, run until SIGTERM/SIGINT, drain, and return when drained.
+pub async fn run_until_signal(config: Config) -> Result<()> {
+    let handle = TurnServer::start(config).await?;
+    let control = handle.control.clone();
+    tokio::spawn(async move {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{SignalKind, signal};
+            let Ok(mut term) = signal(SignalKind::terminate()) else {
+                return;
+            };
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+        }
+        #[cfg(not(unix))]
+        let _ = tokio::signal::ctrl_c().await;
+        control.drain();
+    });
+    handle.wait().await
+}
