@@ -868,14 +868,16 @@ impl Engine {
     /// Checks shared by CreatePermission and ChannelBind for one peer:
     /// family must match the relay (443), the filter must permit it (403).
     fn check_peer(&mut self, five: &FiveTuple, msg: &Message<'_>, key: &Key, peer: SocketAddr) -> bool {
-        let relay_v4 = self.shared.relay_ip.is_ipv4();
-        if canonical_ip(peer.ip()).is_ipv4() != relay_v4 {
-            self.error(five, msg, Some(key), 443, "Peer Address Family Mismatch");
-            return false;
-        }
+        // The filter goes first so every forbidden form gets the same 403,
+        // whatever its family.
         if !self.shared.filter.permits(peer.ip()) {
             self.shared.metrics.alloc_result(AllocResult::DeniedPeer);
             self.error(five, msg, Some(key), 403, "Forbidden");
+            return false;
+        }
+        let relay_v4 = self.shared.relay_ip.is_ipv4();
+        if canonical_ip(peer.ip()).is_ipv4() != relay_v4 {
+            self.error(five, msg, Some(key), 443, "Peer Address Family Mismatch");
             return false;
         }
         true

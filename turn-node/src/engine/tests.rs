@@ -439,7 +439,8 @@ fn denied_peers_get_403_and_nothing_is_installed() {
     });
     assert_eq!(r.code(), Some(403));
     assert_eq!(h.shared.metrics.permissions.get(), 0);
-    assert_eq!(h.permit("[::1]:1".parse().unwrap()).code(), Some(443), "v6 peer on a v4 relay");
+    assert_eq!(h.permit("[::1]:1".parse().unwrap()).code(), Some(403), "denied before family");
+    assert_eq!(h.permit("[2001:db8::1]:1".parse().unwrap()).code(), Some(443), "v6 peer on a v4 relay");
 }
 
 #[test]
