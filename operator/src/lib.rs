@@ -1,6 +1,12 @@
 //! The Switchyard operator: reconciles `MediaCluster` and `Room` resources.
 #![forbid(unsafe_code)]
 
+pub mod decide;
+mod error;
+pub mod render;
+
+pub use error::{Error, Result};
+
 use std::path::Path;
 
 /// Write every generated artefact (`crds/*.yaml`, `schema/*.json`) below `root`.
