@@ -715,6 +715,30 @@ pub enum ErrorCode {
 }
 
 impl ErrorCode {
+    /// The wire name (`room_full`), fit for a metric label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::BadRequest => "bad_request",
+            ErrorCode::UnknownMessage => "unknown_message",
+            ErrorCode::MessageTooLarge => "message_too_large",
+            ErrorCode::RateLimited => "rate_limited",
+            ErrorCode::Unauthorized => "unauthorized",
+            ErrorCode::PermissionDenied => "permission_denied",
+            ErrorCode::RoomNotFound => "room_not_found",
+            ErrorCode::RoomFull => "room_full",
+            ErrorCode::RoomClosed => "room_closed",
+            ErrorCode::PlacementTimeout => "placement_timeout",
+            ErrorCode::NodeDraining => "node_draining",
+            ErrorCode::CodecNotAllowed => "codec_not_allowed",
+            ErrorCode::TrackNotFound => "track_not_found",
+            ErrorCode::NotJoined => "not_joined",
+            ErrorCode::AlreadyJoined => "already_joined",
+            ErrorCode::ResumeFailed => "resume_failed",
+            ErrorCode::NegotiationFailed => "negotiation_failed",
+            ErrorCode::Internal => "internal",
+        }
+    }
+
     /// Whether the server closes the socket after sending this error.
     pub fn is_fatal(self) -> bool {
         matches!(
@@ -1155,6 +1179,13 @@ mod tests {
         assert_eq!(ErrorCode::MessageTooLarge.close_code(), 1009);
         assert!(!ErrorCode::BadRequest.is_fatal(), "a malformed frame does not end the session");
         assert!(!ErrorCode::UnknownMessage.is_fatal());
+    }
+
+    #[test]
+    fn as_str_is_the_wire_name() {
+        for code in [ErrorCode::BadRequest, ErrorCode::RoomFull, ErrorCode::NegotiationFailed, ErrorCode::Internal] {
+            assert_eq!(serde_json::to_value(code).unwrap(), code.as_str());
+        }
     }
 
     #[test]

@@ -1,0 +1,130 @@
+//! HTTP: the `/rtc` WebSocket (token verified before the upgrade completes), health,
+//! metrics, the internal API the operator calls, and the demo page.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use axum::Json;
+use axum::extract::{Path, Query, State, WebSocketUpgrade};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::{get, post};
+use switchyard_api::token::Claims;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::engine::Command;
+use crate::node::{ShardMsg, Shared, drain, unix_now};
+
+const DEMO_PAGE: &str = include_str!("../../sdk/js/demo.html");
+const SDK_JS: &str = include_str!("../../sdk/js/switchyard.js");
+
+pub(crate) async fn serve(listener: TcpListener, shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
+    let mut app = axum::Router::new()
+        .route("/rtc", get(rtc))
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .route("/internal/status", get(status))
+        .route("/internal/drain", post(drain_node))
+        .route("/internal/rooms/{name}/close", post(close_room));
+    if shared.cfg.demo {
+        app = app.route("/", get(|| async { Html(DEMO_PAGE) })).route("/switchyard.js", get(sdk));
+    }
+    let app = app.with_state(shared);
+    let stop = async move {
+        let _ = shutdown.wait_for(|s| *s).await;
+    };
+    if let Err(e) = axum::serve(listener, app).with_graceful_shutdown(stop).await {
+        tracing::error!(error = %e, "HTTP server stopped");
+    }
+}
+
+async fn sdk() -> impl IntoResponse {
+    ([(header::CONTENT_TYPE, "text/javascript; charset=utf-8")], SDK_JS)
+}
+
+/// A refusal before the upgrade: the status, and a JSON body with a stable code.
+fn refuse(shared: &Shared, status: StatusCode, code: &'static str, message: String) -> Response {
+    shared.metrics.connections.get_or_create(&crate::metrics::Outcome { result: code }).inc();
+    let body = serde_json::json!({ "code": code, "message": message });
+    (status, [(header::CACHE_CONTROL, "no-store")], Json(body)).into_response()
+}
+
+async fn rtc(
+    State(shared): State<Arc<Shared>>,
+    Query(params): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+    ws: WebSocketUpgrade,
+) -> Response {
+    let token = params.get("access_token").cloned().or_else(|| {
+        headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .map(str::to_owned)
+    });
+    let Some(token) = token else {
+        return refuse(
+            &shared,
+            StatusCode::UNAUTHORIZED,
+            "missing_token",
+            "pass ?access_token= or a Bearer token".into(),
+        );
+    };
+    let claims: Claims = match shared.verifier.verify(&token, unix_now()) {
+        Ok(c) => c,
+        Err(e) => return refuse(&shared, StatusCode::UNAUTHORIZED, e.code(), e.to_string()),
+    };
+    let Some(room) = claims.grants.room.clone() else {
+        return refuse(&shared, StatusCode::FORBIDDEN, "missing_grant", "the token names no room".into());
+    };
+    if let Err(e) = claims.authorize_join(&room) {
+        return refuse(&shared, StatusCode::FORBIDDEN, e.code(), e.to_string());
+    }
+    if shared.draining.load(Ordering::Relaxed) {
+        let mut r = refuse(&shared, StatusCode::SERVICE_UNAVAILABLE, "node_draining", "this node is draining".into());
+        r.headers_mut().insert(header::RETRY_AFTER, "1".parse().expect("literal"));
+        return r;
+    }
+    shared.metrics.connections.get_or_create(&crate::metrics::Outcome { result: "ok" }).inc();
+    // Frames beyond 4× the protocol limit are cut by the WebSocket layer; the session
+    // answers those in between with a message_too_large error and close code 1009.
+    let max = shared.cfg.max_message_bytes;
+    ws.max_message_size(max * 4)
+        .max_frame_size(max * 4)
+        .on_upgrade(move |socket| crate::session::run(socket, shared, claims, room))
+}
+
+async fn readyz(State(shared): State<Arc<Shared>>) -> Response {
+    if shared.draining.load(Ordering::Relaxed) {
+        (StatusCode::SERVICE_UNAVAILABLE, "draining").into_response()
+    } else {
+        "ready".into_response()
+    }
+}
+
+async fn metrics(State(shared): State<Arc<Shared>>) -> Response {
+    ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], shared.metrics.encode())
+        .into_response()
+}
+
+async fn status(State(shared): State<Arc<Shared>>) -> Json<switchyard_api::node::MediaNodeStatus> {
+    Json(shared.status().await)
+}
+
+async fn drain_node(State(shared): State<Arc<Shared>>) -> StatusCode {
+    drain(&shared);
+    StatusCode::ACCEPTED
+}
+
+async fn close_room(State(shared): State<Arc<Shared>>, Path(name): Path<String>) -> StatusCode {
+    match shared.shard_of_open_room(&name) {
+        Some(shard) => {
+            shared.send(shard, ShardMsg::Command(Command::CloseRoom { room: name }));
+            StatusCode::ACCEPTED
+        }
+        None => StatusCode::NOT_FOUND,
+    }
+}

@@ -1,0 +1,98 @@
+//! Prometheus metrics, all under `switchyard_media_`. Labels are bounded sets: never a
+//! room name or an identity.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+use crate::engine::EngineStats;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct Direction {
+    pub(crate) direction: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct Outcome {
+    pub(crate) result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct Code {
+    pub(crate) code: &'static str,
+}
+
+#[derive(Debug)]
+pub(crate) struct Metrics {
+    pub(crate) registry: Registry,
+    pub(crate) rooms: Gauge,
+    pub(crate) participants: Gauge,
+    pub(crate) tracks: Gauge,
+    pub(crate) packets: Family<Direction, Counter>,
+    pub(crate) bytes: Family<Direction, Counter>,
+    pub(crate) unrouted: Counter,
+    pub(crate) connections: Family<Outcome, Counter>,
+    pub(crate) signal_errors: Family<Code, Counter>,
+    pub(crate) join_seconds: Histogram,
+    pub(crate) draining: Gauge,
+}
+
+impl Metrics {
+    pub(crate) fn new() -> Self {
+        let mut registry = Registry::with_prefix("switchyard_media");
+        let m = Self {
+            rooms: Gauge::default(),
+            participants: Gauge::default(),
+            tracks: Gauge::default(),
+            packets: Family::default(),
+            bytes: Family::default(),
+            unrouted: Counter::default(),
+            connections: Family::default(),
+            signal_errors: Family::default(),
+            join_seconds: Histogram::new(exponential_buckets(0.001, 2.0, 14)),
+            draining: Gauge::default(),
+            registry: Registry::default(),
+        };
+        registry.register("rooms", "Rooms open on this node", m.rooms.clone());
+        registry.register("participants", "Participants connected to this node", m.participants.clone());
+        registry.register("tracks", "Tracks published on this node", m.tracks.clone());
+        registry.register(
+            "rtp_packets",
+            "RTP packets received from publishers (in) and sent to subscribers (out)",
+            m.packets.clone(),
+        );
+        registry.register("rtp_payload_bytes", "RTP payload bytes in and out", m.bytes.clone());
+        registry.register("unrouted_datagrams", "Datagrams that matched no participant", m.unrouted.clone());
+        registry.register("signal_connections", "WebSocket connection attempts by result", m.connections.clone());
+        registry.register("signal_errors", "Error messages sent to clients by code", m.signal_errors.clone());
+        registry.register(
+            "join_duration_seconds",
+            "Time from a join message to the joined reply",
+            m.join_seconds.clone(),
+        );
+        registry.register("draining", "1 while the node drains", m.draining.clone());
+        Self { registry, ..m }
+    }
+
+    /// Fold the shards' cumulative counters in: `now` and `before` are sums over shards.
+    pub(crate) fn observe(&self, now: &EngineStats, before: &EngineStats) {
+        self.rooms.set(now.rooms as i64);
+        self.participants.set(now.participants as i64);
+        self.tracks.set(now.tracks as i64);
+        let delta = |a: u64, b: u64| a.saturating_sub(b);
+        self.packets.get_or_create(&Direction { direction: "in" }).inc_by(delta(now.packets_in, before.packets_in));
+        self.packets.get_or_create(&Direction { direction: "out" }).inc_by(delta(now.packets_out, before.packets_out));
+        self.bytes.get_or_create(&Direction { direction: "in" }).inc_by(delta(now.bytes_in, before.bytes_in));
+        self.bytes.get_or_create(&Direction { direction: "out" }).inc_by(delta(now.bytes_out, before.bytes_out));
+        self.unrouted.inc_by(delta(now.unrouted, before.unrouted));
+    }
+
+    pub(crate) fn encode(&self) -> String {
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &self.registry).expect("writing to a String");
+        out
+    }
+}
