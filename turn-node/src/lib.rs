@@ -38,10 +38,11 @@
 //! handle.wait().await
 //! # }
 //! ```
-#![deny(unsafe_code)]
+#![deny(unsafe_code)] // one exception: `batch` (recvmmsg), allowed there alone
 
 mod admin;
 pub mod auth;
+mod batch;
 pub mod config;
 pub mod engine;
 mod error;

@@ -19,6 +19,7 @@
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
+use std::os::fd::AsRawFd;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
@@ -26,13 +27,14 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use socket2::{Domain, Socket, Type};
 use switchyard_api::node::TurnNodeStatus;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, Interest};
 use tokio::net::{TcpListener, UdpSocket};
 use tokio::sync::{mpsc, watch};
 use tokio::task::AbortHandle;
 use tokio_rustls::TlsAcceptor;
 
 use crate::auth::{Credentials, NonceMinter};
+use crate::batch::RecvBatch;
 use crate::config::{Config, Protocol, TlsConfig, read_secrets_file};
 use crate::engine::{AllocId, Engine, FiveTuple, Forward, Limits, Output, Quotas, Shared, Transport};
 use crate::error::{Error, Result};
@@ -40,8 +42,6 @@ use crate::filter::PeerFilter;
 use crate::metrics::{BandwidthWindow, Metrics};
 use crate::stun::{self, MAX_DATA_INDICATION_OVERHEAD};
 
-/// Largest UDP payload we accept.
-const MAX_DATAGRAM: usize = 65_535;
 /// Largest framed message on a stream (STUN header + max length).
 const MAX_FRAME: usize = stun::HEADER_LEN + 65_535;
 
@@ -420,6 +420,7 @@ struct WorkerInit {
 /// One worker's state, shared by its local tasks.
 struct Worker {
     engine: RefCell<Engine>,
+    scratch: RefCell<RecvBatch>,
     udp: Vec<(SocketAddr, Rc<UdpSocket>)>,
     relays: RefCell<HashMap<AllocId, (Rc<UdpSocket>, AbortHandle)>>,
     streams: RefCell<HashMap<FiveTuple, mpsc::Sender<Vec<u8>>>>,
@@ -448,6 +449,7 @@ fn run_worker(init: WorkerInit) {
         }
         let worker = Rc::new(Worker {
             engine: RefCell::new(engine),
+            scratch: RefCell::new(RecvBatch::new(MAX_DATA_INDICATION_OVERHEAD)),
             udp,
             relays: RefCell::new(HashMap::new()),
             streams: RefCell::new(HashMap::new()),
@@ -539,39 +541,56 @@ impl Worker {
 
 async fn udp_listener_loop(worker: Rc<Worker>, index: usize) {
     let (local, sock) = worker.udp[index].clone();
-    let mut buf = vec![0u8; MAX_DATAGRAM];
+    let fd = sock.as_raw_fd();
     loop {
-        let (n, from) = match sock.recv_from(&mut buf).await {
-            Ok(x) => x,
-            // ICMP errors surface here on some kernels; they are not fatal.
-            Err(_) => continue,
+        if sock.readable().await.is_err() {
+            continue;
+        }
+        // Borrowed only until the next await: every socket of this worker
+        // shares the one batch buffer.
+        let mut batch = worker.scratch.borrow_mut();
+        let Ok(n) = sock.try_io(Interest::READABLE, || batch.recv(fd)) else {
+            continue; // WouldBlock (readiness cleared) or an ICMP error
         };
-        let five = FiveTuple { client: from, server: local, transport: Transport::Udp };
-        let fwd = worker.engine.borrow_mut().handle_client(Instant::now(), &five, &buf[..n]);
-        let control = fwd == Forward::None;
-        worker.forward(fwd);
-        if control {
-            worker.flush();
+        let now = Instant::now();
+        let head = batch.head();
+        for i in 0..n {
+            let Some((slot, len, from)) = batch.get(i) else {
+                continue;
+            };
+            let five = FiveTuple { client: from, server: local, transport: Transport::Udp };
+            let fwd = worker.engine.borrow_mut().handle_client(now, &five, &slot[head..head + len]);
+            let control = fwd == Forward::None;
+            worker.forward(fwd);
+            if control {
+                worker.flush();
+            }
         }
     }
 }
 
 async fn relay_loop(worker: Rc<Worker>, id: AllocId, sock: Rc<UdpSocket>) {
-    let head = MAX_DATA_INDICATION_OVERHEAD;
-    // Room for the header in front and padding behind: the engine frames the
-    // payload in place, so the relay path copies nothing.
-    let mut buf = vec![0u8; head + MAX_DATAGRAM + 4];
+    let fd = sock.as_raw_fd();
     loop {
-        let (n, from) = match sock.recv_from(&mut buf[head..head + MAX_DATAGRAM]).await {
-            Ok(x) => x,
-            Err(_) => continue,
-        };
-        if n > MAX_DATAGRAM - MAX_DATA_INDICATION_OVERHEAD {
-            continue; // would not fit in one framed message
+        if sock.readable().await.is_err() {
+            continue;
         }
-        let framed = worker.engine.borrow_mut().handle_peer(Instant::now(), id, from, &mut buf, head, n);
-        if let Some((five, range)) = framed {
-            worker.send_to_client(&five, &buf[range]);
+        let mut batch = worker.scratch.borrow_mut();
+        let Ok(n) = sock.try_io(Interest::READABLE, || batch.recv(fd)) else {
+            continue;
+        };
+        let now = Instant::now();
+        let head = batch.head();
+        for i in 0..n {
+            let Some((slot, len, from)) = batch.get(i) else {
+                continue;
+            };
+            // The engine frames the payload in place (header in the slot's
+            // head room), so the relay path copies nothing.
+            let framed = worker.engine.borrow_mut().handle_peer(now, id, from, slot, head, len);
+            if let Some((five, range)) = framed {
+                worker.send_to_client(&five, &slot[range]);
+            }
         }
     }
 }

@@ -1,0 +1,165 @@
+//! Batched UDP receive with `recvmmsg(2)`: one syscall drains up to [`BATCH`]
+//! datagrams from a socket. This is the crate's only `unsafe` code.
+//!
+//! One [`RecvBatch`] belongs to a worker thread and is shared by all of its
+//! sockets (listeners and every relay socket): it is only borrowed between
+//! await points, so the per-allocation cost is a socket and a task, not a
+//! 64 KiB buffer. Each slot keeps [`RecvBatch::head`] bytes free in front of
+//! the datagram so the engine can write a Data-indication or ChannelData
+//! header in place.
+#![allow(unsafe_code)]
+
+use std::io;
+use std::mem::{MaybeUninit, size_of};
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
+use std::os::fd::RawFd;
+
+/// Datagrams per syscall.
+pub(crate) const BATCH: usize = 32;
+/// Largest datagram kept (bigger ones are truncated by the kernel and dropped).
+const MAX_DATAGRAM: usize = 65_535;
+
+/// Receive buffers and the kernel's per-message headers.
+pub(crate) struct RecvBatch {
+    head: usize,
+    slot: usize,
+    bufs: Vec<u8>,
+    addrs: Vec<libc::sockaddr_storage>,
+    iovs: Vec<libc::iovec>,
+    hdrs: Vec<libc::mmsghdr>,
+    received: usize,
+}
+
+impl std::fmt::Debug for RecvBatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RecvBatch").field("received", &self.received).finish()
+    }
+}
+
+impl RecvBatch {
+    /// Buffers with `head` free bytes in front of each datagram and 4 behind
+    /// (padding).
+    pub(crate) fn new(head: usize) -> Self {
+        let slot = head + MAX_DATAGRAM + 4;
+        // SAFETY: all-zero is a valid value for these plain C structs.
+        let zeroed_storage = unsafe { MaybeUninit::<libc::sockaddr_storage>::zeroed().assume_init() };
+        let zeroed_hdr = unsafe { MaybeUninit::<libc::mmsghdr>::zeroed().assume_init() };
+        RecvBatch {
+            head,
+            slot,
+            bufs: vec![0u8; slot * BATCH],
+            addrs: vec![zeroed_storage; BATCH],
+            iovs: vec![libc::iovec { iov_base: std::ptr::null_mut(), iov_len: 0 }; BATCH],
+            hdrs: vec![zeroed_hdr; BATCH],
+            received: 0,
+        }
+    }
+
+    /// Free bytes in front of every datagram.
+    pub(crate) fn head(&self) -> usize {
+        self.head
+    }
+
+    /// Non-blocking `recvmmsg` on `fd`; returns how many datagrams arrived
+    /// (`WouldBlock` when none).
+    pub(crate) fn recv(&mut self, fd: RawFd) -> io::Result<usize> {
+        self.received = 0;
+        // The pointers are rebuilt on every call: `self` may have moved.
+        let base = self.bufs.as_mut_ptr();
+        for i in 0..BATCH {
+            self.iovs[i] = libc::iovec {
+                // SAFETY: i * slot + head is inside `bufs` (len = slot * BATCH).
+                iov_base: unsafe { base.add(i * self.slot + self.head) }.cast(),
+                iov_len: MAX_DATAGRAM,
+            };
+            let hdr = &mut self.hdrs[i].msg_hdr;
+            hdr.msg_name = (&mut self.addrs[i] as *mut libc::sockaddr_storage).cast();
+            hdr.msg_namelen = size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+            hdr.msg_iov = &mut self.iovs[i];
+            hdr.msg_iovlen = 1;
+            hdr.msg_control = std::ptr::null_mut();
+            hdr.msg_controllen = 0;
+            hdr.msg_flags = 0;
+            self.hdrs[i].msg_len = 0;
+        }
+        // SAFETY: `hdrs` holds BATCH initialised headers whose name and iov
+        // pointers point into `addrs`, `iovs` and `bufs`, all alive and not
+        // otherwise borrowed for the duration of the call.
+        let n = unsafe {
+            libc::recvmmsg(fd, self.hdrs.as_mut_ptr(), BATCH as libc::c_uint, libc::MSG_DONTWAIT, std::ptr::null_mut())
+        };
+        if n < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        self.received = n as usize;
+        Ok(self.received)
+    }
+
+    /// Datagram `i` of the last [`RecvBatch::recv`]: its slot (header room
+    /// included), payload length and sender. `None` for truncated datagrams
+    /// and unknown address families.
+    pub(crate) fn get(&mut self, i: usize) -> Option<(&mut [u8], usize, SocketAddr)> {
+        if i >= self.received {
+            return None;
+        }
+        let hdr = &self.hdrs[i];
+        if hdr.msg_hdr.msg_flags & libc::MSG_TRUNC != 0 {
+            return None;
+        }
+        let len = hdr.msg_len as usize;
+        let from = sockaddr_to_std(&self.addrs[i])?;
+        let slot = &mut self.bufs[i * self.slot..(i + 1) * self.slot];
+        Some((slot, len, from))
+    }
+}
+
+fn sockaddr_to_std(storage: &libc::sockaddr_storage) -> Option<SocketAddr> {
+    match i32::from(storage.ss_family) {
+        libc::AF_INET => {
+            // SAFETY: the family says the storage holds a sockaddr_in, and
+            // sockaddr_storage is large and aligned enough for it.
+            let sin = unsafe { &*(storage as *const libc::sockaddr_storage).cast::<libc::sockaddr_in>() };
+            Some(SocketAddr::V4(SocketAddrV4::new(
+                Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr)),
+                u16::from_be(sin.sin_port),
+            )))
+        }
+        libc::AF_INET6 => {
+            // SAFETY: as above, for sockaddr_in6.
+            let sin6 = unsafe { &*(storage as *const libc::sockaddr_storage).cast::<libc::sockaddr_in6>() };
+            Some(SocketAddr::V6(SocketAddrV6::new(
+                Ipv6Addr::from(sin6.sin6_addr.s6_addr),
+                u16::from_be(sin6.sin6_port),
+                sin6.sin6_flowinfo,
+                sin6.sin6_scope_id,
+            )))
+        }
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::fd::AsRawFd;
+
+    #[test]
+    fn drains_several_datagrams_in_one_call() {
+        let rx = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let tx = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        for i in 0..5u8 {
+            tx.send_to(&[i; 3], rx.local_addr().unwrap()).unwrap();
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        let mut batch = RecvBatch::new(48);
+        assert_eq!(batch.recv(rx.as_raw_fd()).unwrap(), 5);
+        for i in 0..5u8 {
+            let (slot, len, from) = batch.get(usize::from(i)).unwrap();
+            assert_eq!(&slot[48..48 + len], &[i; 3]);
+            assert_eq!(from, tx.local_addr().unwrap());
+        }
+        assert!(batch.get(5).is_none());
+        let err = batch.recv(rx.as_raw_fd()).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::WouldBlock);
+    }
+}
