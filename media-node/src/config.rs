@@ -17,9 +17,12 @@ pub struct Config {
     /// The one UDP port all peer connections share.
     #[arg(long, env = "SWITCHYARD_UDP_ADDR", default_value = "0.0.0.0:7882")]
     pub udp_addr: SocketAddr,
-    /// Passive ICE-TCP listener, for clients whose UDP is blocked; `off` disables it.
-    #[arg(long, env = "SWITCHYARD_TCP_ADDR", default_value = "0.0.0.0:7881", value_parser = parse_optional_addr)]
-    pub tcp_addr: Option<SocketAddr>,
+    /// Passive ICE-TCP listener, for clients whose UDP is blocked.
+    #[arg(long, env = "SWITCHYARD_TCP_ADDR", default_value = "0.0.0.0:7881")]
+    pub tcp_addr: SocketAddr,
+    /// Do not listen for ICE over TCP.
+    #[arg(long, env = "SWITCHYARD_NO_ICE_TCP")]
+    pub no_ice_tcp: bool,
     /// Addresses advertised as ICE host candidates (the pod IP, or NAT 1:1 external IPs).
     /// Defaults to the bound address, or 127.0.0.1 when bound to 0.0.0.0.
     #[arg(long = "advertise-ip", env = "SWITCHYARD_ADVERTISE_IPS", value_delimiter = ',')]
@@ -77,10 +80,6 @@ pub struct Config {
     pub token_leeway_seconds: u64,
 }
 
-fn parse_optional_addr(s: &str) -> std::result::Result<Option<SocketAddr>, String> {
-    if s == "off" { Ok(None) } else { s.parse().map(Some).map_err(|e| format!("{s:?}: {e}")) }
-}
-
 fn parse_key(s: &str) -> std::result::Result<(String, String), String> {
     match s.split_once(':') {
         Some((k, v)) if !k.is_empty() && !v.is_empty() => Ok((k.to_owned(), v.to_owned())),
@@ -95,7 +94,7 @@ impl Config {
         let lo: SocketAddr = "127.0.0.1:0".parse().expect("literal");
         c.http_addr = lo;
         c.udp_addr = lo;
-        c.tcp_addr = Some(lo);
+        c.tcp_addr = lo;
         c.api_keys = vec![(api_key.to_owned(), api_secret.to_owned())];
         c.shards = 1;
         c
@@ -140,6 +139,11 @@ impl Config {
         }
     }
 
+    /// The ICE-TCP listen address, unless disabled.
+    pub fn ice_tcp_addr(&self) -> Option<SocketAddr> {
+        (!self.no_ice_tcp).then_some(self.tcp_addr)
+    }
+
     /// Empty-room timeout.
     pub fn empty_timeout(&self) -> Duration {
         Duration::from_secs(self.empty_timeout_seconds)
@@ -166,17 +170,10 @@ mod tests {
 
     #[test]
     fn keys_and_addresses_parse() {
-        let c = Config::parse_from([
-            "media-node",
-            "--api-key",
-            "a:b,c:d",
-            "--tcp-addr",
-            "off",
-            "--advertise-ip",
-            "10.1.2.3",
-        ]);
+        let c =
+            Config::parse_from(["media-node", "--api-key", "a:b,c:d", "--no-ice-tcp", "--advertise-ip", "10.1.2.3"]);
         assert_eq!(c.api_keys, vec![("a".into(), "b".into()), ("c".into(), "d".into())]);
-        assert_eq!(c.tcp_addr, None);
+        assert!(c.no_ice_tcp);
         assert_eq!(c.candidate_ips("0.0.0.0".parse().unwrap()), vec!["10.1.2.3".parse::<IpAddr>().unwrap()]);
         assert!(Config::try_parse_from(["media-node", "--api-key", "nosecret"]).is_err());
     }

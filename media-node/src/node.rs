@@ -201,7 +201,7 @@ impl Node {
         let udp =
             Arc::new(UdpSocket::bind(cfg.udp_addr).await.map_err(Error::io(format!("bind UDP {}", cfg.udp_addr)))?);
         let udp_addr = udp.local_addr().map_err(Error::io("UDP local address"))?;
-        let tcp = match cfg.tcp_addr {
+        let tcp = match cfg.ice_tcp_addr() {
             Some(a) => Some(TcpListener::bind(a).await.map_err(Error::io(format!("bind ICE-TCP {a}")))?),
             None => None,
         };
