@@ -1,8 +1,11 @@
 //! The Switchyard operator: reconciles `MediaCluster` and `Room` resources.
 #![forbid(unsafe_code)]
 
+pub mod controller;
 pub mod decide;
 mod error;
+pub mod metrics;
+pub mod nodes;
 pub mod render;
 
 pub use error::{Error, Result};

@@ -6,5 +6,6 @@
 //! virtual clock with a seeded RNG.
 
 pub mod autoscale;
+pub mod drain;
 pub mod lifecycle;
 pub mod placement;

@@ -1,0 +1,538 @@
+//! The MediaCluster controller: observe, decide, apply, report.
+//!
+//! ```text
+//!  reconcile(MediaCluster)
+//!   ├─ read back generated Secrets (generate once if absent; never rotate)
+//!   ├─ get StatefulSet/Deployment, list pods, GET /internal/status on every pod
+//!   ├─ autoscale each fleet (decide::autoscale) and step its drain (decide::drain)
+//!   ├─ render (render::render) and server-side apply every object
+//!   └─ patch status (conditions, replicas, loads, bandwidth, endpoints); requeue at the
+//!      poll interval
+//! ```
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use futures::future::join_all;
+use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
+use k8s_openapi::api::core::v1::{Pod, Secret, Service};
+use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, ListParams, Patch, PatchParams};
+use kube::runtime::controller::Action;
+use kube::runtime::events::EventType;
+use kube::runtime::reflector::ObjectRef;
+use kube::{Resource, ResourceExt};
+use rand::Rng;
+use rand::distr::Alphanumeric;
+use serde_json::json;
+use switchyard_api::media_cluster::{Endpoints, ExposureMode, FleetStatus, MediaClusterStatus, NodeLoad, ServiceType};
+use switchyard_api::quantity::parse_quantity;
+use switchyard_api::room::RoomPhase;
+use switchyard_api::{MediaCluster, Room};
+use tracing::instrument;
+
+use super::{Context, ObservedNode, now_time, set_condition};
+use crate::decide::autoscale::{self, PodLoad, Policy, Recommendation, Scale};
+use crate::decide::drain::{self, DrainStep, Draining};
+use crate::nodes::NodeAddr;
+use crate::render::config::{human_bandwidth, turn_uris};
+use crate::render::{self, FIELD_MANAGER, Fleet, Inputs, Names, Object, SecretMaterial};
+use crate::{Error, Result};
+
+/// The annotation that makes a ReplicaSet delete the victim first when scaling down.
+pub const POD_DELETION_COST: &str = "controller.kubernetes.io/pod-deletion-cost";
+
+/// Reconcile one MediaCluster (see the module docs).
+#[instrument(skip_all, fields(namespace = mc.namespace().unwrap_or_default(), name = mc.name_any()))]
+pub async fn reconcile(mc: Arc<MediaCluster>, ctx: Arc<Context>) -> Result<Action> {
+    let _timer = ctx.metrics.reconcile_timer("mediacluster");
+    let result = reconcile_inner(&mc, &ctx).await;
+    ctx.metrics.reconciled("mediacluster", result.as_ref().map_or_else(Error::label, |_| "ok"));
+    result
+}
+
+/// Retry after an error, sooner or later depending on the error.
+pub fn error_policy(_mc: Arc<MediaCluster>, error: &Error, _ctx: Arc<Context>) -> Action {
+    tracing::warn!(%error, "mediacluster reconcile failed");
+    Action::requeue(error.retry_after())
+}
+
+/// A pod as the controller sees it.
+#[derive(Clone, Debug)]
+struct PodObs {
+    name: String,
+    ip: Option<IpAddr>,
+    ready: bool,
+    terminating: bool,
+}
+
+fn observe_pod(p: &Pod) -> PodObs {
+    let status = p.status.as_ref();
+    PodObs {
+        name: p.name_any(),
+        ip: status.and_then(|s| s.pod_ip.as_deref()).and_then(|ip| ip.parse().ok()),
+        ready: status
+            .and_then(|s| s.conditions.as_ref())
+            .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True")),
+        terminating: p.metadata.deletion_timestamp.is_some(),
+    }
+}
+
+fn random_string(len: usize) -> String {
+    rand::rng().sample_iter(&Alphanumeric).take(len).map(char::from).collect()
+}
+
+fn secret_value(s: &Secret, key: &str) -> Option<String> {
+    s.data.as_ref()?.get(key).and_then(|b| String::from_utf8(b.0.clone()).ok())
+}
+
+/// Read back generated secrets, or generate them the first time. Reading them back on
+/// every reconcile is what keeps apply from rotating them.
+async fn secret_material(mc: &MediaCluster, names: &Names, secrets: &Api<Secret>) -> Result<SecretMaterial> {
+    let turn_secret = match secrets.get_opt(&names.turn_secret()).await? {
+        Some(s) => secret_value(&s, "secret").unwrap_or_else(|| random_string(48)),
+        None => random_string(48),
+    };
+    let api_key = if mc.spec.auth.keys_secret_ref.is_some() {
+        None
+    } else {
+        let existing = secrets.get_opt(&names.keys_secret()).await?.and_then(|s| {
+            let (k, v) = s.data?.into_iter().next()?;
+            Some((k, String::from_utf8(v.0).ok()?))
+        });
+        Some(existing.unwrap_or_else(|| (format!("API{}", random_string(12)), random_string(40))))
+    };
+    Ok(SecretMaterial { api_key, turn_secret })
+}
+
+fn policy(range: &switchyard_api::media_cluster::ReplicaRange, mc: &MediaCluster) -> Policy {
+    let b = &mc.spec.autoscaling;
+    let secs = |s: i32| Duration::from_secs(u64::try_from(s).unwrap_or(0));
+    Policy {
+        min: u32::try_from(range.min).unwrap_or(0),
+        max: u32::try_from(range.max).unwrap_or(0),
+        tolerance_percent: u32::try_from(b.tolerance_percent).unwrap_or(0),
+        scale_up_window: secs(b.scale_up_stabilization_seconds),
+        scale_down_window: secs(b.scale_down_stabilization_seconds),
+    }
+}
+
+fn to_i32(n: u32) -> i32 {
+    i32::try_from(n).unwrap_or(i32::MAX)
+}
+
+/// Where clients reach a Service from outside: the load balancer address if any.
+fn lb_host(svc: &Service) -> Option<String> {
+    let ing = svc.status.as_ref()?.load_balancer.as_ref()?.ingress.as_ref()?.first()?;
+    ing.hostname.clone().or_else(|| ing.ip.clone())
+}
+
+/// The outcome of one fleet's autoscaling and drain step.
+struct FleetPlan {
+    replicas: u32,
+    rec: Recommendation,
+    step: DrainStep,
+}
+
+#[allow(clippy::too_many_arguments)]
+fn plan_fleet(
+    rec: Recommendation,
+    current: u32,
+    draining: Option<&Draining>,
+    loads: &[PodLoad],
+    victim: Option<&PodLoad>,
+    now: SystemTime,
+) -> FleetPlan {
+    let victim_load = draining.and_then(|d| loads.iter().find(|p| p.name == d.pod)).map(|p| p.load);
+    let step = drain::next_step(rec.scale, current, draining, victim_load, victim.map(|v| v.name.as_str()), now);
+    let replicas = match (&rec.scale, &step) {
+        (Scale::Up(n), _) => *n,
+        (_, DrainStep::Remove(_)) => current.saturating_sub(1),
+        // Scaling down waits for the drain; without a victim (no pods yet) just set it.
+        (Scale::Down(n), DrainStep::Idle) => *n,
+        _ => current,
+    };
+    FleetPlan { replicas, rec, step }
+}
+
+async fn reconcile_inner(mc: &MediaCluster, ctx: &Context) -> Result<Action> {
+    if mc.meta().deletion_timestamp.is_some() {
+        // Owner references garbage-collect everything we created.
+        return Ok(Action::await_change());
+    }
+    let ns = mc.namespace().ok_or_else(|| Error::Invalid { what: "metadata.namespace", message: "missing".into() })?;
+    let name = mc.name_any();
+    let names = Names::new(&name);
+    let key = ObjectRef::from_obj(mc);
+    let client = ctx.client.clone();
+    let spec = &mc.spec;
+    let poll = Duration::from_secs(u64::try_from(spec.autoscaling.poll_interval_seconds).unwrap_or(10).max(1));
+    let now = SystemTime::now();
+    let instant = Instant::now();
+
+    // Observe.
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
+    let material = secret_material(mc, &names, &secrets).await?;
+    let sts = Api::<StatefulSet>::namespaced(client.clone(), &ns).get_opt(&names.sfu()).await?;
+    let dep = Api::<Deployment>::namespaced(client.clone(), &ns).get_opt(&names.turn()).await?;
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
+    let list = |fleet| ListParams::default().labels(&render::selector_string(&name, fleet));
+    let sfu_pods: Vec<PodObs> = pods.list(&list(Fleet::Sfu)).await?.items.iter().map(observe_pod).collect();
+    let turn_pods: Vec<PodObs> = pods.list(&list(Fleet::Turn)).await?.items.iter().map(observe_pod).collect();
+    let services: Api<Service> = Api::namespaced(client.clone(), &ns);
+    let turn_host = match spec.turn.service.r#type {
+        ServiceType::LoadBalancer => services.get_opt(&names.turn()).await?.as_ref().and_then(lb_host),
+        _ => None,
+    };
+    let signaling_host = match (&spec.signaling.ingress, spec.signaling.service_type) {
+        (None, ServiceType::LoadBalancer) => services.get_opt(&names.signaling()).await?.as_ref().and_then(lb_host),
+        _ => None,
+    };
+
+    let media_status = join_all(sfu_pods.iter().map(|p| async {
+        match p.ip {
+            Some(ip) => ctx.nodes.media_status(NodeAddr { name: &p.name, ip }).await.ok(),
+            None => None,
+        }
+    }))
+    .await;
+    let turn_status = join_all(turn_pods.iter().map(|p| async {
+        match p.ip {
+            Some(ip) => ctx.nodes.turn_status(NodeAddr { name: &p.name, ip }).await.ok(),
+            None => None,
+        }
+    }))
+    .await;
+    let unreachable = sfu_pods.iter().zip(&media_status).filter(|(p, s)| p.ready && s.is_none()).count()
+        + turn_pods.iter().zip(&turn_status).filter(|(p, s)| p.ready && s.is_none()).count();
+
+    // Decide.
+    let sfu_policy = policy(&spec.sfu.replicas, mc);
+    let turn_policy = policy(&spec.turn.replicas, mc);
+    let sfu_current =
+        sts.as_ref().and_then(|s| s.spec.replicas).map_or(sfu_policy.min, |r| u32::try_from(r).unwrap_or(0));
+    let turn_current =
+        dep.as_ref().and_then(|d| d.spec.replicas).map_or(turn_policy.min, |r| u32::try_from(r).unwrap_or(0));
+    let participants: u64 = media_status.iter().flatten().map(|s| s.participants).sum();
+    let bandwidth: u64 = turn_status.iter().flatten().map(|s| s.bandwidth_bps).sum();
+    let target_bw = parse_quantity(&spec.turn.target_bandwidth_per_pod.0)
+        .map_err(|e| Error::Invalid { what: "turn.targetBandwidthPerPod", message: e.to_string() })?;
+    let target_participants = u64::try_from(spec.sfu.capacity.participants).unwrap_or(0);
+
+    let sfu_loads: Vec<PodLoad> = sfu_pods
+        .iter()
+        .zip(&media_status)
+        .map(|(p, s)| PodLoad {
+            name: p.name.clone(),
+            load: s.as_ref().map_or(0, |s| s.participants),
+            draining: s.as_ref().is_some_and(|s| s.draining),
+        })
+        .collect();
+    let turn_loads: Vec<PodLoad> = turn_pods
+        .iter()
+        .zip(&turn_status)
+        .map(|(p, s)| PodLoad {
+            name: p.name.clone(),
+            load: s.as_ref().map_or(0, |s| s.allocations),
+            draining: s.as_ref().is_some_and(|s| s.draining),
+        })
+        .collect();
+
+    let (sfu_plan, turn_plan) = {
+        let mut clusters = ctx.clusters();
+        let state = clusters.entry(key.clone()).or_default();
+        let sfu_rec =
+            state.sfu_autoscaler.recommend(&sfu_policy, sfu_current, participants, target_participants, instant);
+        let turn_rec = state.turn_autoscaler.recommend(&turn_policy, turn_current, bandwidth, target_bw, instant);
+        let sfu_plan = plan_fleet(
+            sfu_rec,
+            sfu_current,
+            state.sfu_drain.as_ref(),
+            &sfu_loads,
+            autoscale::sfu_victim(&sfu_loads),
+            now,
+        );
+        let turn_plan = plan_fleet(
+            turn_rec,
+            turn_current,
+            state.turn_drain.as_ref(),
+            &turn_loads,
+            autoscale::turn_victim(&turn_loads),
+            now,
+        );
+        let grace = |s: i64| Duration::from_secs(u64::try_from(s).unwrap_or(0));
+        for (plan, slot, g) in [
+            (&sfu_plan, &mut state.sfu_drain, grace(spec.sfu.drain_grace_period_seconds)),
+            (&turn_plan, &mut state.turn_drain, grace(spec.turn.drain_grace_period_seconds)),
+        ] {
+            match &plan.step {
+                DrainStep::Start(pod) => *slot = Some(Draining { pod: pod.clone(), deadline: now + g }),
+                DrainStep::Remove(_) | DrainStep::Replace(_) => *slot = None,
+                DrainStep::Idle | DrainStep::Wait => {}
+            }
+        }
+
+        // What placement and rescheduling will read.
+        let victim = state.sfu_drain.as_ref().map(|d| d.pod.clone());
+        state.nodes = sfu_pods
+            .iter()
+            .zip(&media_status)
+            .map(|(p, s)| ObservedNode {
+                name: p.name.clone(),
+                ip: p.ip,
+                ready: p.ready && s.is_some(),
+                draining: p.terminating
+                    || s.as_ref().is_some_and(|s| s.draining)
+                    || victim.as_deref() == Some(p.name.as_str()),
+                status: s.clone(),
+                placed_since_poll: 0,
+            })
+            .collect();
+        let since = std::mem::take(&mut state.unready_since);
+        state.unready_since = state
+            .nodes
+            .iter()
+            .filter(|n| !n.ready)
+            .map(|n| (n.name.clone(), since.get(&n.name).copied().unwrap_or(now)))
+            .collect();
+        state.observed = true;
+        (sfu_plan, turn_plan)
+    };
+
+    // Act on drains before applying replicas: the victim must be draining (and, for the
+    // Deployment, the cheapest to delete) before a lower replica count can pick it.
+    act_on_drain(mc, ctx, &pods, Fleet::Sfu, &sfu_plan.step, &sfu_pods).await?;
+    act_on_drain(mc, ctx, &pods, Fleet::Turn, &turn_plan.step, &turn_pods).await?;
+    for (fleet, plan, current, exists) in
+        [(Fleet::Sfu, &sfu_plan, sfu_current, sts.is_some()), (Fleet::Turn, &turn_plan, turn_current, dep.is_some())]
+    {
+        // A new workload starting at replicas.min is not a scaling decision.
+        if let Scale::Up(n) = plan.rec.scale
+            && exists
+        {
+            let note = format!("{}: {current} → {n} replicas (load wants {})", fleet.component(), plan.rec.raw);
+            ctx.event(mc, EventType::Normal, "ScalingUp", "Scale", note).await;
+        }
+    }
+
+    // Apply.
+    let sfu_ips: Vec<String> = sfu_pods.iter().filter_map(|p| p.ip.map(|ip| ip.to_string())).collect();
+    let inputs = Inputs {
+        secrets: &material,
+        sfu_replicas: to_i32(sfu_plan.replicas),
+        turn_replicas: to_i32(turn_plan.replicas),
+        sfu_pod_ips: &sfu_ips,
+        turn_host: turn_host.as_deref(),
+        service_monitor_crd: ctx.service_monitor_crd,
+        images: &ctx.images,
+    };
+    for object in render::render(mc, &inputs)? {
+        apply(ctx, &ns, &object).await?;
+    }
+
+    // Report.
+    let status = status(
+        mc,
+        &names,
+        &ns,
+        &sts,
+        &dep,
+        (&sfu_plan, &turn_plan),
+        &sfu_pods,
+        &media_status,
+        bandwidth,
+        unreachable,
+        turn_host.as_deref(),
+        signaling_host.as_deref(),
+        ctx,
+    );
+    let patch = json!({ "apiVersion": "switchyard.dev/v1alpha1", "kind": "MediaCluster", "status": status });
+    Api::<MediaCluster>::namespaced(client, &ns)
+        .patch_status(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&patch))
+        .await?;
+
+    ctx.metrics.fleet(&ns, &name, "sfu", i64::from(sfu_plan.rec.desired), i64::from(sfu_current));
+    ctx.metrics.fleet(&ns, &name, "turn", i64::from(turn_plan.rec.desired), i64::from(turn_current));
+    ctx.metrics.turn_bandwidth(&ns, &name, bandwidth);
+    ctx.metrics.set_rooms(&room_phase_counts(&ctx.rooms.state()));
+    Ok(Action::requeue(poll))
+}
+
+fn room_phase_counts(rooms: &[Arc<Room>]) -> Vec<(&'static str, i64)> {
+    let mut counts: BTreeMap<&'static str, i64> =
+        ["Pending", "Scheduled", "Active", "Closed", "Failed"].into_iter().map(|p| (p, 0)).collect();
+    for r in rooms {
+        let phase = match r.status.as_ref().map(|s| s.phase).unwrap_or_default() {
+            RoomPhase::Pending => "Pending",
+            RoomPhase::Scheduled => "Scheduled",
+            RoomPhase::Active => "Active",
+            RoomPhase::Closed => "Closed",
+            RoomPhase::Failed => "Failed",
+        };
+        *counts.entry(phase).or_default() += 1;
+    }
+    counts.into_iter().collect()
+}
+
+async fn act_on_drain(
+    mc: &MediaCluster,
+    ctx: &Context,
+    pods: &Api<Pod>,
+    fleet: Fleet,
+    step: &DrainStep,
+    observed: &[PodObs],
+) -> Result<()> {
+    match step {
+        DrainStep::Start(victim) => {
+            if fleet == Fleet::Turn {
+                // A StatefulSet always removes its highest ordinal (which is the SFU
+                // victim); a ReplicaSet removes the lowest deletion cost first.
+                let patch = json!({ "metadata": { "annotations": { POD_DELETION_COST: "-1000" } } });
+                pods.patch(victim, &PatchParams::default(), &Patch::Merge(&patch)).await?;
+            }
+            if let Some(ip) = observed.iter().find(|p| &p.name == victim).and_then(|p| p.ip) {
+                ctx.nodes.drain(NodeAddr { name: victim, ip }).await?;
+            }
+            let note = format!("draining {victim} before removing it");
+            ctx.event(mc, EventType::Normal, "Draining", "ScaleDown", note).await;
+        }
+        DrainStep::Remove(victim) => {
+            let note = format!("{victim} drained; removing it");
+            ctx.event(mc, EventType::Normal, "ScaledDown", "ScaleDown", note).await;
+        }
+        DrainStep::Replace(victim) => {
+            pods.delete(victim, &DeleteParams::default()).await?;
+            let note = format!("{victim} drained but load came back; replacing it with a fresh pod");
+            ctx.event(mc, EventType::Normal, "DrainCancelled", "ScaleDown", note).await;
+        }
+        DrainStep::Idle | DrainStep::Wait => {}
+    }
+    Ok(())
+}
+
+/// Server-side apply one rendered object with the operator's field manager. `force`
+/// takes fields back from anyone who edited them by hand: the MediaCluster is the
+/// source of truth.
+async fn apply(ctx: &Context, ns: &str, object: &Object) -> Result<()> {
+    let ar = ApiResource {
+        group: object.group().into(),
+        version: object.version().into(),
+        api_version: object.api_version.into(),
+        kind: object.kind.into(),
+        plural: object.plural.into(),
+    };
+    let api: Api<DynamicObject> = Api::namespaced_with(ctx.client.clone(), ns, &ar);
+    api.patch(&object.name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&object.body)).await?;
+    Ok(())
+}
+
+#[allow(clippy::too_many_arguments)]
+fn status(
+    mc: &MediaCluster,
+    names: &Names,
+    ns: &str,
+    sts: &Option<StatefulSet>,
+    dep: &Option<Deployment>,
+    (sfu, turn): (&FleetPlan, &FleetPlan),
+    sfu_pods: &[PodObs],
+    media_status: &[Option<switchyard_api::node::MediaNodeStatus>],
+    bandwidth: u64,
+    unreachable: usize,
+    turn_host: Option<&str>,
+    signaling_host: Option<&str>,
+    ctx: &Context,
+) -> MediaClusterStatus {
+    let spec = &mc.spec;
+    let now = now_time();
+    let generation = mc.metadata.generation;
+    let sts_status = sts.as_ref().and_then(|s| s.status.as_ref());
+    let dep_status = dep.as_ref().and_then(|d| d.status.as_ref());
+    let (sfu_draining, turn_draining) = {
+        let clusters = ctx.clusters();
+        let state = clusters.get(&ObjectRef::from_obj(mc));
+        (
+            i32::from(state.is_some_and(|s| s.sfu_drain.is_some())),
+            i32::from(state.is_some_and(|s| s.turn_drain.is_some())),
+        )
+    };
+    let sfu_fleet = FleetStatus {
+        desired: to_i32(sfu.replicas),
+        current: sts_status.map_or(0, |s| s.replicas),
+        ready: sts_status.and_then(|s| s.ready_replicas).unwrap_or(0),
+        draining: sfu_draining,
+    };
+    let turn_fleet = FleetStatus {
+        desired: to_i32(turn.replicas),
+        current: dep_status.and_then(|s| s.replicas).unwrap_or(0),
+        ready: dep_status.and_then(|s| s.ready_replicas).unwrap_or(0),
+        draining: turn_draining,
+    };
+
+    let mut conditions = mc.status.as_ref().map(|s| s.conditions.clone()).unwrap_or_default();
+    let ready = sfu_fleet.ready >= sfu_fleet.desired && turn_fleet.ready >= turn_fleet.desired;
+    let ready_msg = format!(
+        "media-node {}/{} ready, turn-node {}/{} ready",
+        sfu_fleet.ready, sfu_fleet.desired, turn_fleet.ready, turn_fleet.desired
+    );
+    let ready_reason = if ready { "AllReplicasReady" } else { "ReplicasNotReady" };
+    set_condition(&mut conditions, "Ready", ready, ready_reason, ready_msg.clone(), generation, &now);
+    let (progressing, reason, msg) = if sfu_draining + turn_draining > 0 {
+        (true, "Draining", "a pod is draining before it is removed".to_owned())
+    } else if sfu_fleet.current != sfu_fleet.desired || turn_fleet.current != turn_fleet.desired || !ready {
+        (true, "Scaling", ready_msg)
+    } else {
+        (false, "Stable", "every fleet is at its desired size".to_owned())
+    };
+    set_condition(&mut conditions, "Progressing", progressing, reason, msg, generation, &now);
+    let below_min = sfu_fleet.ready < spec.sfu.replicas.min.min(sfu_fleet.desired)
+        || turn_fleet.ready < spec.turn.replicas.min.min(turn_fleet.desired);
+    let (degraded, reason, msg) = if unreachable > 0 {
+        (true, "NodeStatusUnavailable", format!("{unreachable} ready pod(s) did not answer GET /internal/status"))
+    } else if below_min && sts.is_some() {
+        (true, "BelowMinimum", "fewer ready pods than replicas.min".to_owned())
+    } else {
+        (false, "Healthy", "all nodes report status".to_owned())
+    };
+    set_condition(&mut conditions, "Degraded", degraded, reason, msg, generation, &now);
+
+    let nodes: Vec<NodeLoad> = sfu_pods
+        .iter()
+        .zip(media_status)
+        .map(|(p, s)| NodeLoad {
+            name: p.name.clone(),
+            rooms: s.as_ref().map_or(0, |s| i64::try_from(s.rooms).unwrap_or(i64::MAX)),
+            participants: s.as_ref().map_or(0, |s| i64::try_from(s.participants).unwrap_or(i64::MAX)),
+            bandwidth_bps: s.as_ref().map_or(0, |s| i64::try_from(s.bandwidth_bps).unwrap_or(i64::MAX)),
+            ready: p.ready && s.is_some(),
+            draining: s.as_ref().is_some_and(|s| s.draining),
+        })
+        .collect();
+    let rooms = nodes.iter().map(|n| n.rooms).sum();
+
+    let signaling_url = match (&spec.signaling.ingress, signaling_host) {
+        (Some(ing), _) => {
+            let scheme = if ing.tls_secret_ref.is_some() { "wss" } else { "ws" };
+            format!("{scheme}://{}/rtc", ing.host)
+        }
+        (None, Some(host)) => format!("ws://{host}:{}/rtc", spec.signaling.port),
+        (None, None) => format!("ws://{}.{ns}.svc:{}/rtc", names.signaling(), spec.signaling.port),
+    };
+    let turn_host = turn_host.map_or_else(|| format!("{}.{ns}.svc", names.turn()), str::to_owned);
+    let turn_enabled = spec.turn.replicas.max > 0 || spec.media.mode == ExposureMode::Gateway;
+
+    MediaClusterStatus {
+        conditions,
+        observed_generation: generation,
+        sfu: Some(sfu_fleet),
+        turn: Some(turn_fleet),
+        rooms: Some(rooms),
+        turn_bandwidth_bps: Some(i64::try_from(bandwidth).unwrap_or(i64::MAX)),
+        turn_bandwidth: Some(human_bandwidth(bandwidth)),
+        nodes,
+        endpoints: Some(Endpoints {
+            signaling_url: Some(signaling_url),
+            turn_uris: if turn_enabled { turn_uris(mc, &turn_host) } else { Vec::new() },
+        }),
+    }
+}
