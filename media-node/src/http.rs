@@ -80,7 +80,9 @@ async fn rtc(
     let Some(room) = claims.grants.room.clone() else {
         return refuse(&shared, StatusCode::FORBIDDEN, "missing_grant", "the token names no room".into());
     };
-    if let Err(e) = claims.authorize_join(&room) {
+    // A client may name the room it expects; a token for another room is refused.
+    let requested = params.get("room").cloned().unwrap_or_else(|| room.clone());
+    if let Err(e) = claims.authorize_join(&requested) {
         return refuse(&shared, StatusCode::FORBIDDEN, e.code(), e.to_string());
     }
     if shared.draining.load(Ordering::Relaxed) {

@@ -39,3 +39,127 @@ async fn two_party_call_carries_audio_and_video_both_ways() {
     b.close().await;
     node.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_publisher_reaches_ten_subscribers() {
+    let node = start_node().await;
+    let publisher =
+        Peer::join(&node, &token("stage", "town-hall", |_| {}), 1, &[TrackKind::Audio, TrackKind::Video]).await;
+    let mut viewers = vec![];
+    for i in 0..10u8 {
+        let t = token(&format!("viewer{i}"), "town-hall", |g| g.can_publish = false);
+        viewers.push(Peer::join(&node, &t, 10 + i, &[]).await);
+    }
+    let sending = publisher.start_media(Duration::from_secs(5));
+    let all = eventually(Duration::from_secs(12), || {
+        viewers.iter().all(|v| v.valid_from(TrackKind::Audio, 1) > 30 && v.valid_from(TrackKind::Video, 1) > 15)
+    })
+    .await;
+    let counts: Vec<(u64, u64, u64)> = viewers
+        .iter()
+        .map(|v| (v.valid_from(TrackKind::Audio, 1), v.valid_from(TrackKind::Video, 1), v.invalid()))
+        .collect();
+    assert!(all, "per viewer (audio, video, invalid): {counts:?}");
+    assert!(counts.iter().all(|c| c.2 == 0), "{counts:?}");
+    sending.abort();
+    let status = node.status().await;
+    assert_eq!((status.rooms, status.participants), (1, 11));
+    node.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn data_messages_round_trip_over_signaling_and_data_channels() {
+    let node = start_node().await;
+    let mut a = Peer::join(&node, &token("alice", "chat", |_| {}), 1, &[]).await;
+    let mut b = Peer::join(&node, &token("bob", "chat", |_| {}), 2, &[]).await;
+    let mut c = Peer::join(&node, &token("carol", "chat", |_| {}), 3, &[]).await;
+
+    // Signaling data, to everyone and to one identity.
+    a.send_data("hello room", vec![]);
+    let got = |m: &ServerMessage| match m {
+        ServerMessage::Data(d) => Some((d.identity.clone(), d.payload.clone())),
+        _ => None,
+    };
+    use base64::Engine;
+    let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+    assert_eq!(b.wait_for(Duration::from_secs(5), got).await, Some(("alice".into(), b64("hello room"))));
+    assert_eq!(c.wait_for(Duration::from_secs(5), got).await, Some(("alice".into(), b64("hello room"))));
+    b.send_data("just for alice", vec!["alice".into()]);
+    assert_eq!(a.wait_for(Duration::from_secs(5), got).await, Some(("bob".into(), b64("just for alice"))));
+    assert_eq!(c.wait_for(Duration::from_millis(500), got).await, None, "carol was not addressed");
+
+    // The WebRTC data channel ("reliable" on both sides) is relayed by the SFU.
+    let open = eventually(Duration::from_secs(10), || {
+        futures_util::FutureExt::now_or_never(a.channel.send_text("ping over sctp")).is_some_and(|r| r.is_ok())
+            && b.received.lock().unwrap().data_channel.iter().any(|m| m == "ping over sctp")
+    })
+    .await;
+    assert!(open, "bob received {:?}", b.received.lock().unwrap().data_channel);
+    node.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_participant_without_can_publish_cannot_publish() {
+    let node = start_node().await;
+    let mut viewer = Peer::join(
+        &node,
+        &token("viewer", "stage", |g| g.can_publish = false),
+        7,
+        &[TrackKind::Audio, TrackKind::Video],
+    )
+    .await;
+    let listener = Peer::join(&node, &token("listener", "stage", |_| {}), 8, &[]).await;
+    let denied = viewer
+        .wait_for(Duration::from_secs(5), |m| match m {
+            ServerMessage::Error(e) if e.code == ErrorCode::PermissionDenied => Some(e.message.clone()),
+            _ => None,
+        })
+        .await;
+    assert_eq!(denied.as_deref(), Some("token lacks the canPublish grant"));
+    let sending = viewer.start_media(Duration::from_secs(2));
+    let sent = sending.await.unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(sent > 100, "the viewer did try to send ({sent} samples)");
+    assert_eq!(listener.valid_from(TrackKind::Audio, 7) + listener.valid_from(TrackKind::Video, 7), 0);
+    let status = node.status().await;
+    assert_eq!(status.participants, 2);
+    node.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_tokens_are_refused_before_the_upgrade_with_a_reason() {
+    use switchyard_api::token::{Claims, Grants, mint};
+    let node = start_node().await;
+    let refused = |t: String| {
+        let node = &node;
+        async move {
+            match Peer::try_join(node, &t, 1, &[]).await {
+                Err(ConnectError::Http(status, body)) => (status, body["code"].as_str().unwrap_or_default().to_owned()),
+                Err(ConnectError::Other(e)) => panic!("expected an HTTP refusal, got {e}"),
+                Ok(_) => panic!("token was accepted"),
+            }
+        }
+    };
+    let expired = mint(&Claims::new(KEY, "late", now() - 7200, 600).with_grants(Grants::join("r")), SECRET).unwrap();
+    assert_eq!(refused(expired).await, (401, "token_expired".into()));
+    let forged = mint(&Claims::new(KEY, "eve", now(), 600).with_grants(Grants::join("r")), "not-the-secret").unwrap();
+    assert_eq!(refused(forged).await, (401, "bad_signature".into()));
+    let unknown = mint(&Claims::new("otherkey", "eve", now(), 600).with_grants(Grants::join("r")), SECRET).unwrap();
+    assert_eq!(refused(unknown).await, (401, "unknown_key".into()));
+    assert_eq!(refused("garbage".into()).await, (401, "malformed_token".into()));
+    let no_join = token("x", "r", |g| g.room_join = false);
+    assert_eq!(refused(no_join).await, (403, "missing_grant".into()));
+    // A token for room "r" used for room "other".
+    let t = token("x", "r", |_| {});
+    let resp =
+        tokio_tungstenite::connect_async(format!("ws://{}/rtc?access_token={t}&room=other", node.http_addr)).await;
+    match resp {
+        Err(tokio_tungstenite::tungstenite::Error::Http(r)) => {
+            assert_eq!(r.status().as_u16(), 403);
+            let body: serde_json::Value = serde_json::from_slice(r.body().as_ref().unwrap()).unwrap();
+            assert_eq!(body["code"], "wrong_room");
+        }
+        other => panic!("expected 403, got {other:?}"),
+    }
+    node.shutdown().await;
+}
