@@ -183,3 +183,8 @@ pub(crate) fn set_condition(
 pub(crate) fn now_time() -> Time {
     Time(k8s_openapi::jiff::Timestamp::now())
 }
+
+#[cfg(test)]
+pub(crate) mod testing;
+#[cfg(test)]
+mod tests;

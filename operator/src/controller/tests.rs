@@ -1,0 +1,365 @@
+//! Reconciles against a mocked apiserver: the exact requests, in order.
+
+use std::sync::Arc;
+
+use kube::runtime::controller::Action;
+use kube::runtime::reflector::ObjectRef;
+use serde_json::{Value, json};
+use switchyard_api::node::{MediaNodeStatus, TurnNodeStatus};
+use switchyard_api::{MediaCluster, Room};
+
+use super::testing::{FakeNodes, Seen, context, echo, finish, list};
+use super::{ObservedNode, media_cluster, room};
+
+fn cluster(spec: Value) -> MediaCluster {
+    let mut mc = MediaCluster::new("edge", serde_json::from_value(spec).unwrap());
+    mc.metadata.namespace = Some("media".into());
+    mc.metadata.uid = Some("6f1c9a52-0000-4000-8000-000000000001".into());
+    mc.metadata.generation = Some(3);
+    mc
+}
+
+const MC: &str = "/apis/switchyard.dev/v1alpha1/namespaces/media/mediaclusters/edge";
+
+fn assert_apply(s: &Seen) {
+    assert_eq!(s.method, "PATCH", "{}", s.line());
+    assert_eq!(s.content_type, "application/apply-patch+yaml", "{}", s.line());
+    assert!(s.query.contains("fieldManager=switchyard-operator"), "{} ?{}", s.line(), s.query);
+    assert!(s.query.contains("force=true"), "{} ?{}", s.line(), s.query);
+}
+
+#[tokio::test]
+async fn a_new_media_cluster_applies_every_object_then_its_status() {
+    let nodes = Arc::new(FakeNodes::default());
+    let (ctx, server) = context(echo, nodes, &[], &[]);
+    let action = media_cluster::reconcile(Arc::new(cluster(json!({}))), ctx.clone()).await.unwrap();
+    assert_eq!(action, Action::requeue(std::time::Duration::from_secs(10)));
+    let seen = finish(ctx, server).await;
+    let lines: Vec<String> = seen.iter().map(Seen::line).collect();
+    let sel = "labelSelector=app.kubernetes.io%2Fcomponent%3D";
+    assert_eq!(
+        lines,
+        vec![
+            // Observe.
+            "GET /api/v1/namespaces/media/secrets/edge-turn-secret",
+            "GET /api/v1/namespaces/media/secrets/edge-keys",
+            "GET /apis/apps/v1/namespaces/media/statefulsets/edge-sfu",
+            "GET /apis/apps/v1/namespaces/media/deployments/edge-turn",
+            "GET /api/v1/namespaces/media/pods",
+            "GET /api/v1/namespaces/media/pods",
+            "GET /api/v1/namespaces/media/services/edge-turn",
+            // Apply, in render order.
+            "PATCH /api/v1/namespaces/media/secrets/edge-keys",
+            "PATCH /api/v1/namespaces/media/secrets/edge-turn-secret",
+            "PATCH /api/v1/namespaces/media/configmaps/edge-sfu-config",
+            "PATCH /api/v1/namespaces/media/serviceaccounts/edge-media-node",
+            "PATCH /apis/rbac.authorization.k8s.io/v1/namespaces/media/roles/edge-media-node",
+            "PATCH /apis/rbac.authorization.k8s.io/v1/namespaces/media/rolebindings/edge-media-node",
+            "PATCH /api/v1/namespaces/media/services/edge-sfu",
+            "PATCH /api/v1/namespaces/media/services/edge-signaling",
+            "PATCH /apis/apps/v1/namespaces/media/statefulsets/edge-sfu",
+            "PATCH /apis/policy/v1/namespaces/media/poddisruptionbudgets/edge-sfu",
+            "PATCH /api/v1/namespaces/media/configmaps/edge-turn-config",
+            "PATCH /api/v1/namespaces/media/services/edge-turn",
+            "PATCH /api/v1/namespaces/media/services/edge-turn-admin",
+            "PATCH /apis/apps/v1/namespaces/media/deployments/edge-turn",
+            "PATCH /apis/policy/v1/namespaces/media/poddisruptionbudgets/edge-turn",
+            "PATCH /apis/networking.k8s.io/v1/namespaces/media/networkpolicies/edge-turn-egress",
+            // Report.
+            &format!("PATCH {MC}/status"),
+        ]
+    );
+    assert!(seen[4].query.contains(&format!("{sel}sfu")), "{}", seen[4].query);
+    assert!(seen[5].query.contains(&format!("{sel}turn")), "{}", seen[5].query);
+    for s in &seen[7..] {
+        assert_apply(s);
+    }
+
+    // Secrets were generated (a key pair and the TURN secret), base64 in `data`.
+    let keys = &seen[7].body["data"];
+    let (key, secret) = keys.as_object().unwrap().iter().next().unwrap();
+    assert!(key.starts_with("API") && key.len() == 15, "{key}");
+    assert!(secret.as_str().unwrap().len() >= 40);
+    assert!(seen[8].body["data"]["secret"].as_str().unwrap().len() >= 48);
+    // A new cluster starts at replicas.min.
+    assert_eq!(seen[15].body["spec"]["replicas"], 1);
+    assert_eq!(seen[20].body["spec"]["replicas"], 1);
+
+    let status = &seen.last().unwrap().body;
+    assert_eq!(status["apiVersion"], "switchyard.dev/v1alpha1");
+    assert_eq!(status["kind"], "MediaCluster");
+    let status = &status["status"];
+    assert_eq!(status["observedGeneration"], 3);
+    assert_eq!(status["sfu"], json!({"desired": 1, "current": 0, "ready": 0, "draining": 0}));
+    assert_eq!(status["turn"], json!({"desired": 1, "current": 0, "ready": 0, "draining": 0}));
+    assert_eq!(status["turnBandwidthBps"], 0);
+    assert_eq!(status["endpoints"]["signalingUrl"], "ws://edge-signaling.media.svc:7880/rtc");
+    assert_eq!(
+        status["endpoints"]["turnUris"],
+        json!(["turn:edge-turn.media.svc:3478?transport=udp", "turn:edge-turn.media.svc:3478?transport=tcp"])
+    );
+    let cond = |t: &str| status["conditions"].as_array().unwrap().iter().find(|c| c["type"] == t).unwrap().clone();
+    assert_eq!(
+        (cond("Ready")["status"].clone(), cond("Ready")["reason"].clone()),
+        (json!("False"), json!("ReplicasNotReady"))
+    );
+    assert_eq!(cond("Ready")["message"], "media-node 0/1 ready, turn-node 0/1 ready");
+    assert_eq!(cond("Ready")["observedGeneration"], 3);
+    assert_eq!(cond("Progressing")["reason"], "Scaling");
+    assert_eq!(cond("Degraded")["status"], "False");
+}
+
+#[tokio::test]
+async fn generated_secrets_are_read_back_never_rotated() {
+    let nodes = Arc::new(FakeNodes::default());
+    let respond = |s: &Seen| match s.line().as_str() {
+        "GET /api/v1/namespaces/media/secrets/edge-turn-secret" => (
+            200,
+            json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "edge-turn-secret"}, "data": {"secret": "a2VlcC1tZQ=="}}),
+        ),
+        "GET /api/v1/namespaces/media/secrets/edge-keys" => (
+            200,
+            json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "edge-keys"}, "data": {"APIold": "b2xkLXNlY3JldA=="}}),
+        ),
+        _ => echo(s),
+    };
+    let (ctx, server) = context(respond, nodes, &[], &[]);
+    media_cluster::reconcile(Arc::new(cluster(json!({}))), ctx.clone()).await.unwrap();
+    let seen = finish(ctx, server).await;
+    let applied =
+        |path: &str| seen.iter().find(|s| s.method == "PATCH" && s.path.ends_with(path)).unwrap().body.clone();
+    assert_eq!(applied("secrets/edge-turn-secret")["data"], json!({"secret": "a2VlcC1tZQ=="}));
+    assert_eq!(applied("secrets/edge-keys")["data"], json!({"APIold": "b2xkLXNlY3JldA=="}));
+}
+
+fn pod(name: &str, ip: &str, component: &str) -> Value {
+    json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": name, "namespace": "media", "labels": {"app.kubernetes.io/component": component}},
+        "status": {"podIP": ip, "conditions": [{"type": "Ready", "status": "True"}]},
+    })
+}
+
+#[tokio::test]
+async fn turn_scale_down_drains_the_emptiest_pod_first_then_removes_it() {
+    let nodes = Arc::new(FakeNodes::default());
+    nodes.turn.lock().unwrap().extend([
+        ("edge-turn-a".to_owned(), TurnNodeStatus { bandwidth_bps: 10_000_000, allocations: 9, ..Default::default() }),
+        ("edge-turn-b".to_owned(), TurnNodeStatus { bandwidth_bps: 1_000_000, allocations: 2, ..Default::default() }),
+    ]);
+    let respond = |s: &Seen| match s.line().as_str() {
+        "GET /apis/apps/v1/namespaces/media/deployments/edge-turn" => (
+            200,
+            json!({
+                "apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "edge-turn"},
+                "spec": {"replicas": 2, "selector": {}, "template": {}},
+                "status": {"replicas": 2, "readyReplicas": 2},
+            }),
+        ),
+        "GET /api/v1/namespaces/media/pods" if s.query.contains("turn") => {
+            list("PodList", vec![pod("edge-turn-a", "10.244.0.10", "turn"), pod("edge-turn-b", "10.244.0.11", "turn")])
+        }
+        "GET /api/v1/namespaces/media/pods" => list("PodList", vec![]),
+        _ => echo(s),
+    };
+    let mc = Arc::new(cluster(json!({
+        "turn": {"replicas": {"min": 1, "max": 4}},
+        "autoscaling": {"scaleDownStabilizationSeconds": 0},
+    })));
+    let (ctx, server) = context(respond, nodes.clone(), &[], &[]);
+
+    // 11M over 2 pods at 200M each: one pod is plenty. The victim has fewer allocations.
+    media_cluster::reconcile(mc.clone(), ctx.clone()).await.unwrap();
+    assert_eq!(nodes.calls(), vec!["drain edge-turn-b 10.244.0.11"]);
+
+    // Still 2 allocations: keep waiting.
+    media_cluster::reconcile(mc.clone(), ctx.clone()).await.unwrap();
+    assert_eq!(nodes.calls().len(), 1, "one drain, not one per poll");
+
+    // Empty now: the replica goes.
+    nodes.turn.lock().unwrap().get_mut("edge-turn-b").unwrap().allocations = 0;
+    media_cluster::reconcile(mc.clone(), ctx.clone()).await.unwrap();
+    let seen = finish(ctx, server).await;
+
+    let deletion_cost: Vec<&Seen> =
+        seen.iter().filter(|s| s.line() == "PATCH /api/v1/namespaces/media/pods/edge-turn-b").collect();
+    assert_eq!(deletion_cost.len(), 1);
+    assert_eq!(deletion_cost[0].content_type, "application/merge-patch+json");
+    assert_eq!(deletion_cost[0].body["metadata"]["annotations"]["controller.kubernetes.io/pod-deletion-cost"], "-1000");
+    let replicas: Vec<Value> = seen
+        .iter()
+        .filter(|s| s.line() == "PATCH /apis/apps/v1/namespaces/media/deployments/edge-turn")
+        .map(|s| s.body["spec"]["replicas"].clone())
+        .collect();
+    assert_eq!(replicas, vec![json!(2), json!(2), json!(1)], "replicas drop only after the drain");
+    let reasons: Vec<Value> = seen
+        .iter()
+        .filter(|s| s.method == "POST" && s.path.ends_with("/events"))
+        .map(|s| s.body["reason"].clone())
+        .collect();
+    assert_eq!(reasons, vec![json!("Draining"), json!("ScaledDown")]);
+    let statuses: Vec<&Value> =
+        seen.iter().filter(|s| s.path.ends_with("/status")).map(|s| &s.body["status"]).collect();
+    assert_eq!(statuses[0]["turn"]["draining"], 1);
+    assert_eq!(statuses[0]["turnBandwidth"], "11M");
+    assert_eq!(statuses[2]["turn"]["draining"], 0);
+}
+
+fn room(name: &str, finalizer: bool, status: Value) -> Room {
+    let mut r = Room::new(name, serde_json::from_value(json!({"clusterRef": "edge"})).unwrap());
+    r.metadata.namespace = Some("media".into());
+    r.metadata.generation = Some(1);
+    r.metadata.uid = Some(format!("uid-{name}"));
+    if finalizer {
+        r.metadata.finalizers = Some(vec![room::FINALIZER.into()]);
+    }
+    r.status = serde_json::from_value(status).unwrap();
+    r
+}
+
+fn observed(name: &str, ip: &str, ready: bool, draining: bool, rooms: u64) -> ObservedNode {
+    ObservedNode {
+        name: name.into(),
+        ip: Some(ip.parse().unwrap()),
+        ready,
+        draining,
+        status: Some(MediaNodeStatus { rooms, ..Default::default() }),
+        placed_since_poll: 0,
+    }
+}
+
+#[tokio::test]
+async fn a_room_is_placed_on_the_only_eligible_node() {
+    let mc = cluster(json!({"sfu": {"capacity": {"rooms": 10}}}));
+    let (ctx, server) = context(echo, Arc::new(FakeNodes::default()), std::slice::from_ref(&mc), &[]);
+    ctx.set_observed_nodes(
+        ObjectRef::from_obj(&mc),
+        vec![
+            observed("edge-sfu-0", "10.244.0.5", true, true, 0),   // draining
+            observed("edge-sfu-1", "10.244.0.6", false, false, 0), // unready
+            observed("edge-sfu-2", "10.244.0.7", true, false, 10), // full
+            observed("edge-sfu-3", "10.244.0.8", true, false, 9),
+        ],
+    );
+    let r = room("standup", true, Value::Null);
+    let action = room::reconcile(Arc::new(r), ctx.clone()).await.unwrap();
+    assert_eq!(action, Action::await_change());
+    let seen = finish(ctx, server).await;
+    let lines: Vec<String> = seen.iter().map(Seen::line).collect();
+    assert_eq!(
+        lines,
+        vec![
+            "PATCH /apis/switchyard.dev/v1alpha1/namespaces/media/rooms/standup/status",
+            "POST /apis/events.k8s.io/v1/namespaces/media/events",
+        ]
+    );
+    assert_eq!(seen[0].content_type, "application/merge-patch+json");
+    let status = &seen[0].body["status"];
+    assert_eq!(status["phase"], "Scheduled");
+    assert_eq!(status["node"], "edge-sfu-3");
+    assert_eq!(status["signalingUrl"], "ws://edge-sfu-3.edge-sfu.media.svc:7880/rtc");
+    assert_eq!(status["observedGeneration"], 1);
+    assert_eq!(status["conditions"][0]["type"], "Scheduled");
+    assert_eq!(status["conditions"][0]["status"], "True");
+    assert_eq!(status["conditions"][0]["message"], "placed on edge-sfu-3");
+    assert_eq!(seen[1].body["reason"], "Scheduled");
+    assert_eq!(seen[1].body["regarding"]["name"], "standup");
+}
+
+#[tokio::test]
+async fn an_unplaceable_room_says_why() {
+    let mc = cluster(json!({"sfu": {"capacity": {"rooms": 1}}}));
+    let (ctx, server) = context(echo, Arc::new(FakeNodes::default()), std::slice::from_ref(&mc), &[]);
+    ctx.set_observed_nodes(ObjectRef::from_obj(&mc), vec![observed("edge-sfu-0", "10.244.0.5", true, false, 1)]);
+    let action = room::reconcile(Arc::new(room("standup", true, Value::Null)), ctx.clone()).await.unwrap();
+    assert_eq!(action, Action::requeue(std::time::Duration::from_secs(10)));
+    let seen = finish(ctx, server).await;
+    let status = &seen[0].body["status"];
+    assert_eq!(status["phase"], "Pending");
+    assert_eq!(status["conditions"][0]["reason"], "NoCapacity");
+    assert_eq!(
+        status["conditions"][0]["message"],
+        "unschedulable: no media-node can take the room (0 unready, 0 draining, 1 full)"
+    );
+    assert_eq!(seen[1].body["type"], "Warning");
+    assert_eq!(seen[1].body["reason"], "Unschedulable");
+}
+
+#[tokio::test]
+async fn a_new_room_gets_the_finalizer_first() {
+    let mc = cluster(json!({}));
+    let (ctx, server) = context(echo, Arc::new(FakeNodes::default()), &[mc], &[]);
+    room::reconcile(Arc::new(room("standup", false, Value::Null)), ctx.clone()).await.unwrap();
+    let seen = finish(ctx, server).await;
+    assert_eq!(seen.len(), 1);
+    assert_eq!(seen[0].line(), "PATCH /apis/switchyard.dev/v1alpha1/namespaces/media/rooms/standup");
+    assert_eq!(seen[0].content_type, "application/json-patch+json");
+    assert!(seen[0].body.to_string().contains(room::FINALIZER), "{}", seen[0].body);
+}
+
+#[tokio::test]
+async fn deleting_a_room_closes_it_on_its_node_then_drops_the_finalizer() {
+    let mc = cluster(json!({}));
+    let nodes = Arc::new(FakeNodes::default());
+    let (ctx, server) = context(echo, nodes.clone(), std::slice::from_ref(&mc), &[]);
+    ctx.set_observed_nodes(ObjectRef::from_obj(&mc), vec![observed("edge-sfu-1", "10.244.0.6", true, false, 1)]);
+    let mut r = room("standup", true, json!({"phase": "Active", "node": "edge-sfu-1"}));
+    r.metadata.deletion_timestamp = Some(super::now_time());
+    room::reconcile(Arc::new(r), ctx.clone()).await.unwrap();
+    let seen = finish(ctx, server).await;
+    assert_eq!(nodes.calls(), vec!["close standup on edge-sfu-1 10.244.0.6"]);
+    let patch = seen.iter().find(|s| s.method == "PATCH").unwrap();
+    assert_eq!(patch.line(), "PATCH /apis/switchyard.dev/v1alpha1/namespaces/media/rooms/standup");
+    assert_eq!(patch.content_type, "application/json-patch+json");
+    assert!(patch.body.to_string().contains("remove"), "{}", patch.body);
+}
+
+#[tokio::test]
+async fn a_room_on_a_vanished_node_is_moved() {
+    let mc = cluster(json!({}));
+    let (ctx, server) = context(echo, Arc::new(FakeNodes::default()), std::slice::from_ref(&mc), &[]);
+    ctx.set_observed_nodes(ObjectRef::from_obj(&mc), vec![observed("edge-sfu-0", "10.244.0.5", true, false, 0)]);
+    let r = room("standup", true, json!({"phase": "Active", "node": "edge-sfu-4"}));
+    room::reconcile(Arc::new(r), ctx.clone()).await.unwrap();
+    let seen = finish(ctx, server).await;
+    assert_eq!(seen[0].body["status"]["node"], "edge-sfu-0");
+    assert_eq!(seen[0].body["status"]["conditions"][0]["message"], "moved to edge-sfu-0 (NodeGone)");
+    assert_eq!(seen[1].body["reason"], "Rescheduled");
+}
+
+#[tokio::test]
+async fn an_expired_auto_created_room_is_deleted() {
+    let mc = cluster(json!({"roomDefaults": {"emptyTimeoutSeconds": 60}}));
+    let (ctx, server) = context(echo, Arc::new(FakeNodes::default()), std::slice::from_ref(&mc), &[]);
+    ctx.set_observed_nodes(ObjectRef::from_obj(&mc), vec![observed("edge-sfu-0", "10.244.0.5", true, false, 1)]);
+    let mut r = room(
+        "lobby",
+        true,
+        json!({"phase": "Active", "node": "edge-sfu-0", "participants": 0, "emptySince": "2020-01-01T00:00:00Z", "startedAt": "2020-01-01T00:00:00Z"}),
+    );
+    r.metadata.labels = Some([(switchyard_api::room::AUTO_CREATED_LABEL.to_owned(), "true".to_owned())].into());
+    room::reconcile(Arc::new(r.clone()), ctx.clone()).await.unwrap();
+    // The same room without the label is someone's on purpose: kept.
+    r.metadata.labels = None;
+    let action = room::reconcile(Arc::new(r), ctx.clone()).await.unwrap();
+    assert_eq!(action, Action::requeue(std::time::Duration::from_secs(10)));
+    let seen = finish(ctx, server).await;
+    let lines: Vec<String> = seen.iter().map(Seen::line).collect();
+    assert_eq!(
+        lines,
+        vec![
+            "POST /apis/events.k8s.io/v1/namespaces/media/events",
+            "DELETE /apis/switchyard.dev/v1alpha1/namespaces/media/rooms/lobby",
+        ]
+    );
+    assert_eq!(seen[0].body["reason"], "Expired");
+}
+
+#[tokio::test]
+async fn a_room_of_a_missing_cluster_is_pending_with_a_reason() {
+    let (ctx, server) = context(echo, Arc::new(FakeNodes::default()), &[], &[]);
+    let err = room::reconcile(Arc::new(room("standup", true, Value::Null)), ctx.clone()).await.unwrap_err();
+    assert_eq!(err.label(), "cluster_not_found");
+    let seen = finish(ctx, server).await;
+    assert_eq!(seen[0].body["status"]["conditions"][0]["reason"], "ClusterNotFound");
+}
