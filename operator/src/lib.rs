@@ -7,6 +7,7 @@ mod error;
 pub mod metrics;
 pub mod nodes;
 pub mod render;
+pub mod run;
 
 pub use error::{Error, Result};
 
