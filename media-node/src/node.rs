@@ -21,7 +21,7 @@ use crate::{Config, Error, Result};
 /// What a shard tells a session.
 #[derive(Debug)]
 pub(crate) enum SessionOut {
-    Msg(ServerMessage),
+    Msg(Box<ServerMessage>),
     Close,
 }
 
@@ -411,7 +411,7 @@ async fn run_shard(
                     }
                 },
                 Output::Signal(pid, msg) => {
-                    if let ServerMessage::Error(e) = &msg {
+                    if let ServerMessage::Error(e) = &*msg {
                         shared
                             .metrics
                             .signal_errors

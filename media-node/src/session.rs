@@ -149,11 +149,11 @@ pub(crate) async fn run(mut ws: WebSocket, shared: Arc<Shared>, claims: Claims, 
         tokio::select! {
             out = rx.recv() => match out {
                 Some(SessionOut::Msg(msg)) => {
-                    if let ServerMessage::Joined(_) = &msg && !joined {
+                    if let ServerMessage::Joined(_) = &*msg && !joined {
                         joined = true;
                         shared.metrics.join_seconds.observe(started.elapsed().as_secs_f64());
                     }
-                    if let ServerMessage::Error(e) = &msg && e.code.is_fatal() {
+                    if let ServerMessage::Error(e) = &*msg && e.code.is_fatal() {
                         last_fatal = Some(e.code);
                     }
                     if ws.send(encode(&msg)).await.is_err() {

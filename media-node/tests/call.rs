@@ -12,18 +12,21 @@ async fn two_party_call_carries_audio_and_video_both_ways() {
     let node = start_node().await;
     let a = Peer::join(&node, &token("alice", "standup", |_| {}), 1, &[TrackKind::Audio, TrackKind::Video]).await;
     let b = Peer::join(&node, &token("bob", "standup", |_| {}), 2, &[TrackKind::Audio, TrackKind::Video]).await;
-    let sa = a.start_media(Duration::from_secs(4));
-    let sb = b.start_media(Duration::from_secs(4));
-    let flowing = eventually(Duration::from_secs(10), || {
+    // Media runs until the receivers have enough (or the deadline passes): a loaded
+    // machine slows the handshake, not the assertion.
+    let sa = a.start_media(Duration::from_secs(30));
+    let sb = b.start_media(Duration::from_secs(30));
+    let flowing = eventually(Duration::from_secs(30), || {
         a.valid_from(TrackKind::Audio, 2) > 50
             && a.valid_from(TrackKind::Video, 2) > 25
             && b.valid_from(TrackKind::Audio, 1) > 50
             && b.valid_from(TrackKind::Video, 1) > 25
     })
     .await;
-    let (sent_a, sent_b) = (sa.await.unwrap(), sb.await.unwrap());
+    sa.abort();
+    sb.abort();
     let report = format!(
-        "alice got audio {} video {} from bob; bob got audio {} video {} from alice; sent {sent_a}/{sent_b}; invalid {}/{} {:?}",
+        "alice got audio {} video {} from bob; bob got audio {} video {} from alice; invalid {}/{} {:?}",
         a.valid_from(TrackKind::Audio, 2),
         a.valid_from(TrackKind::Video, 2),
         b.valid_from(TrackKind::Audio, 1),
@@ -50,8 +53,8 @@ async fn one_publisher_reaches_ten_subscribers() {
         let t = token(&format!("viewer{i}"), "town-hall", |g| g.can_publish = false);
         viewers.push(Peer::join(&node, &t, 10 + i, &[]).await);
     }
-    let sending = publisher.start_media(Duration::from_secs(5));
-    let all = eventually(Duration::from_secs(12), || {
+    let sending = publisher.start_media(Duration::from_secs(30));
+    let all = eventually(Duration::from_secs(30), || {
         viewers.iter().all(|v| v.valid_from(TrackKind::Audio, 1) > 30 && v.valid_from(TrackKind::Video, 1) > 15)
     })
     .await;

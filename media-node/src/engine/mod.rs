@@ -177,7 +177,7 @@ pub enum Output {
     /// Send a datagram (or a TCP frame).
     Transmit(str0m::net::Transmit),
     /// Send a message to one participant's session.
-    Signal(Pid, ServerMessage),
+    Signal(Pid, Box<ServerMessage>),
     /// The participant is gone: its session should close after flushing; its ICE ufrag
     /// and routes no longer lead anywhere.
     Closed {
@@ -320,7 +320,7 @@ impl Engine {
     }
 
     fn signal(&mut self, pid: Pid, msg: ServerMessage) {
-        self.out.push_back(Output::Signal(pid, msg));
+        self.out.push_back(Output::Signal(pid, Box::new(msg)));
     }
 
     fn mark_dirty(&mut self, pid: Pid) {
@@ -398,8 +398,8 @@ impl Engine {
         match cmd {
             Command::Join(args) => self.join(now, *args),
             Command::Client { pid, msg } => self.client_message(now, pid, msg),
-            Command::Leave { pid, reason } => self.leave(pid, reason),
-            Command::CloseRoom { room } => self.close_room(&room),
+            Command::Leave { pid, reason } => self.leave(now, pid, reason),
+            Command::CloseRoom { room } => self.close_room(now, &room),
             Command::Drain => {
                 let pids: Vec<Pid> = self.peers.keys().copied().collect();
                 for pid in pids {
@@ -471,7 +471,7 @@ impl Engine {
                     message: "the same identity joined from another session".into(),
                 }),
             );
-            self.leave(old, LeaveReason::DuplicateIdentity);
+            self.leave(now, old, LeaveReason::DuplicateIdentity);
         }
         let room = &self.rooms[&args.room];
         let visible = room.members.iter().filter(|m| self.peers.get(m).is_some_and(|p| !p.grants.hidden)).count();
@@ -580,7 +580,7 @@ impl Engine {
         }
     }
 
-    fn leave(&mut self, pid: Pid, reason: LeaveReason) {
+    fn leave(&mut self, now: Instant, pid: Pid, reason: LeaveReason) {
         let Some(mut peer) = self.peers.remove(&pid) else { return };
         peer.rtc.disconnect();
         self.ufrags.remove(&peer.ufrag);
@@ -593,7 +593,7 @@ impl Engine {
         };
         room.members.retain(|&m| m != pid);
         if room.members.is_empty() {
-            room.empty_since = Some(Instant::now());
+            room.empty_since = Some(now);
         }
         let members = room.members.clone();
         for &m in &members {
@@ -617,7 +617,7 @@ impl Engine {
         self.out.push_back(Output::Closed { pid, ufrag: peer.ufrag, routes: peer.routes });
     }
 
-    fn close_room(&mut self, room: &str) {
+    fn close_room(&mut self, now: Instant, room: &str) {
         let Some(r) = self.rooms.get(room) else { return };
         for m in r.members.clone() {
             self.signal(
@@ -629,7 +629,7 @@ impl Engine {
                     message: format!("room {room:?} was closed"),
                 }),
             );
-            self.leave(m, LeaveReason::RoomClosed);
+            self.leave(now, m, LeaveReason::RoomClosed);
         }
         self.rooms.remove(room);
         self.out.push_back(Output::Event(RoomEvent::RoomFinished { room: room.to_owned() }));
@@ -680,7 +680,7 @@ impl Engine {
                 self.broadcast(pid, ServerMessage::ParticipantUpdated(ParticipantEvent { participant: info }));
             }
             ClientMessage::Data(d) => self.relay_data(pid, d),
-            ClientMessage::Leave(_) => self.leave(pid, LeaveReason::ClientRequest),
+            ClientMessage::Leave(_) => self.leave(now, pid, LeaveReason::ClientRequest),
             // Handled by the session.
             ClientMessage::Join(_) | ClientMessage::Resume(_) | ClientMessage::Ping(_) | ClientMessage::Pong(_) => {}
         }
@@ -907,10 +907,9 @@ impl Engine {
                 p.dirty = false;
             }
             self.negotiate(pid);
-            loop {
-                let Some(peer) = self.peers.get_mut(&pid) else { break };
+            while let Some(peer) = self.peers.get_mut(&pid) {
                 if !peer.rtc.is_alive() {
-                    self.leave(pid, LeaveReason::Timeout);
+                    self.leave(now, pid, LeaveReason::Timeout);
                     break;
                 }
                 match peer.rtc.poll_output() {
@@ -922,7 +921,7 @@ impl Engine {
                     Ok(RtcOutput::Event(e)) => self.handle_event(now, pid, e),
                     Err(e) => {
                         tracing::info!(pid, error = %e, "participant's connection failed");
-                        self.leave(pid, LeaveReason::Timeout);
+                        self.leave(now, pid, LeaveReason::Timeout);
                         break;
                     }
                 }
@@ -1042,8 +1041,8 @@ impl Engine {
                 continue;
             };
             let SubState::Open(out_mid) = sub.state else { continue };
-            if video {
-                if sub.current_rid != rid || sub.waiting_keyframe {
+            if video && (sub.current_rid != rid || sub.waiting_keyframe) {
+                {
                     let wanted = sub.target_rid.is_none() || sub.target_rid == rid;
                     if !(wanted && keyframe) {
                         want_keyframe |= wanted;
