@@ -1,6 +1,7 @@
 //! `switchyard`: the dev server, access tokens, rooms and load tests from one command.
 #![forbid(unsafe_code)]
 
+mod dev;
 mod token;
 
 use clap::{Parser, Subcommand};
@@ -15,17 +16,14 @@ struct Args {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run SFU, TURN, signaling and a demo call page on this machine, no Kubernetes needed.
-    Dev,
+    Dev(dev::DevArgs),
     /// Mint an access token for a participant.
     Token(token::TokenArgs),
 }
 
 fn main() -> anyhow::Result<()> {
     match Args::parse().command {
-        Command::Dev => anyhow::bail!(
-            "`switchyard dev` needs media-node, which is not built yet in this version; \
-             `switchyard token` works today"
-        ),
+        Command::Dev(args) => dev::run(args),
         Command::Token(args) => token::run(args),
     }
 }

@@ -30,7 +30,10 @@ pub(crate) async fn serve(listener: TcpListener, shared: Arc<Shared>, mut shutdo
         .route("/internal/drain", post(drain_node))
         .route("/internal/rooms/{name}/close", post(close_room));
     if shared.cfg.demo {
-        app = app.route("/", get(|| async { Html(DEMO_PAGE) })).route("/switchyard.js", get(sdk));
+        app = app
+            .route("/", get(|| async { Html(DEMO_PAGE) }))
+            .route("/switchyard.js", get(sdk))
+            .route("/dev/token", get(dev_token));
     }
     let app = app.with_state(shared);
     let stop = async move {
@@ -43,6 +46,20 @@ pub(crate) async fn serve(listener: TcpListener, shared: Arc<Shared>, mut shutdo
 
 async fn sdk() -> impl IntoResponse {
     ([(header::CONTENT_TYPE, "text/javascript; charset=utf-8")], SDK_JS)
+}
+
+/// Demo mode only: a join token for `?room=&identity=`, signed with the first API key,
+/// so the demo page works without an app backend. Never enabled outside `switchyard dev`.
+async fn dev_token(State(shared): State<Arc<Shared>>, Query(params): Query<HashMap<String, String>>) -> Response {
+    let room = params.get("room").cloned().unwrap_or_else(|| "demo".into());
+    let identity = params.get("identity").cloned().unwrap_or_else(|| "guest".into());
+    let (key, secret) = &shared.cfg.api_keys[0];
+    let claims =
+        Claims::new(key.clone(), identity, unix_now(), 6 * 3600).with_grants(switchyard_api::token::Grants::join(room));
+    match switchyard_api::token::mint(&claims, secret) {
+        Ok(t) => t.into_response(),
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
+    }
 }
 
 /// A refusal before the upgrade: the status, and a JSON body with a stable code.

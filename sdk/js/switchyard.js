@@ -1,1 +1,164 @@
-// Switchyard browser SDK
+// Switchyard browser SDK: joins a room over the signaling protocol v1
+// (schema/signal-v1.schema.json) and manages one RTCPeerConnection.
+//
+//   const room = await Switchyard.connect("ws://localhost:7880", token, {
+//     onTrack: (track, participant) => …, onParticipantLeft: (p) => …, onData: (from, text) => …,
+//   });
+//   await room.publish(await navigator.mediaDevices.getUserMedia({ audio: true, video: true }));
+//
+// Negotiation: the client sends the first offer (with its tracks and a data channel);
+// afterwards the server offers whenever subscriptions change. The client never offers
+// while a server offer is being answered, and ignores server offers while its own is
+// pending (the server withdraws its offer and repeats it after answering ours).
+
+export class SwitchyardError extends Error {
+  constructor(code, message) {
+    super(`${code}: ${message}`);
+    this.code = code;
+  }
+}
+
+export class Room {
+  constructor(ws, options) {
+    this.ws = ws;
+    this.options = options;
+    this.participants = new Map(); // sid -> info
+    this.pendingOfferId = 0;
+    this.offerId = 0;
+    this.closed = false;
+    this.pc = null;
+    this.joined = null;
+    this.channel = null;
+    this.tracksBySid = new Map(); // publisher track sid -> participant sid
+  }
+
+  send(msg) {
+    if (this.ws.readyState === WebSocket.OPEN) this.ws.send(JSON.stringify(msg));
+  }
+
+  async handle(msg) {
+    const o = this.options;
+    switch (msg.type) {
+      case "answer":
+        if (this.pc.signalingState === "have-local-offer") {
+          await this.pc.setRemoteDescription({ type: "answer", sdp: msg.sdp });
+        }
+        break;
+      case "offer": {
+        if (this.pc.signalingState === "have-local-offer") break; // our offer wins; the server repeats
+        await this.pc.setRemoteDescription({ type: "offer", sdp: msg.sdp });
+        const answer = await this.pc.createAnswer();
+        await this.pc.setLocalDescription(answer);
+        this.send({ type: "answer", sdp: this.pc.localDescription.sdp, id: msg.id });
+        break;
+      }
+      case "trickle":
+        if (msg.candidate) await this.pc.addIceCandidate(msg.candidate).catch(() => {});
+        break;
+      case "participant_joined":
+      case "participant_updated":
+        this.participants.set(msg.participant.sid, msg.participant);
+        for (const t of msg.participant.tracks || []) this.tracksBySid.set(t.sid, msg.participant.sid);
+        o.onParticipant?.(msg.participant);
+        break;
+      case "participant_left":
+        this.participants.delete(msg.participantSid);
+        o.onParticipantLeft?.(msg);
+        break;
+      case "track_muted":
+        o.onTrackMuted?.(msg);
+        break;
+      case "data":
+        o.onData?.(msg.identity, atob(msg.payload), msg.topic);
+        break;
+      case "ping":
+        this.send({ type: "pong", timestampMs: msg.timestampMs });
+        break;
+      case "leave":
+        o.onLeave?.(msg);
+        this.close();
+        break;
+      case "error":
+        o.onError?.(new SwitchyardError(msg.code, msg.message));
+        break;
+    }
+  }
+
+  /** Publish every track of a MediaStream. */
+  async publish(stream, source) {
+    for (const track of stream.getTracks()) {
+      this.send({
+        type: "publish_track",
+        cid: track.id,
+        name: track.label || track.kind,
+        kind: track.kind,
+        source: source || (track.kind === "audio" ? "microphone" : "camera"),
+      });
+      this.pc.addTransceiver(track, { direction: "sendonly", streams: [stream] });
+    }
+    await this.negotiate();
+  }
+
+  async negotiate() {
+    const offer = await this.pc.createOffer();
+    await this.pc.setLocalDescription(offer);
+    this.send({ type: "offer", sdp: this.pc.localDescription.sdp, id: ++this.offerId });
+  }
+
+  /** Send text to everyone, or to the given identities. */
+  sendData(text, to = [], topic = "chat") {
+    this.send({ type: "data", kind: "reliable", topic, payload: btoa(text), destinationIdentities: to });
+  }
+
+  setMuted(trackSid, muted) {
+    this.send({ type: "mute_track", trackSid, muted });
+  }
+
+  close() {
+    if (this.closed) return;
+    this.closed = true;
+    clearInterval(this.pinger);
+    this.send({ type: "leave" });
+    this.ws.close();
+    this.pc?.close();
+  }
+}
+
+/** Connect to `url` (ws:// or wss://, the signaling endpoint's origin) with an access token. */
+export async function connect(url, token, options = {}) {
+  const ws = new WebSocket(`${url.replace(/\/$/, "")}/rtc?access_token=${encodeURIComponent(token)}`);
+  const room = new Room(ws, options);
+  const joined = await new Promise((resolve, reject) => {
+    ws.onerror = () => reject(new SwitchyardError("connect_failed", "WebSocket refused (bad token or server down)"));
+    ws.onclose = (e) => reject(new SwitchyardError("closed", `closed with ${e.code} ${e.reason}`));
+    ws.onopen = () => room.send({ type: "join", protocolVersion: 1, sdk: { name: "js", version: "0.1.0" } });
+    ws.onmessage = (e) => {
+      const msg = JSON.parse(e.data);
+      if (msg.type === "joined") resolve(msg);
+      else if (msg.type === "error") reject(new SwitchyardError(msg.code, msg.message));
+    };
+  });
+  room.joined = joined;
+  for (const p of joined.otherParticipants) room.participants.set(p.sid, p);
+  room.pc = new RTCPeerConnection({
+    iceServers: joined.iceServers,
+    iceTransportPolicy: joined.iceTransportPolicy === "relay" ? "relay" : "all",
+  });
+  room.pc.onicecandidate = (e) => {
+    if (e.candidate) room.send({ type: "trickle", candidate: e.candidate.toJSON() });
+  };
+  room.pc.ontrack = (e) => {
+    // The server names each media line's stream after the publisher.
+    options.onTrack?.(e.track, e.streams[0]?.id);
+  };
+  room.channel = room.pc.createDataChannel("reliable");
+  room.channel.onmessage = (e) => options.onChannelData?.(e.data);
+  ws.onmessage = (e) => room.handle(JSON.parse(e.data)).catch((err) => options.onError?.(err));
+  ws.onclose = (e) => options.onClose?.(e.code, e.reason);
+  room.pinger = setInterval(() => room.send({ type: "ping", timestampMs: Date.now() }), joined.pingIntervalSeconds * 1000);
+  if (options.publish) await room.publish(options.publish);
+  else await room.negotiate();
+  return room;
+}
+
+export const Switchyard = { connect };

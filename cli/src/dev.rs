@@ -1,0 +1,81 @@
+//! `switchyard dev`: the SFU with signaling and the demo call page on this machine.
+
+use std::net::{IpAddr, SocketAddr};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use anyhow::Context;
+use rand::Rng;
+use switchyard_api::token::{Claims, Grants, mint};
+use switchyard_media_node::{Config, Node};
+
+#[derive(Debug, clap::Args)]
+pub(crate) struct DevArgs {
+    /// Address to listen on; 127.0.0.1 keeps everything on this machine.
+    #[arg(long, default_value = "127.0.0.1")]
+    bind: IpAddr,
+    /// HTTP port (signaling and the demo page).
+    #[arg(long, default_value_t = 7880)]
+    port: u16,
+    /// Media UDP port (ICE-TCP uses the port below it).
+    #[arg(long, default_value_t = 7882)]
+    udp_port: u16,
+    /// Address other machines reach this one at (advertised as the ICE host candidate).
+    #[arg(long)]
+    advertise_ip: Option<IpAddr>,
+    /// The room the printed token is for.
+    #[arg(long, default_value = "demo")]
+    room: String,
+    /// API key for tokens.
+    #[arg(long, default_value = "devkey")]
+    api_key: String,
+    /// API secret for tokens (random when absent).
+    #[arg(long)]
+    api_secret: Option<String>,
+}
+
+pub(crate) fn run(args: DevArgs) -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,str0m=warn")),
+        )
+        .init();
+    let secret = args.api_secret.clone().unwrap_or_else(|| {
+        let mut rng = rand::rng();
+        (0..32).map(|_| char::from(b"abcdefghijklmnopqrstuvwxyz0123456789"[rng.random_range(0..36)])).collect()
+    });
+    let mut cfg = Config::local(&args.api_key, &secret);
+    cfg.http_addr = SocketAddr::new(args.bind, args.port);
+    cfg.udp_addr = SocketAddr::new(args.bind, args.udp_port);
+    cfg.tcp_addr = SocketAddr::new(args.bind, args.udp_port.saturating_sub(1));
+    cfg.advertise_ips = args.advertise_ip.into_iter().collect();
+    cfg.demo = true;
+    cfg.shards = 0;
+    cfg.node_name = "dev".into();
+    let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+    runtime.block_on(async move {
+        let node = Node::start(cfg).await.context("starting media-node")?;
+        let now = SystemTime::now().duration_since(UNIX_EPOCH)?.as_secs();
+        let claims = Claims::new(&args.api_key, "you", now, 6 * 3600).with_grants(Grants::join(&args.room));
+        let token = mint(&claims, &secret)?;
+        let host = if args.bind.is_unspecified() || args.bind.is_loopback() {
+            "localhost".to_owned()
+        } else {
+            args.bind.to_string()
+        };
+        println!();
+        println!("  Switchyard dev server");
+        println!("  demo call   http://{host}:{}/?room={}   (open it in two tabs)", node.http_addr.port(), args.room);
+        println!("  signaling   ws://{host}:{}/rtc", node.http_addr.port());
+        println!("  media       udp {}  tcp {:?}", node.udp_addr, node.tcp_addr);
+        println!("  API key     {}", args.api_key);
+        println!("  API secret  {secret}");
+        println!("  token       {token}");
+        println!("              (identity \"you\", room \"{}\", valid 6 h)", args.room);
+        println!();
+        tokio::signal::ctrl_c().await?;
+        node.drain();
+        node.shutdown().await;
+        anyhow::Ok(())
+    })
+}
