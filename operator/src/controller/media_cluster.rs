@@ -43,6 +43,14 @@ use crate::{Error, Result};
 /// The annotation that makes a ReplicaSet delete the victim first when scaling down.
 pub const POD_DELETION_COST: &str = "controller.kubernetes.io/pod-deletion-cost";
 
+/// An unchanged object set is re-applied this often anyway, to undo hand edits.
+///
+/// Applying ~16 objects on every poll (10 s) of every cluster would be a steady stream of
+/// writes for nothing; so objects are applied when what renders changes, and otherwise
+/// only every `REAPPLY_INTERVAL`. A hand edit of an owned object is thus undone within
+/// this interval, or at once on the next change of the MediaCluster.
+pub const REAPPLY_INTERVAL: Duration = Duration::from_secs(300);
+
 /// Reconcile one MediaCluster (see the module docs).
 #[instrument(skip_all, fields(namespace = mc.namespace().unwrap_or_default(), name = mc.name_any()))]
 pub async fn reconcile(mc: Arc<MediaCluster>, ctx: Arc<Context>) -> Result<Action> {
@@ -327,8 +335,24 @@ async fn reconcile_inner(mc: &MediaCluster, ctx: &Context) -> Result<Action> {
         service_monitor_crd: ctx.service_monitor_crd,
         images: &ctx.images,
     };
-    for object in render::render(mc, &inputs)? {
-        apply(ctx, &ns, &object).await?;
+    let objects = render::render(mc, &inputs)?;
+    let hash = render::fnv1a(
+        serde_json::to_string(&objects.iter().map(|o| &o.body).collect::<Vec<_>>())
+            .map_err(|source| Error::Serialize { kind: "objects", source })?
+            .as_bytes(),
+    );
+    let stale = ctx
+        .clusters()
+        .get(&key)
+        .and_then(|s| s.last_applied.clone())
+        .is_none_or(|(h, at)| h != hash || instant.saturating_duration_since(at) >= REAPPLY_INTERVAL);
+    if stale {
+        for object in &objects {
+            apply(ctx, &ns, object).await?;
+        }
+        if let Some(state) = ctx.clusters().get_mut(&key) {
+            state.last_applied = Some((hash, instant));
+        }
     }
 
     // Report.
@@ -347,10 +371,13 @@ async fn reconcile_inner(mc: &MediaCluster, ctx: &Context) -> Result<Action> {
         signaling_host.as_deref(),
         ctx,
     );
-    let patch = json!({ "apiVersion": "switchyard.dev/v1alpha1", "kind": "MediaCluster", "status": status });
-    Api::<MediaCluster>::namespaced(client, &ns)
-        .patch_status(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&patch))
-        .await?;
+    // Conditions keep their transition times, so an unchanged fleet yields an equal status.
+    if mc.status.as_ref() != Some(&status) {
+        let patch = json!({ "apiVersion": "switchyard.dev/v1alpha1", "kind": "MediaCluster", "status": status });
+        Api::<MediaCluster>::namespaced(client, &ns)
+            .patch_status(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&patch))
+            .await?;
+    }
 
     ctx.metrics.fleet(&ns, &name, "sfu", i64::from(sfu_plan.rec.desired), i64::from(sfu_current));
     ctx.metrics.fleet(&ns, &name, "turn", i64::from(turn_plan.rec.desired), i64::from(turn_current));

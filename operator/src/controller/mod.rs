@@ -131,6 +131,8 @@ pub struct ClusterState {
     pub(crate) unready_since: BTreeMap<String, SystemTime>,
     /// The first poll has happened.
     pub(crate) observed: bool,
+    /// Hash of the last applied object set, and when it was applied.
+    pub(crate) last_applied: Option<(String, std::time::Instant)>,
 }
 
 /// One media-node as last observed.

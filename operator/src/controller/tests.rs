@@ -160,6 +160,15 @@ async fn turn_scale_down_drains_the_emptiest_pod_first_then_removes_it() {
             list("PodList", vec![pod("edge-turn-a", "10.244.0.10", "turn"), pod("edge-turn-b", "10.244.0.11", "turn")])
         }
         "GET /api/v1/namespaces/media/pods" => list("PodList", vec![]),
+        // The secrets exist (an apiserver would have kept the first apply's).
+        "GET /api/v1/namespaces/media/secrets/edge-turn-secret" => (
+            200,
+            json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "edge-turn-secret"}, "data": {"secret": "dA=="}}),
+        ),
+        "GET /api/v1/namespaces/media/secrets/edge-keys" => (
+            200,
+            json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "edge-keys"}, "data": {"APIk": "cw=="}}),
+        ),
         _ => echo(s),
     };
     let mc = Arc::new(cluster(json!({
@@ -191,7 +200,14 @@ async fn turn_scale_down_drains_the_emptiest_pod_first_then_removes_it() {
         .filter(|s| s.line() == "PATCH /apis/apps/v1/namespaces/media/deployments/edge-turn")
         .map(|s| s.body["spec"]["replicas"].clone())
         .collect();
-    assert_eq!(replicas, vec![json!(2), json!(2), json!(1)], "replicas drop only after the drain");
+    // The waiting poll renders the same objects and applies nothing; replicas drop only
+    // after the drain.
+    assert_eq!(replicas, vec![json!(2), json!(1)]);
+    let applies = seen
+        .iter()
+        .filter(|s| s.content_type == "application/apply-patch+yaml" && !s.path.ends_with("/status"))
+        .count();
+    assert_eq!(applies, 2 * 16, "two applies of the 16 objects, none for the unchanged poll");
     let reasons: Vec<Value> = seen
         .iter()
         .filter(|s| s.method == "POST" && s.path.ends_with("/events"))
@@ -362,4 +378,21 @@ async fn a_room_of_a_missing_cluster_is_pending_with_a_reason() {
     assert_eq!(err.label(), "cluster_not_found");
     let seen = finish(ctx, server).await;
     assert_eq!(seen[0].body["status"]["conditions"][0]["reason"], "ClusterNotFound");
+}
+
+#[tokio::test]
+async fn an_unchanged_status_is_not_written_again() {
+    let (ctx, server) = context(echo, Arc::new(FakeNodes::default()), &[], &[]);
+    media_cluster::reconcile(Arc::new(cluster(json!({}))), ctx.clone()).await.unwrap();
+    let first = finish(ctx, server).await;
+    let written = first.last().unwrap().body["status"].clone();
+    assert!(first.last().unwrap().path.ends_with("/status"));
+
+    // The watch hands back the cluster with the status just written.
+    let mut mc = cluster(json!({}));
+    mc.status = Some(serde_json::from_value(written).unwrap());
+    let (ctx, server) = context(echo, Arc::new(FakeNodes::default()), &[], &[]);
+    media_cluster::reconcile(Arc::new(mc), ctx.clone()).await.unwrap();
+    let second = finish(ctx, server).await;
+    assert!(second.iter().all(|s| !s.path.ends_with("/status")), "{:?}", second.last().map(Seen::line));
 }

@@ -389,7 +389,7 @@ fn termination_grace(drain_seconds: i64) -> i64 {
 
 /// FNV-1a, 64 bit: a stable hash for the config annotation (std's hasher may change
 /// between Rust releases, which would roll every pod on an operator upgrade).
-fn fnv1a(bytes: &[u8]) -> String {
+pub(crate) fn fnv1a(bytes: &[u8]) -> String {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     for b in bytes {
         h ^= u64::from(*b);
