@@ -55,8 +55,25 @@ pub fn token(identity: &str, room: &str, edit: impl FnOnce(&mut Grants)) -> Stri
     mint(&Claims::new(KEY, identity, now(), 600).with_grants(grants), SECRET).unwrap()
 }
 
-pub fn url(node: &NodeHandle, token: &str) -> String {
-    format!("ws://{}/rtc?access_token={token}", node.http_addr)
+/// Where a media-node listens: an in-process node, or a separate process's address.
+pub trait Target {
+    fn http(&self) -> std::net::SocketAddr;
+}
+
+impl Target for NodeHandle {
+    fn http(&self) -> std::net::SocketAddr {
+        self.http_addr
+    }
+}
+
+impl Target for std::net::SocketAddr {
+    fn http(&self) -> std::net::SocketAddr {
+        *self
+    }
+}
+
+pub fn url(node: &impl Target, token: &str) -> String {
+    format!("ws://{}/rtc?access_token={token}", node.http())
 }
 
 /// The byte pattern a peer sends, so a receiver can check a packet's origin and content.
@@ -145,7 +162,7 @@ pub enum ConnectError {
 
 impl Peer {
     /// Connect, join, publish `publish` tracks, and finish the first negotiation.
-    pub async fn join(node: &NodeHandle, token: &str, id: u8, publish: &[TrackKind]) -> Peer {
+    pub async fn join(node: &impl Target, token: &str, id: u8, publish: &[TrackKind]) -> Peer {
         match Self::try_join(node, token, id, publish).await {
             Ok(p) => p,
             Err(ConnectError::Http(s, b)) => panic!("join refused: {s} {b}"),
@@ -153,7 +170,12 @@ impl Peer {
         }
     }
 
-    pub async fn try_join(node: &NodeHandle, token: &str, id: u8, publish: &[TrackKind]) -> Result<Peer, ConnectError> {
+    pub async fn try_join(
+        node: &impl Target,
+        token: &str,
+        id: u8,
+        publish: &[TrackKind],
+    ) -> Result<Peer, ConnectError> {
         let (ws, _) = match tokio_tungstenite::connect_async(url(node, token)).await {
             Ok(ws) => ws,
             Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => {
