@@ -39,6 +39,9 @@ pub enum Error {
     /// A finalizer step failed.
     #[error("finalizer: {0}")]
     Finalizer(String),
+    /// The process could not start or keep running (admin socket, lease, signals).
+    #[error("runtime: {0}")]
+    Runtime(String),
 }
 
 impl Error {
@@ -51,6 +54,7 @@ impl Error {
             Error::Serialize { .. } => "serialize",
             Error::ClusterNotFound(_) => "cluster_not_found",
             Error::Finalizer(_) => "finalizer",
+            Error::Runtime(_) => "runtime",
         }
     }
 

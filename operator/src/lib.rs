@@ -1,4 +1,53 @@
 //! The Switchyard operator: reconciles `MediaCluster` and `Room` resources.
+//!
+//! ```text
+//!                 watch MediaCluster (+ owned StatefulSet, Deployment, Service, ConfigMap)
+//!   apiserver ───────────────────────────────────────────────┐
+//!       ▲                                                    ▼
+//!       │ SSA objects       ┌──────────── controller::media_cluster ───────────────┐
+//!       │ (field manager    │ observe: Secrets, workloads, pods,                    │
+//!       │  switchyard-      │          GET :9090/internal/status on every pod ──────┼──► nodes
+//!       │  operator),       │ decide:  decide::autoscale + decide::drain (pure)     │
+//!       │ status, Events    │ act:     render::render (pure) → apply; drain victim ─┼──► POST /drain
+//!       ├───────────────────┤ report:  status (conditions, replicas, loads, URLs)   │
+//!       │                   └──────────────┬────────────────────────────────────────┘
+//!       │                                  │ node loads + health (Context::clusters)
+//!       │ status.node,      ┌──────────────▼──────── controller::room ──────────────┐
+//!       │ finalizer,        │ decide::lifecycle: place / reschedule / expire / keep  │
+//!       └───────────────────┤ decide::placement: two random choices (seeded RNG)     │
+//!         watch Room ──────►│ on delete: POST :9090/internal/rooms/<name>/close ─────┼──► node
+//!                           └─────────────────────────────────────────────────────────┘
+//! ```
+//!
+//! # Invariants
+//!
+//! - Decisions are pure functions in [`decide`] (no kube types, time and randomness
+//!   passed in); rendering is a pure function in [`render`]. The controllers only
+//!   observe, call them, and act.
+//! - Everything the operator creates carries a controller owner reference to its
+//!   MediaCluster and is written by server-side apply with one field manager,
+//!   `switchyard-operator`.
+//! - Generated secrets are read back and re-applied unchanged: never rotated by a
+//!   reconcile.
+//! - A pod is never removed with load on it unless its drain grace period ran out: the
+//!   victim is drained first and replicas drop only afterwards ([`decide::drain`]).
+//! - Room placement never exceeds a node's capacity and skips draining and unready
+//!   nodes ([`decide::placement`]).
+//!
+//! # Where to read on
+//!
+//! - The node contract (args, env, files, ports, config fields): [`render`] and
+//!   [`render::config`].
+//! - Metrics (a table of every series): [`metrics`].
+//! - Leader election, admin endpoints and flags: [`run`].
+//! - Errors and their metric labels: [`Error`].
+//!
+//! # Tests
+//!
+//! Unit tests sit next to the code: decision tables on a virtual clock, golden files for
+//! rendering (`tests/golden/*.yaml`; `UPDATE_GOLDEN=1 cargo test -p switchyard-operator`
+//! rewrites them, review the diff), and reconciles against a mocked apiserver
+//! (`tower-test`) with a fake node fleet, asserting the exact requests.
 #![forbid(unsafe_code)]
 
 pub mod controller;

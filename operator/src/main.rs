@@ -6,5 +6,5 @@ async fn main() -> anyhow::Result<()> {
         .json()
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
         .init();
-    switchyard_operator::run::Args::parse_and_run().await
+    Ok(switchyard_operator::run::Args::parse_and_run().await?)
 }

@@ -30,6 +30,11 @@ use crate::controller::{Context, media_cluster, room};
 use crate::metrics::Metrics;
 use crate::nodes::HttpNodeApi;
 use crate::render::{FIELD_MANAGER, Images};
+use crate::{Error, Result};
+
+fn runtime(what: &str) -> impl FnOnce(String) -> Error + '_ {
+    move |e| Error::Runtime(format!("{what}: {e}"))
+}
 
 /// Command line (every flag also reads an environment variable).
 #[derive(Clone, Debug, clap::Parser)]
@@ -66,15 +71,17 @@ pub struct Args {
 
 impl Args {
     /// Parse the command line and run until SIGTERM/SIGINT.
-    pub async fn parse_and_run() -> anyhow::Result<()> {
+    pub async fn parse_and_run() -> Result<()> {
         <Self as clap::Parser>::parse().run().await
     }
 
     /// Run until SIGTERM/SIGINT.
-    pub async fn run(self) -> anyhow::Result<()> {
+    pub async fn run(self) -> Result<()> {
         let metrics = Arc::new(Metrics::new());
         let ready = Arc::new(AtomicBool::new(false));
-        let listener = tokio::net::TcpListener::bind(self.admin_address).await?;
+        let listener = tokio::net::TcpListener::bind(self.admin_address)
+            .await
+            .map_err(|e| runtime("admin address")(e.to_string()))?;
         tracing::info!(address = %self.admin_address, "admin server listening");
         let admin = tokio::spawn(axum::serve(listener, admin_router(metrics.clone(), ready.clone())).into_future());
 
@@ -87,7 +94,8 @@ impl Args {
             .with_grace(self.lease_seconds.div_ceil(3).max(1))
             .with_field_manager(FIELD_MANAGER)
             .build()
-            .await?;
+            .await
+            .map_err(|e| runtime("lease")(e.to_string()))?;
         let (mut leading, lease_task) = manager.watch().await;
         // Reaching the apiserver and the lease is what "ready" means for a standby too:
         // a rollout must be able to proceed while the other replica leads.
@@ -99,7 +107,7 @@ impl Args {
             // Wait for leadership (or shutdown).
             while !*leading.borrow_and_update() {
                 tokio::select! {
-                    changed = leading.changed() => changed?,
+                    changed = leading.changed() => changed.map_err(|e| runtime("lease watch")(e.to_string()))?,
                     () = &mut shutdown => return finish(leading, lease_task, admin).await,
                 }
             }
@@ -111,7 +119,7 @@ impl Args {
                 tokio::select! {
                     () = &mut controllers => break false,
                     changed = leading.changed() => {
-                        changed?;
+                        changed.map_err(|e| runtime("lease watch")(e.to_string()))?;
                         if !*leading.borrow_and_update() { break false; }
                     }
                     () = &mut shutdown => break true,
@@ -194,11 +202,11 @@ async fn finish(
     leading: tokio::sync::watch::Receiver<bool>,
     lease_task: tokio::task::JoinHandle<kube_lease_manager::Result<kube_lease_manager::LeaseManager>>,
     admin: tokio::task::JoinHandle<std::io::Result<()>>,
-) -> anyhow::Result<()> {
+) -> Result<()> {
     // Closing the channel makes the lease task release the Lease, so the standby takes
     // over at once instead of after the lease expires.
     drop(leading);
-    if let Err(e) = lease_task.await? {
+    if let Err(e) = lease_task.await.map_err(|e| runtime("lease task")(e.to_string()))? {
         tracing::warn!(error = %e, "releasing the lease failed");
     }
     admin.abort();

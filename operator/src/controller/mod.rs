@@ -1,7 +1,7 @@
 //! The two controllers and what they share.
 //!
 //! The MediaCluster controller is the only one that talks to the nodes' status
-//! endpoints; it leaves what it saw in [`Context::clusters`], where the Room controller
+//! endpoints; it leaves what it saw in the [`Context`] (per-cluster state), where the Room controller
 //! reads node loads for placement and node health for rescheduling.
 
 pub mod media_cluster;

@@ -325,6 +325,48 @@ mod tests {
         assert_eq!((r.desired, r.scale), (3, Scale::Hold));
     }
 
+    #[test]
+    fn invariants_over_random_load() {
+        use rand::{Rng, SeedableRng};
+        let c = clock();
+        let policy = Policy::new(2, 30);
+        for seed in 0..20 {
+            let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+            let mut a = Autoscaler::new();
+            let mut current = 2u32;
+            let mut samples: Vec<(u64, u32)> = Vec::new();
+            let (mut ups, mut downs) = (0, 0);
+            for step in 0..600u64 {
+                let t = step * 10;
+                // Bursty load: long calm stretches and sudden peaks.
+                let total =
+                    if rng.random_bool(0.1) { rng.random_range(0..6_000) } else { rng.random_range(0..800) } * M;
+                let r = a.recommend(&policy, current, total, 200 * M, c.at(t));
+                samples.push((t, r.raw));
+                assert!((policy.min..=policy.max).contains(&r.desired), "seed {seed} t {t}: {r:?}");
+                match r.scale {
+                    Scale::Up(n) => {
+                        assert!(n > current && n <= Policy::max_step_up(current), "seed {seed} t {t}: {current} → {n}");
+                        ups += 1;
+                        current = n;
+                    }
+                    Scale::Down(n) => {
+                        assert!(t >= 300, "seed {seed}: scaled down before a whole window was seen");
+                        for (ts, raw) in samples.iter().filter(|(ts, _)| t - ts <= 300) {
+                            let rec = (*raw).clamp(policy.min, policy.max);
+                            assert!(rec < current, "seed {seed} t {t}: sample at {ts} wanted {rec} ≥ {current}");
+                            assert!(n >= rec, "seed {seed} t {t}: went to {n}, below the window's {rec}");
+                        }
+                        downs += 1;
+                        current = n;
+                    }
+                    Scale::Hold => assert_eq!(r.desired, current),
+                }
+            }
+            assert!(ups > 0 && downs > 0, "seed {seed}: the load should exercise both directions");
+        }
+    }
+
     fn pod(name: &str, load: u64, draining: bool) -> PodLoad {
         PodLoad { name: name.into(), load, draining }
     }
