@@ -59,6 +59,7 @@ export class Room {
       case "participant_updated":
         this.participants.set(msg.participant.sid, msg.participant);
         for (const t of msg.participant.tracks || []) this.tracksBySid.set(t.sid, msg.participant.sid);
+        if (msg.type === "participant_joined") o.onParticipantJoined?.(msg.participant);
         o.onParticipant?.(msg.participant);
         break;
       case "participant_left":
@@ -148,7 +149,7 @@ export async function connect(url, token, options = {}) {
     if (e.candidate) room.send({ type: "trickle", candidate: e.candidate.toJSON() });
   };
   room.pc.ontrack = (e) => {
-    // The server names each media line's stream after the publisher.
+    // The server names each media line's stream after the publisher's participant sid.
     options.onTrack?.(e.track, e.streams[0]?.id);
   };
   room.channel = room.pc.createDataChannel("reliable");

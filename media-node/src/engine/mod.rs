@@ -536,15 +536,17 @@ impl Engine {
             identity: args.claims.sub.clone(),
         }));
         if can_subscribe {
-            let tracks: Vec<(Pid, Mid, MediaKind, String)> = members
+            let tracks: Vec<(Pid, String, Mid, MediaKind, String)> = members
                 .iter()
                 .filter(|&&m| m != pid)
                 .filter_map(|m| self.peers.get(m))
-                .flat_map(|p| p.published.iter().map(move |t| (p.pid, t.mid, t.media_kind(), t.sid.clone())))
+                .flat_map(|p| {
+                    p.published.iter().map(move |t| (p.pid, p.sid.clone(), t.mid, t.media_kind(), t.sid.clone()))
+                })
                 .collect();
             let peer = self.peers.get_mut(&pid).expect("just inserted");
-            for (publisher, mid, kind, track_sid) in tracks {
-                peer.subs.push(Sub::new(publisher, mid, kind, track_sid));
+            for (publisher, publisher_sid, mid, kind, track_sid) in tracks {
+                peer.subs.push(Sub::new(publisher, publisher_sid, mid, kind, track_sid));
             }
         }
     }
@@ -815,7 +817,7 @@ impl Engine {
                 }
             }
             (true, None) => {
-                let mut sub = Sub::new(publisher, pub_mid, kind, track_sid.to_owned());
+                let mut sub = Sub::new(publisher, publisher_sid.clone(), pub_mid, kind, track_sid.to_owned());
                 if rid.is_some() {
                     sub.target_rid = rid;
                 }
@@ -989,7 +991,7 @@ impl Engine {
         let cid = track.cid.clone();
         peer.published.push(track);
         let participant = peer.info();
-        let (room, identity) = (peer.room.clone(), peer.identity.clone());
+        let (room, identity, publisher_sid) = (peer.room.clone(), peer.identity.clone(), peer.sid.clone());
         self.signal(pid, ServerMessage::TrackPublished(TrackPublished { cid, track: info }));
         self.out.push_back(Output::Event(RoomEvent::TrackPublished { room, identity, track_sid: sid.clone() }));
         for m in self.room_members(pid) {
@@ -1001,7 +1003,7 @@ impl Engine {
                 && p.auto_subscribe
                 && p.grants.can_subscribe
             {
-                p.subs.push(Sub::new(pid, mid, media, sid.clone()));
+                p.subs.push(Sub::new(pid, publisher_sid.clone(), mid, media, sid.clone()));
                 self.mark_dirty(m);
             }
         }

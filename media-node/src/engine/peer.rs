@@ -166,7 +166,7 @@ impl Peer {
                     let mid = api.add_media(
                         sub.kind,
                         Direction::SendOnly,
-                        Some(format!("{}", sub.publisher)),
+                        Some(sub.publisher_sid.clone()),
                         Some(sub.track_sid.clone()),
                         None,
                     );
@@ -330,6 +330,9 @@ pub(super) enum SubState {
 /// A track a participant receives.
 pub(super) struct Sub {
     pub(super) publisher: Pid,
+    /// The publisher's participant sid: the stream id of the media line, so clients can
+    /// tell whose track it is.
+    pub(super) publisher_sid: String,
     pub(super) pub_mid: Mid,
     pub(super) kind: MediaKind,
     pub(super) track_sid: String,
@@ -345,11 +348,12 @@ pub(super) struct Sub {
 }
 
 impl Sub {
-    pub(super) fn new(publisher: Pid, pub_mid: Mid, kind: MediaKind, track_sid: String) -> Self {
+    pub(super) fn new(publisher: Pid, publisher_sid: String, pub_mid: Mid, kind: MediaKind, track_sid: String) -> Self {
         use rand::Rng;
         let step = if kind == MediaKind::Audio { 960 } else { 3000 };
         Self {
             publisher,
+            publisher_sid,
             pub_mid,
             kind,
             track_sid,
