@@ -189,11 +189,22 @@ impl Args {
                 }
             },
         );
-        let rooms = room_controller.run(room::reconcile, room::error_policy, ctx).for_each(|r| async move {
-            if let Err(e) = r {
-                tracing::debug!(error = %e, "room controller");
+        // Rooms are only reconciled once the MediaCluster cache is filled: before that
+        // every Room would look like it names a missing cluster.
+        let clusters_ready = ctx.media_clusters.clone();
+        let rooms = async move {
+            if clusters_ready.wait_until_ready().await.is_err() {
+                return;
             }
-        });
+            room_controller
+                .run(room::reconcile, room::error_policy, ctx)
+                .for_each(|r| async move {
+                    if let Err(e) = r {
+                        tracing::debug!(error = %e, "room controller");
+                    }
+                })
+                .await;
+        };
         futures::join!(mcs, rooms);
     }
 }

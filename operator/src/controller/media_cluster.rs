@@ -166,7 +166,8 @@ fn plan_fleet(
 
 async fn reconcile_inner(mc: &MediaCluster, ctx: &Context) -> Result<Action> {
     if mc.meta().deletion_timestamp.is_some() {
-        // Owner references garbage-collect everything we created.
+        // Owner references garbage-collect everything we created; forget our memory of it.
+        ctx.clusters().remove(&ObjectRef::from_obj(mc));
         return Ok(Action::await_change());
     }
     let ns = mc.namespace().ok_or_else(|| Error::Invalid { what: "metadata.namespace", message: "missing".into() })?;

@@ -118,8 +118,12 @@ async fn apply(room: &Room, api: &Api<Room>, ctx: &Context) -> Result<Action> {
         }
     };
     if !observed {
-        // The MediaCluster controller has not polled the nodes yet.
-        set_pending(room, api, "WaitingForNodes", "waiting for the first node status poll".into()).await?;
+        // The MediaCluster controller has not polled the nodes yet (operator start or
+        // failover). A placed room keeps its status: flipping every room to Pending on
+        // each leader change would be noise, and nothing is known to be wrong.
+        if status.node.is_none() {
+            set_pending(room, api, "WaitingForNodes", "waiting for the first node status poll".into()).await?;
+        }
         return Ok(Action::requeue(Duration::from_secs(2)));
     }
 

@@ -396,3 +396,19 @@ async fn an_unchanged_status_is_not_written_again() {
     let second = finish(ctx, server).await;
     assert!(second.iter().all(|s| !s.path.ends_with("/status")), "{:?}", second.last().map(Seen::line));
 }
+
+#[tokio::test]
+async fn before_the_first_poll_placed_rooms_are_left_alone() {
+    let mc = cluster(json!({}));
+    let (ctx, server) = context(echo, Arc::new(FakeNodes::default()), std::slice::from_ref(&mc), &[]);
+    let placed = room("standup", true, json!({"phase": "Active", "node": "edge-sfu-0"}));
+    let action = room::reconcile(Arc::new(placed), ctx.clone()).await.unwrap();
+    assert_eq!(action, Action::requeue(std::time::Duration::from_secs(2)));
+    let unplaced = room("lobby", true, Value::Null);
+    room::reconcile(Arc::new(unplaced), ctx.clone()).await.unwrap();
+    let seen = finish(ctx, server).await;
+    // Only the unplaced room is told it waits; the placed one is not flipped to Pending.
+    assert_eq!(seen.len(), 1);
+    assert_eq!(seen[0].line(), "PATCH /apis/switchyard.dev/v1alpha1/namespaces/media/rooms/lobby/status");
+    assert_eq!(seen[0].body["status"]["conditions"][0]["reason"], "WaitingForNodes");
+}
