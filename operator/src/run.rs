@@ -4,6 +4,28 @@
 //! holding the `switchyard-operator` Lease runs controllers. Losing the lease stops the
 //! controllers at once (dropping their futures) and the replica goes back to waiting, so
 //! two operators never reconcile the same cluster.
+//!
+//! # Permissions the operator needs (for the chart's ClusterRole)
+//!
+//! | API group | resources | verbs |
+//! | --- | --- | --- |
+//! | `switchyard.dev` | `mediaclusters` | get, list, watch |
+//! | `switchyard.dev` | `mediaclusters/status` | get, patch |
+//! | `switchyard.dev` | `rooms` | get, list, watch, create, patch, update, delete |
+//! | `switchyard.dev` | `rooms/status` | get, patch |
+//! | `""` | `pods` | get, list, watch, patch, delete |
+//! | `""` | `services`, `configmaps`, `secrets`, `serviceaccounts` | get, list, watch, create, patch |
+//! | `apps` | `statefulsets`, `deployments` | get, list, watch, create, patch |
+//! | `policy` | `poddisruptionbudgets` | get, create, patch |
+//! | `networking.k8s.io` | `networkpolicies`, `ingresses` | get, create, patch |
+//! | `rbac.authorization.k8s.io` | `roles`, `rolebindings` | get, create, patch |
+//! | `monitoring.coreos.com` | `servicemonitors` | get, create, patch |
+//! | `apiextensions.k8s.io` | `customresourcedefinitions` | get |
+//! | `events.k8s.io` | `events` | create, patch |
+//! | `coordination.k8s.io` | `leases` | get, create, patch, update |
+//!
+//! The operator grants media-node's Role (`rooms` get/list/watch/create, `rooms/status`
+//! get/patch), which Kubernetes allows only to a subject holding those permissions itself.
 
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -412,3 +412,53 @@ async fn before_the_first_poll_placed_rooms_are_left_alone() {
     assert_eq!(seen[0].line(), "PATCH /apis/switchyard.dev/v1alpha1/namespaces/media/rooms/lobby/status");
     assert_eq!(seen[0].body["status"]["conditions"][0]["reason"], "WaitingForNodes");
 }
+
+#[tokio::test]
+async fn sfu_load_scales_up_at_once_and_is_reported_per_node() {
+    let nodes = Arc::new(FakeNodes::default());
+    nodes.media.lock().unwrap().insert(
+        "edge-sfu-0".into(),
+        MediaNodeStatus {
+            rooms: 4,
+            participants: 1_200,
+            bandwidth_bps: 90_000_000,
+            draining: false,
+            room_names: vec![],
+        },
+    );
+    let respond = |s: &Seen| match s.line().as_str() {
+        "GET /apis/apps/v1/namespaces/media/statefulsets/edge-sfu" => (
+            200,
+            json!({
+                "apiVersion": "apps/v1", "kind": "StatefulSet", "metadata": {"name": "edge-sfu"},
+                "spec": {"replicas": 1, "serviceName": "edge-sfu", "selector": {}, "template": {}},
+                "status": {"replicas": 1, "readyReplicas": 1},
+            }),
+        ),
+        "GET /api/v1/namespaces/media/pods" if s.query.contains("sfu") => {
+            list("PodList", vec![pod("edge-sfu-0", "10.244.2.9", "sfu")])
+        }
+        _ => echo(s),
+    };
+    let (ctx, server) = context(respond, nodes, &[], &[]);
+    let mc = cluster(json!({"sfu": {"replicas": {"min": 1, "max": 10}, "capacity": {"participants": 500}}}));
+    media_cluster::reconcile(Arc::new(mc), ctx.clone()).await.unwrap();
+    let seen = finish(ctx, server).await;
+
+    let sts = seen.iter().find(|s| s.line() == "PATCH /apis/apps/v1/namespaces/media/statefulsets/edge-sfu").unwrap();
+    assert_eq!(sts.body["spec"]["replicas"], 3, "ceil(1200 / 500) at once");
+    let event = seen.iter().find(|s| s.path.ends_with("/events")).unwrap();
+    assert_eq!(event.body["reason"], "ScalingUp");
+    assert_eq!(event.body["note"], "sfu: 1 → 3 replicas (load wants 3)");
+    // Gateway mode: TURN may relay to this SFU pod.
+    let turn_cfg = seen.iter().find(|s| s.path.ends_with("configmaps/edge-turn-config")).unwrap();
+    assert!(turn_cfg.body["data"]["config.yaml"].as_str().unwrap().contains("- 10.244.2.9/32"));
+
+    let status = &seen.last().unwrap().body["status"];
+    assert_eq!(status["sfu"], json!({"desired": 3, "current": 1, "ready": 1, "draining": 0}));
+    assert_eq!(status["rooms"], 4);
+    assert_eq!(
+        status["nodes"],
+        json!([{"name": "edge-sfu-0", "rooms": 4, "participants": 1200, "bandwidthBps": 90000000, "ready": true, "draining": false}])
+    );
+}
