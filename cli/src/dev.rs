@@ -22,6 +22,9 @@ pub(crate) struct DevArgs {
     /// Address other machines reach this one at (advertised as the ICE host candidate).
     #[arg(long)]
     advertise_ip: Option<IpAddr>,
+    /// Advertise only the ICE-TCP candidate (try a network where UDP is blocked).
+    #[arg(long)]
+    ice_tcp_only: bool,
     /// The room the printed token is for.
     #[arg(long, default_value = "demo")]
     room: String,
@@ -50,6 +53,7 @@ pub(crate) fn run(args: DevArgs) -> anyhow::Result<()> {
     cfg.tcp_addr = SocketAddr::new(args.bind, args.udp_port.saturating_sub(1));
     cfg.advertise_ips = args.advertise_ip.into_iter().collect();
     cfg.demo = true;
+    cfg.ice_tcp_only = args.ice_tcp_only;
     cfg.shards = 0;
     cfg.node_name = "dev".into();
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;

@@ -23,6 +23,9 @@ pub struct Config {
     /// Do not listen for ICE over TCP.
     #[arg(long, env = "SWITCHYARD_NO_ICE_TCP")]
     pub no_ice_tcp: bool,
+    /// Advertise only the ICE-TCP candidate (for networks where UDP cannot reach the node).
+    #[arg(long, env = "SWITCHYARD_ICE_TCP_ONLY", conflicts_with = "no_ice_tcp")]
+    pub ice_tcp_only: bool,
     /// Addresses advertised as ICE host candidates (the pod IP, or NAT 1:1 external IPs).
     /// Defaults to the bound address, or 127.0.0.1 when bound to 0.0.0.0.
     #[arg(long = "advertise-ip", env = "SWITCHYARD_ADVERTISE_IPS", value_delimiter = ',')]

@@ -211,11 +211,11 @@ impl Node {
 
         let engine_cfg = EngineConfig {
             node: cfg.node_name.clone(),
-            udp_candidates: cfg
-                .candidate_ips(udp_addr.ip())
-                .into_iter()
-                .map(|ip| SocketAddr::new(ip, udp_addr.port()))
-                .collect(),
+            udp_candidates: if cfg.ice_tcp_only {
+                vec![]
+            } else {
+                cfg.candidate_ips(udp_addr.ip()).into_iter().map(|ip| SocketAddr::new(ip, udp_addr.port())).collect()
+            },
             tcp_candidates: tcp_addr
                 .map(|t| cfg.candidate_ips(t.ip()).into_iter().map(|ip| SocketAddr::new(ip, t.port())).collect())
                 .unwrap_or_default(),

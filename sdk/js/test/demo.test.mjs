@@ -33,24 +33,34 @@ async function waitFor(page, predicate, ms, what) {
   }
 }
 
-test("two tabs see and hear each other through switchyard dev", { timeout: 120_000 }, async () => {
+function startDev(port, extra = []) {
   assert.ok(BIN, "set SWITCHYARD_BIN to the switchyard binary");
-  const server = spawn(BIN, ["dev", "--port", String(PORT), "--udp-port", String(PORT + 2)], {
+  const server = spawn(BIN, ["dev", "--port", String(port), "--udp-port", String(port + 2), ...extra], {
     stdio: ["ignore", "pipe", "inherit"],
   });
-  let printed = "";
-  server.stdout.on("data", (d) => (printed += d));
-  const browser = await chromium.launch({
+  server.printed = "";
+  server.stdout.on("data", (d) => (server.printed += d));
+  return server;
+}
+
+function launch(extraArgs = []) {
+  return chromium.launch({
     executablePath: CHROMIUM,
     args: [
       "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
       "--disable-background-networking", "--disable-component-update", "--disable-sync",
       "--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream",
-      "--autoplay-policy=no-user-gesture-required",
+      "--autoplay-policy=no-user-gesture-required", ...extraArgs,
     ],
   });
+}
+
+test("two tabs see and hear each other through switchyard dev", { timeout: 120_000 }, async () => {
+  const server = startDev(PORT);
+  const browser = await launch();
   try {
     await waitForHttp(`http://127.0.0.1:${PORT}/healthz`, 30_000);
+    const printed = server.printed;
     assert.match(printed, /token\s+ey/, "dev prints a ready-to-use token");
     const context = await browser.newContext({ permissions: ["camera", "microphone"] });
     const alice = await context.newPage();
@@ -81,6 +91,35 @@ test("two tabs see and hear each other through switchyard dev", { timeout: 120_0
     await bob.evaluate(() => window.switchyardRoom.sendData("hi alice"));
     await waitFor(alice, () => window.switchyardStats.data.includes("bob: hi alice"), 10_000, "data message");
     if (process.env.SCREENSHOT) await alice.screenshot({ path: process.env.SCREENSHOT });
+  } finally {
+    await browser.close();
+    server.kill("SIGINT");
+  }
+});
+
+test("media flows over ICE-TCP when UDP cannot reach the node", { timeout: 120_000 }, async () => {
+  const port = PORT + 10;
+  // The node advertises only its passive ICE-TCP candidate, as behind a TCP-only path.
+  const server = startDev(port, ["--ice-tcp-only"]);
+  const browser = await launch();
+  try {
+    await waitForHttp(`http://127.0.0.1:${port}/healthz`, 30_000);
+    const context = await browser.newContext({ permissions: ["camera", "microphone"] });
+    const alice = await context.newPage();
+    const bob = await context.newPage();
+    await alice.goto(`http://localhost:${port}/?room=tcp&identity=alice`);
+    await bob.goto(`http://localhost:${port}/?room=tcp&identity=bob`);
+    await waitFor(alice, () => window.switchyardStats && window.switchyardStats.playing >= 2, 45_000, "alice playing bob's video over TCP");
+    await new Promise((r) => setTimeout(r, 2000));
+    const pair = await alice.evaluate(async () => {
+      const stats = await window.switchyardRoom.pc.getStats();
+      let selected;
+      stats.forEach((s) => { if (s.type === "transport") selected = s.selectedCandidatePairId; });
+      const p = stats.get(selected);
+      return { local: stats.get(p.localCandidateId).protocol, remote: stats.get(p.remoteCandidateId).protocol, bytes: p.bytesReceived };
+    });
+    assert.deepEqual([pair.local, pair.remote], ["tcp", "tcp"], JSON.stringify(pair));
+    assert.ok(pair.bytes > 10_000, `received ${pair.bytes} bytes over TCP`);
   } finally {
     await browser.close();
     server.kill("SIGINT");
