@@ -248,6 +248,15 @@ async fn reconcile_inner(mc: &MediaCluster, ctx: &Context) -> Result<Action> {
         })
         .collect();
 
+    // A pod already being deleted (the last victim, a rollout) is never the next victim:
+    // it reports `draining` and no load, and picking it would lower replicas again
+    // without draining anyone.
+    let candidates = |loads: &[PodLoad], pods: &[PodObs]| -> Vec<PodLoad> {
+        loads.iter().zip(pods).filter(|(_, p)| !p.terminating).map(|(l, _)| l.clone()).collect()
+    };
+    let sfu_candidates = candidates(&sfu_loads, &sfu_pods);
+    let turn_candidates = candidates(&turn_loads, &turn_pods);
+
     let (sfu_plan, turn_plan) = {
         let mut clusters = ctx.clusters();
         let state = clusters.entry(key.clone()).or_default();
@@ -259,7 +268,7 @@ async fn reconcile_inner(mc: &MediaCluster, ctx: &Context) -> Result<Action> {
             sfu_current,
             state.sfu_drain.as_ref(),
             &sfu_loads,
-            autoscale::sfu_victim(&sfu_loads),
+            autoscale::sfu_victim(&sfu_candidates),
             now,
         );
         let turn_plan = plan_fleet(
@@ -267,7 +276,7 @@ async fn reconcile_inner(mc: &MediaCluster, ctx: &Context) -> Result<Action> {
             turn_current,
             state.turn_drain.as_ref(),
             &turn_loads,
-            autoscale::turn_victim(&turn_loads),
+            autoscale::turn_victim(&turn_candidates),
             now,
         );
         let grace = |s: i64| Duration::from_secs(u64::try_from(s).unwrap_or(0));

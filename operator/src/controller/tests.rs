@@ -462,3 +462,40 @@ async fn sfu_load_scales_up_at_once_and_is_reported_per_node() {
         json!([{"name": "edge-sfu-0", "rooms": 4, "participants": 1200, "bandwidthBps": 90000000, "ready": true, "draining": false}])
     );
 }
+
+#[tokio::test]
+async fn a_terminating_pod_is_never_the_next_victim() {
+    let nodes = Arc::new(FakeNodes::default());
+    nodes.turn.lock().unwrap().extend([
+        ("edge-turn-a".to_owned(), TurnNodeStatus { allocations: 9, ..Default::default() }),
+        // The previous victim, on its way out: draining and empty.
+        ("edge-turn-b".to_owned(), TurnNodeStatus { allocations: 0, draining: true, ..Default::default() }),
+        ("edge-turn-c".to_owned(), TurnNodeStatus { allocations: 2, ..Default::default() }),
+    ]);
+    let respond = |s: &Seen| match s.line().as_str() {
+        "GET /apis/apps/v1/namespaces/media/deployments/edge-turn" => (
+            200,
+            json!({
+                "apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "edge-turn"},
+                "spec": {"replicas": 2, "selector": {}, "template": {}},
+            }),
+        ),
+        "GET /api/v1/namespaces/media/pods" if s.query.contains("turn") => {
+            let mut leaving = pod("edge-turn-b", "10.244.0.11", "turn");
+            leaving["metadata"]["deletionTimestamp"] = json!("2026-01-01T00:00:00Z");
+            list(
+                "PodList",
+                vec![pod("edge-turn-a", "10.244.0.10", "turn"), leaving, pod("edge-turn-c", "10.244.0.12", "turn")],
+            )
+        }
+        _ => echo(s),
+    };
+    let mc = Arc::new(cluster(json!({
+        "turn": {"replicas": {"min": 1, "max": 4}},
+        "autoscaling": {"scaleDownStabilizationSeconds": 0},
+    })));
+    let (ctx, server) = context(respond, nodes.clone(), &[], &[]);
+    media_cluster::reconcile(mc, ctx.clone()).await.unwrap();
+    finish(ctx, server).await;
+    assert_eq!(nodes.calls(), vec!["drain edge-turn-c 10.244.0.12"]);
+}
