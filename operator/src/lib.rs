@@ -26,7 +26,8 @@
 //!   observe, call them, and act.
 //! - Everything the operator creates carries a controller owner reference to its
 //!   MediaCluster and is written by server-side apply with one field manager,
-//!   `switchyard-operator`.
+//!   `switchyard-operator`. Optional objects that stop being rendered (Ingress,
+//!   NetworkPolicy, ServiceMonitors) are deleted if, and only if, this cluster owns them.
 //! - Generated secrets are read back and re-applied unchanged: never rotated by a
 //!   reconcile.
 //! - A pod is never removed with load on it unless its drain grace period ran out: the

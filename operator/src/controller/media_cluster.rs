@@ -360,6 +360,7 @@ async fn reconcile_inner(mc: &MediaCluster, ctx: &Context) -> Result<Action> {
         for object in &objects {
             apply(ctx, &ns, object).await?;
         }
+        prune(ctx, &ns, mc, &names, &objects).await?;
         if let Some(state) = ctx.clusters().get_mut(&key) {
             state.last_applied = Some((hash, instant));
         }
@@ -448,10 +449,7 @@ async fn act_on_drain(
     Ok(())
 }
 
-/// Server-side apply one rendered object with the operator's field manager. `force`
-/// takes fields back from anyone who edited them by hand: the MediaCluster is the
-/// source of truth.
-async fn apply(ctx: &Context, ns: &str, object: &Object) -> Result<()> {
+fn dynamic_api(ctx: &Context, ns: &str, object: &Object) -> Api<DynamicObject> {
     let ar = ApiResource {
         group: object.group().into(),
         version: object.version().into(),
@@ -459,7 +457,40 @@ async fn apply(ctx: &Context, ns: &str, object: &Object) -> Result<()> {
         kind: object.kind.into(),
         plural: object.plural.into(),
     };
-    let api: Api<DynamicObject> = Api::namespaced_with(ctx.client.clone(), ns, &ar);
+    Api::namespaced_with(ctx.client.clone(), ns, &ar)
+}
+
+/// Delete optional objects that are no longer rendered (mode switched to Direct, Ingress
+/// removed, monitoring turned off), but only ones this cluster owns: a same-named object
+/// someone else made is not ours to remove.
+async fn prune(ctx: &Context, ns: &str, mc: &MediaCluster, names: &Names, rendered: &[Object]) -> Result<()> {
+    let uid = mc.metadata.uid.as_deref();
+    for stub in render::optional_objects(names) {
+        if rendered.iter().any(|o| o.kind == stub.kind && o.name == stub.name) {
+            continue;
+        }
+        let api = dynamic_api(ctx, ns, &stub);
+        // A 404 also covers "this API does not exist here" (no Prometheus Operator).
+        let Some(existing) = api.get_opt(&stub.name).await? else { continue };
+        let owned = existing
+            .metadata
+            .owner_references
+            .iter()
+            .flatten()
+            .any(|r| Some(r.uid.as_str()) == uid && r.controller == Some(true));
+        if owned {
+            api.delete(&stub.name, &DeleteParams::default()).await?;
+            tracing::info!(kind = stub.kind, name = %stub.name, "pruned an object the cluster no longer needs");
+        }
+    }
+    Ok(())
+}
+
+/// Server-side apply one rendered object with the operator's field manager. `force`
+/// takes fields back from anyone who edited them by hand: the MediaCluster is the
+/// source of truth.
+async fn apply(ctx: &Context, ns: &str, object: &Object) -> Result<()> {
+    let api = dynamic_api(ctx, ns, object);
     api.patch(&object.name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&object.body)).await?;
     Ok(())
 }

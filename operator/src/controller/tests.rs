@@ -65,13 +65,17 @@ async fn a_new_media_cluster_applies_every_object_then_its_status() {
             "PATCH /apis/apps/v1/namespaces/media/deployments/edge-turn",
             "PATCH /apis/policy/v1/namespaces/media/poddisruptionbudgets/edge-turn",
             "PATCH /apis/networking.k8s.io/v1/namespaces/media/networkpolicies/edge-turn-egress",
+            // Prune: look for optional objects that are no longer rendered.
+            "GET /apis/networking.k8s.io/v1/namespaces/media/ingresses/edge-signaling",
+            "GET /apis/monitoring.coreos.com/v1/namespaces/media/servicemonitors/edge-sfu",
+            "GET /apis/monitoring.coreos.com/v1/namespaces/media/servicemonitors/edge-turn",
             // Report.
             &format!("PATCH {MC}/status"),
         ]
     );
     assert!(seen[4].query.contains(&format!("{sel}sfu")), "{}", seen[4].query);
     assert!(seen[5].query.contains(&format!("{sel}turn")), "{}", seen[5].query);
-    for s in &seen[7..] {
+    for s in seen[7..23].iter().chain(seen.last()) {
         assert_apply(s);
     }
 
@@ -208,6 +212,8 @@ async fn turn_scale_down_drains_the_emptiest_pod_first_then_removes_it() {
         .filter(|s| s.content_type == "application/apply-patch+yaml" && !s.path.ends_with("/status"))
         .count();
     assert_eq!(applies, 2 * 16, "two applies of the 16 objects, none for the unchanged poll");
+    let prune_lookups = seen.iter().filter(|s| s.method == "GET" && s.path.contains("servicemonitors")).count();
+    assert_eq!(prune_lookups, 2 * 2, "prune looks only when it applies");
     let reasons: Vec<Value> = seen
         .iter()
         .filter(|s| s.method == "POST" && s.path.ends_with("/events"))
@@ -498,4 +504,32 @@ async fn a_terminating_pod_is_never_the_next_victim() {
     media_cluster::reconcile(mc, ctx.clone()).await.unwrap();
     finish(ctx, server).await;
     assert_eq!(nodes.calls(), vec!["drain edge-turn-c 10.244.0.12"]);
+}
+
+#[tokio::test]
+async fn switching_to_direct_prunes_the_owned_network_policy_only() {
+    let owner = json!([{"apiVersion": "switchyard.dev/v1alpha1", "kind": "MediaCluster", "name": "edge",
+        "uid": "6f1c9a52-0000-4000-8000-000000000001", "controller": true}]);
+    let respond = move |s: &Seen| match s.line().as_str() {
+        "GET /apis/networking.k8s.io/v1/namespaces/media/networkpolicies/edge-turn-egress" => (
+            200,
+            json!({
+                "apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+                "metadata": {"name": "edge-turn-egress", "ownerReferences": owner.clone()},
+            }),
+        ),
+        // Someone's own Ingress that happens to carry the name: not ours.
+        "GET /apis/networking.k8s.io/v1/namespaces/media/ingresses/edge-signaling" => (
+            200,
+            json!({
+                "apiVersion": "networking.k8s.io/v1", "kind": "Ingress", "metadata": {"name": "edge-signaling"},
+            }),
+        ),
+        _ => echo(s),
+    };
+    let (ctx, server) = context(respond, Arc::new(FakeNodes::default()), &[], &[]);
+    media_cluster::reconcile(Arc::new(cluster(json!({"media": {"mode": "Direct"}}))), ctx.clone()).await.unwrap();
+    let seen = finish(ctx, server).await;
+    let deletes: Vec<String> = seen.iter().filter(|s| s.method == "DELETE").map(Seen::line).collect();
+    assert_eq!(deletes, vec!["DELETE /apis/networking.k8s.io/v1/namespaces/media/networkpolicies/edge-turn-egress"]);
 }

@@ -430,6 +430,20 @@ fn resources(r: &Option<k8s_openapi::api::core::v1::ResourceRequirements>) -> Re
     }
 }
 
+/// Objects `render` produces only in some configurations (Ingress, Gateway-mode
+/// NetworkPolicy, ServiceMonitors): when one is no longer rendered it must be deleted,
+/// because server-side apply never removes whole objects. Returned as empty-bodied
+/// [`Object`]s naming what to look for.
+pub fn optional_objects(names: &Names) -> Vec<Object> {
+    let stub = |api_version, kind, plural, name: String| Object { api_version, kind, plural, name, body: Value::Null };
+    vec![
+        stub("networking.k8s.io/v1", "Ingress", "ingresses", names.signaling()),
+        stub("networking.k8s.io/v1", "NetworkPolicy", "networkpolicies", names.turn_egress()),
+        stub("monitoring.coreos.com/v1", "ServiceMonitor", "servicemonitors", names.sfu()),
+        stub("monitoring.coreos.com/v1", "ServiceMonitor", "servicemonitors", names.turn()),
+    ]
+}
+
 /// Serialize the objects as one multi-document YAML stream (golden files, `--dry-run`).
 pub fn to_yaml(objects: &[Object]) -> Result<String> {
     let mut out = String::new();
