@@ -130,6 +130,7 @@ async fn apply(room: &Room, api: &Api<Room>, ctx: &Context) -> Result<Action> {
     let empty_timeout = room.spec.empty_timeout_seconds.unwrap_or(mc.spec.room_defaults.empty_timeout_seconds);
     let facts = RoomFacts {
         node: status.node.clone(),
+        closed: status.phase == RoomPhase::Closed,
         auto_created: room.labels().get(AUTO_CREATED_LABEL).is_some_and(|v| v == "true"),
         participants: u32::try_from(status.participants).unwrap_or(0),
         // A room nobody ever joined has been empty since it was created.

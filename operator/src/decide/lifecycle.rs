@@ -1,6 +1,8 @@
 //! Room lifecycle: what to do with an existing Room on each reconcile.
 //!
 //! ```text
+//!  closed, auto-created ────────────────► Delete
+//!  closed ──────────────────────────────► Keep (a closed room is never placed again)
 //!  no node ─────────────────────────────► Place
 //!  node pod gone ───────────────────────► Reschedule (at once: its rooms died with it)
 //!  node unready for ≥ threshold ────────► Reschedule
@@ -22,6 +24,8 @@ use std::time::{Duration, SystemTime};
 pub struct RoomFacts {
     /// `status.node`, if placed.
     pub node: Option<String>,
+    /// The room was closed (phase `Closed`): it only waits to be deleted.
+    pub closed: bool,
     /// Carries the `switchyard.dev/auto-created` label.
     pub auto_created: bool,
     /// Participants connected now.
@@ -66,6 +70,9 @@ pub enum RoomAction {
 
 /// Decide. `node` is the health of `facts.node` (ignored when unplaced).
 pub fn decide(facts: &RoomFacts, node: NodeHealth, unready_threshold: Duration, now: SystemTime) -> RoomAction {
+    if facts.closed {
+        return if facts.auto_created { RoomAction::Delete } else { RoomAction::Keep };
+    }
     if facts.node.is_none() {
         return RoomAction::Place;
     }
@@ -104,6 +111,7 @@ mod tests {
     fn placed(auto_created: bool, participants: u32, empty_since: Option<SystemTime>) -> RoomFacts {
         RoomFacts {
             node: Some("edge-sfu-0".into()),
+            closed: false,
             auto_created,
             participants,
             empty_since,
@@ -118,6 +126,13 @@ mod tests {
         let unplaced = RoomFacts { node: None, ..placed(false, 0, None) };
         let cases = [
             ("unplaced", unplaced.clone(), NodeHealth::Gone, RoomAction::Place),
+            ("closed, unplaced", RoomFacts { closed: true, ..unplaced.clone() }, NodeHealth::Gone, RoomAction::Keep),
+            (
+                "closed on a dead node",
+                RoomFacts { closed: true, ..placed(false, 0, None) },
+                NodeHealth::Gone,
+                RoomAction::Keep,
+            ),
             ("node gone", placed(false, 5, None), NodeHealth::Gone, RoomAction::Reschedule { reason: "NodeGone" }),
             (
                 "unready 30s",
