@@ -36,7 +36,7 @@ ulimit -n 65536 2>/dev/null || true
 
 TICK=$(getconf CLK_TCK)
 PIDS=()
-cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
+cleanup() { for p in "${PIDS[@]}"; do kill -9 "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
 trap cleanup EXIT
 
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
@@ -88,7 +88,7 @@ for name in turn-node coturn; do
     read -r p50 p99 plost < <(sed 's/[a-z0-9_]*=//g' /tmp/turn-bench-ping.$$)
     RESULT[$name,$size]="$sent $recv $lost $cpu_s $pps $p50 $p99"
     echo "$name ${size}B: sent=$sent recv=$recv lost=$lost cpu=${cpu_s}s relayed/cpu-s=$pps p50=${p50}us p99=${p99}us (probe lost $plost)" >&2
-    kill "$pid"; wait "$pid" 2>/dev/null || true
+    kill -9 "$pid"; wait "$pid" 2>/dev/null || true
   done
   # Memory per allocation.
   port=$(free_port)
@@ -105,7 +105,7 @@ for name in turn-node coturn; do
   per=$(awk -v a="$rss0" -v b="$rss1" -v n="$held" 'BEGIN {printf "%.1f", (b - a) / n}')
   RESULT[$name,mem]="$rss0 $rss1 $held $per"
   echo "$name memory: rss ${rss0} KiB -> ${rss1} KiB with $held allocations = ${per} KiB/allocation" >&2
-  kill "$pid"; wait "$pid" 2>/dev/null || true
+  kill -9 "$pid"; wait "$pid" 2>/dev/null || true
 done
 rm -f /tmp/turn-bench-ping.$$
 

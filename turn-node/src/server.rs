@@ -139,10 +139,10 @@ impl TurnHandle {
     }
 
     /// Wait until the server has stopped (after a drain or a shutdown).
-    pub async fn wait(self) -> Result<()> {
+    pub async fn wait(mut self) -> Result<()> {
         let mut rx = self.control.shutdown.subscribe();
         let _ = rx.wait_for(|stop| *stop).await;
-        let threads = self.threads;
+        let threads = std::mem::take(&mut self.threads);
         tokio::task::spawn_blocking(move || {
             for t in threads {
                 let _ = t.join();
@@ -150,6 +150,14 @@ impl TurnHandle {
         })
         .await
         .map_err(|e| Error::Runtime(e.to_string()))
+    }
+}
+
+/// Dropping the handle stops the server (an embedding process that forgets
+/// to call [`TurnHandle::shutdown`] does not leak worker threads).
+impl Drop for TurnHandle {
+    fn drop(&mut self) {
+        self.control.shutdown();
     }
 }
 
@@ -282,6 +290,15 @@ impl TurnServer {
             (0..workers).map(|_| WorkerSockets { udp: Vec::new(), streams: Vec::new() }).collect();
         for l in &config.listeners {
             let mut addr = l.address;
+            // SO_REUSEPORT would let us silently share a port with another
+            // (e.g. stale) process of the same user: check it is free first.
+            if addr.port() != 0 {
+                let probe = match l.protocol {
+                    Protocol::Udp => std::net::UdpSocket::bind(addr).map(drop),
+                    Protocol::Tcp | Protocol::Tls => std::net::TcpListener::bind(addr).map(drop),
+                };
+                probe.map_err(|source| Error::Bind { what: "listener", addr, source })?;
+            }
             for (w, sockets) in per_worker.iter_mut().enumerate() {
                 let bind_err = |source| Error::Bind { what: "listener", addr, source };
                 match l.protocol {
@@ -539,6 +556,22 @@ impl Worker {
     }
 }
 
+/// One `recvmmsg` on a readable socket. A short batch means the socket is
+/// drained, so readiness is cleared right away (reported as `WouldBlock` to
+/// tokio) instead of costing a second, empty syscall before the next wait.
+fn recv_batch(sock: &UdpSocket, fd: std::os::fd::RawFd, batch: &mut RecvBatch) -> Option<usize> {
+    let mut got = 0;
+    let result = sock.try_io(Interest::READABLE, || {
+        got = batch.recv(fd)?;
+        if got < crate::batch::BATCH { Err(std::io::ErrorKind::WouldBlock.into()) } else { Ok(got) }
+    });
+    match result {
+        Ok(n) => Some(n),
+        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => Some(got),
+        Err(_) => None, // e.g. an ICMP error surfaced on the socket
+    }
+}
+
 async fn udp_listener_loop(worker: Rc<Worker>, index: usize) {
     let (local, sock) = worker.udp[index].clone();
     let fd = sock.as_raw_fd();
@@ -549,8 +582,8 @@ async fn udp_listener_loop(worker: Rc<Worker>, index: usize) {
         // Borrowed only until the next await: every socket of this worker
         // shares the one batch buffer.
         let mut batch = worker.scratch.borrow_mut();
-        let Ok(n) = sock.try_io(Interest::READABLE, || batch.recv(fd)) else {
-            continue; // WouldBlock (readiness cleared) or an ICMP error
+        let Some(n) = recv_batch(&sock, fd, &mut batch) else {
+            continue;
         };
         let now = Instant::now();
         let head = batch.head();
@@ -576,7 +609,7 @@ async fn relay_loop(worker: Rc<Worker>, id: AllocId, sock: Rc<UdpSocket>) {
             continue;
         }
         let mut batch = worker.scratch.borrow_mut();
-        let Ok(n) = sock.try_io(Interest::READABLE, || batch.recv(fd)) else {
+        let Some(n) = recv_batch(&sock, fd, &mut batch) else {
             continue;
         };
         let now = Instant::now();
