@@ -22,6 +22,12 @@ pub(crate) struct DevArgs {
     /// Address other machines reach this one at (advertised as the ICE host candidate).
     #[arg(long)]
     advertise_ip: Option<IpAddr>,
+    /// TURN port (UDP and TCP) of the embedded TURN server; 0 disables it.
+    #[arg(long, default_value_t = 3478)]
+    turn_port: u16,
+    /// Clients relay all media through the embedded TURN server, as in Gateway mode.
+    #[arg(long)]
+    relay_only: bool,
     /// Advertise only the ICE-TCP candidate (try a network where UDP is blocked).
     #[arg(long)]
     ice_tcp_only: bool,
@@ -43,21 +49,37 @@ pub(crate) fn run(args: DevArgs) -> anyhow::Result<()> {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,str0m=warn")),
         )
         .init();
-    let secret = args.api_secret.clone().unwrap_or_else(|| {
-        let mut rng = rand::rng();
-        (0..32).map(|_| char::from(b"abcdefghijklmnopqrstuvwxyz0123456789"[rng.random_range(0..36)])).collect()
-    });
+    let secret = args.api_secret.clone().unwrap_or_else(random_secret);
     let mut cfg = Config::local(&args.api_key, &secret);
     cfg.http_addr = SocketAddr::new(args.bind, args.port);
     cfg.udp_addr = SocketAddr::new(args.bind, args.udp_port);
     cfg.tcp_addr = SocketAddr::new(args.bind, args.udp_port.saturating_sub(1));
     cfg.advertise_ips = args.advertise_ip.into_iter().collect();
     cfg.demo = true;
+    cfg.relay_only = args.relay_only;
     cfg.ice_tcp_only = args.ice_tcp_only;
     cfg.shards = 0;
     cfg.node_name = "dev".into();
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     runtime.block_on(async move {
+        let media_ip = cfg.advertise_ips.first().copied().unwrap_or(if args.bind.is_unspecified() {
+            IpAddr::from([127, 0, 0, 1])
+        } else {
+            args.bind
+        });
+        let turn = if args.turn_port > 0 {
+            let turn_secret = random_secret();
+            let turn = start_turn(&args, media_ip, &turn_secret).await?;
+            let host = media_ip;
+            let port = turn.addrs().udp[0].port();
+            cfg.turn_uris =
+                vec![format!("turn:{host}:{port}?transport=udp"), format!("turn:{host}:{port}?transport=tcp")];
+            cfg.turn_secret = Some(turn_secret);
+            Some(turn)
+        } else {
+            anyhow::ensure!(!args.relay_only, "--relay-only needs the embedded TURN server (--turn-port)");
+            None
+        };
         let node = Node::start(cfg).await.context("starting media-node")?;
         let now = SystemTime::now().duration_since(UNIX_EPOCH)?.as_secs();
         let claims = Claims::new(&args.api_key, "you", now, 6 * 3600).with_grants(Grants::join(&args.room));
@@ -72,6 +94,15 @@ pub(crate) fn run(args: DevArgs) -> anyhow::Result<()> {
         println!("  demo call   http://{host}:{}/?room={}   (open it in two tabs)", node.http_addr.port(), args.room);
         println!("  signaling   ws://{host}:{}/rtc", node.http_addr.port());
         println!("  media       udp {}  tcp {:?}", node.udp_addr, node.tcp_addr);
+        if let Some(t) = &turn {
+            let a = t.addrs();
+            println!(
+                "  TURN        udp {:?}  tcp {:?}{}",
+                a.udp,
+                a.tcp,
+                if args.relay_only { "  (relay only)" } else { "" }
+            );
+        }
         println!("  API key     {}", args.api_key);
         println!("  API secret  {secret}");
         println!("  token       {token}");
@@ -80,6 +111,36 @@ pub(crate) fn run(args: DevArgs) -> anyhow::Result<()> {
         tokio::signal::ctrl_c().await?;
         node.drain();
         node.shutdown().await;
+        if let Some(t) = turn {
+            t.shutdown();
+        }
         anyhow::Ok(())
     })
+}
+
+fn random_secret() -> String {
+    let mut rng = rand::rng();
+    (0..32).map(|_| char::from(b"abcdefghijklmnopqrstuvwxyz0123456789"[rng.random_range(0..36)])).collect()
+}
+
+/// The embedded TURN server: UDP and TCP on `--turn-port`, relaying only to the SFU.
+async fn start_turn(
+    args: &DevArgs,
+    media_ip: IpAddr,
+    secret: &str,
+) -> anyhow::Result<switchyard_turn_node::TurnHandle> {
+    use switchyard_turn_node::config::{Listener, Protocol};
+    let mut c = switchyard_turn_node::Config::default();
+    let listen = SocketAddr::new(args.bind, args.turn_port);
+    c.listeners = vec![
+        Listener { protocol: Protocol::Udp, address: listen },
+        Listener { protocol: Protocol::Tcp, address: listen },
+    ];
+    c.relay.address = Some(media_ip);
+    c.auth.secrets = vec![secret.to_owned()];
+    // The SFU is on this machine: allow exactly its address (loopback is denied otherwise).
+    c.peers.allow = vec![ipnet::IpNet::from(media_ip)];
+    c.admin_address = SocketAddr::new(IpAddr::from([127, 0, 0, 1]), 0);
+    c.workers = 1;
+    switchyard_turn_node::TurnServer::start(c).await.context("starting the embedded TURN server")
 }

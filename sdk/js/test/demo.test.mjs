@@ -35,7 +35,8 @@ async function waitFor(page, predicate, ms, what) {
 
 function startDev(port, extra = []) {
   assert.ok(BIN, "set SWITCHYARD_BIN to the switchyard binary");
-  const server = spawn(BIN, ["dev", "--port", String(port), "--udp-port", String(port + 2), ...extra], {
+  const args = ["dev", "--port", String(port), "--udp-port", String(port + 2), "--turn-port", String(port + 5)];
+  const server = spawn(BIN, [...args, ...extra], {
     stdio: ["ignore", "pipe", "inherit"],
   });
   server.printed = "";
@@ -120,6 +121,34 @@ test("media flows over ICE-TCP when UDP cannot reach the node", { timeout: 120_0
     });
     assert.deepEqual([pair.local, pair.remote], ["tcp", "tcp"], JSON.stringify(pair));
     assert.ok(pair.bytes > 10_000, `received ${pair.bytes} bytes over TCP`);
+  } finally {
+    await browser.close();
+    server.kill("SIGINT");
+  }
+});
+
+test("relay-only: all media goes through the embedded TURN server", { timeout: 120_000 }, async () => {
+  const port = PORT + 20;
+  const server = startDev(port, ["--relay-only"]);
+  const browser = await launch();
+  try {
+    await waitForHttp(`http://127.0.0.1:${port}/healthz`, 30_000);
+    const context = await browser.newContext({ permissions: ["camera", "microphone"] });
+    const alice = await context.newPage();
+    const bob = await context.newPage();
+    await alice.goto(`http://localhost:${port}/?room=relay&identity=alice`);
+    await bob.goto(`http://localhost:${port}/?room=relay&identity=bob`);
+    await waitFor(alice, () => window.switchyardStats && window.switchyardStats.playing >= 2, 45_000, "alice playing bob's video via TURN");
+    await new Promise((r) => setTimeout(r, 2000));
+    const pair = await alice.evaluate(async () => {
+      const stats = await window.switchyardRoom.pc.getStats();
+      let selected;
+      stats.forEach((s) => { if (s.type === "transport") selected = s.selectedCandidatePairId; });
+      const p = stats.get(selected);
+      return { local: stats.get(p.localCandidateId).candidateType, bytes: p.bytesReceived };
+    });
+    assert.equal(pair.local, "relay", JSON.stringify(pair));
+    assert.ok(pair.bytes > 10_000, `received ${pair.bytes} bytes through TURN`);
   } finally {
     await browser.close();
     server.kill("SIGINT");
