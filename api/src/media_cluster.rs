@@ -126,7 +126,7 @@ impl Default for ReplicaRange {
 }
 
 /// The SFU fleet.
-#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct SfuSpec {
     /// Replica range for `media-node` pods; scaled on participants per node.
@@ -149,6 +149,18 @@ pub struct SfuSpec {
 
 fn default_sfu_drain_seconds() -> i64 {
     3600
+}
+
+impl Default for SfuSpec {
+    fn default() -> Self {
+        Self {
+            replicas: ReplicaRange::default(),
+            capacity: NodeCapacity::default(),
+            image: None,
+            resources: None,
+            drain_grace_period_seconds: default_sfu_drain_seconds(),
+        }
+    }
 }
 
 /// What one `media-node` pod may carry. A zero means "no limit" for that dimension.
@@ -752,6 +764,8 @@ mod tests {
         assert_eq!(spec.media.mode, ExposureMode::Gateway);
         assert_eq!(spec.turn.listeners.len(), 2);
         assert_eq!(spec.turn.target_bandwidth_per_pod, Quantity("200M".into()));
+        assert_eq!(spec.sfu.drain_grace_period_seconds, 3600, "an absent sfu block drains for an hour");
+        assert_eq!(spec.turn.drain_grace_period_seconds, 3600);
         assert_eq!(violations(spec), Vec::<String>::new());
     }
 
