@@ -59,6 +59,23 @@ impl Net {
 
     /// Join `room` as `identity`; returns the pid.
     fn join(&mut self, identity: &str, room: &str, edit: impl FnOnce(&mut Grants)) -> Pid {
+        self.join_with(
+            identity,
+            room,
+            edit,
+            true,
+            RoomSettings { empty_timeout: Duration::from_secs(5), ..RoomSettings::default() },
+        )
+    }
+
+    fn join_with(
+        &mut self,
+        identity: &str,
+        room: &str,
+        edit: impl FnOnce(&mut Grants),
+        auto_subscribe: bool,
+        settings: RoomSettings,
+    ) -> Pid {
         let pid = self.clients.len() as Pid + 1;
         let mut grants = Grants::join(room);
         edit(&mut grants);
@@ -67,9 +84,9 @@ impl Net {
             pid,
             room: room.into(),
             claims,
-            auto_subscribe: true,
+            auto_subscribe,
             may_create: true,
-            settings: RoomSettings { empty_timeout: Duration::from_secs(5), ..RoomSettings::default() },
+            settings,
             ice_servers: vec![],
             reconnect_token: "rt".into(),
         };
@@ -410,4 +427,66 @@ fn datagrams_from_strangers_are_counted_and_dropped() {
     );
     assert!(!routed);
     assert_eq!(net.engine.stats().unrouted, 1);
+}
+
+#[test]
+fn without_auto_subscribe_a_track_flows_only_after_an_explicit_subscription() {
+    let mut net = Net::new();
+    let a = net.join("alice", "r", |_| {});
+    let b = net.join_with("bob", "r", |_| {}, false, RoomSettings::default());
+    let mid = net.offer(a, Some(MediaKind::Video)).unwrap();
+    net.offer(b, None);
+    net.run(300);
+    for n in 0..3 {
+        net.write_frame(a, mid, n, &vp8_frame(n));
+        net.run(33);
+    }
+    assert_eq!(net.client(b).frames.len(), 0, "not subscribed yet");
+    let track_sid = net
+        .signals(a)
+        .iter()
+        .find_map(|m| if let ServerMessage::TrackPublished(t) = m { Some(t.track.sid.clone()) } else { None })
+        .unwrap();
+    let update = switchyard_api::signal::UpdateSubscription {
+        track_sids: vec![track_sid.clone()],
+        subscribe: true,
+        quality: None,
+    };
+    net.send(b, ClientMessage::UpdateSubscription(update));
+    net.run(100);
+    assert!(
+        net.signals(b)
+            .iter()
+            .any(|m| matches!(m, ServerMessage::SubscriptionUpdated(s) if s.track_sid == track_sid && s.subscribed))
+    );
+    for n in 3..13 {
+        net.write_frame(a, mid, n, &vp8_frame(n));
+        net.run(33);
+    }
+    assert!(net.client(b).frames.len() >= 8, "bob got {}", net.client(b).frames.len());
+
+    let unknown = switchyard_api::signal::UpdateSubscription {
+        track_sids: vec!["TR_nope".into()],
+        subscribe: true,
+        quality: None,
+    };
+    net.send(b, ClientMessage::UpdateSubscription(unknown));
+    assert!(net.signals(b).iter().any(|m| matches!(m, ServerMessage::SubscriptionUpdated(s)
+        if s.track_sid == "TR_nope" && s.error == Some(switchyard_api::signal::ErrorCode::TrackNotFound))));
+}
+
+#[test]
+fn a_room_limited_to_vp9_does_not_negotiate_vp8() {
+    let mut net = Net::new();
+    let vp9_only = RoomSettings { allowed_codecs: vec![Codec::VP9, Codec::Opus], ..RoomSettings::default() };
+    let a = net.join_with("alice", "clinic", |_| {}, true, vp9_only.clone());
+    let mid = net.offer(a, Some(MediaKind::Video)).unwrap();
+    net.run(300);
+    let c = net.client(a);
+    let codecs: Vec<_> =
+        c.rtc.writer(mid).map(|w| w.payload_params().map(|p| p.spec().codec).collect()).unwrap_or_default();
+    assert!(!codecs.is_empty(), "a video codec was negotiated");
+    assert!(codecs.iter().all(|&k| k == str0m::format::Codec::Vp9), "only VP9 was accepted: {codecs:?}");
+    let ServerMessage::Joined(j) = &net.signals(a)[0] else { panic!() };
+    assert_eq!(j.room.enabled_codecs, vec![Codec::VP9, Codec::Opus]);
 }
