@@ -231,6 +231,27 @@ fn vp8_frame(n: u32) -> Vec<u8> {
     f
 }
 
+/// Alice publishes a video track and Bob (auto-subscribed) receives it; both connected.
+fn alice_publishes_to_bob() -> (Net, Pid, Pid, Mid) {
+    let mut net = Net::new();
+    let a = net.join("alice", "r", |_| {});
+    let b = net.join("bob", "r", |_| {});
+    let mid = net.offer(a, Some(MediaKind::Video)).unwrap();
+    net.offer(b, None);
+    net.run(300);
+    (net, a, b, mid)
+}
+
+impl Net {
+    /// The sid of the first track `pid` published.
+    fn published_sid(&self, pid: Pid) -> String {
+        self.signals(pid)
+            .iter()
+            .find_map(|m| if let ServerMessage::TrackPublished(t) = m { Some(t.track.sid.clone()) } else { None })
+            .expect("a track was published")
+    }
+}
+
 #[test]
 fn join_reports_room_and_others() {
     let mut net = Net::new();
@@ -259,12 +280,7 @@ fn hidden_participants_are_not_announced() {
 
 #[test]
 fn a_published_video_track_reaches_a_subscriber_frame_for_frame() {
-    let mut net = Net::new();
-    let a = net.join("alice", "r", |_| {});
-    let b = net.join("bob", "r", |_| {});
-    let mid = net.offer(a, Some(MediaKind::Video)).unwrap();
-    net.offer(b, None);
-    net.run(300);
+    let (mut net, a, b, mid) = alice_publishes_to_bob();
     assert!(net.client(a).connected && net.client(b).connected, "ICE and DTLS complete in memory");
     assert!(
         net.signals(a)
@@ -293,17 +309,8 @@ fn a_published_video_track_reaches_a_subscriber_frame_for_frame() {
 
 #[test]
 fn unpublish_and_leave_stop_forwarding_and_tell_the_room() {
-    let mut net = Net::new();
-    let a = net.join("alice", "r", |_| {});
-    let b = net.join("bob", "r", |_| {});
-    let mid = net.offer(a, Some(MediaKind::Video)).unwrap();
-    net.offer(b, None);
-    net.run(300);
-    let track_sid = net
-        .signals(a)
-        .iter()
-        .find_map(|m| if let ServerMessage::TrackPublished(t) = m { Some(t.track.sid.clone()) } else { None })
-        .unwrap();
+    let (mut net, a, b, mid) = alice_publishes_to_bob();
+    let track_sid = net.published_sid(a);
     net.send(a, ClientMessage::UnpublishTrack(TrackRef { track_sid: track_sid.clone() }));
     net.run(100);
     assert!(net.signals(a).iter().any(|m| matches!(m, ServerMessage::TrackUnpublished(t) if t.track_sid == track_sid)));
@@ -322,17 +329,8 @@ fn unpublish_and_leave_stop_forwarding_and_tell_the_room() {
 
 #[test]
 fn a_muted_track_is_not_forwarded() {
-    let mut net = Net::new();
-    let a = net.join("alice", "r", |_| {});
-    let b = net.join("bob", "r", |_| {});
-    let mid = net.offer(a, Some(MediaKind::Video)).unwrap();
-    net.offer(b, None);
-    net.run(300);
-    let sid = net
-        .signals(a)
-        .iter()
-        .find_map(|m| if let ServerMessage::TrackPublished(t) = m { Some(t.track.sid.clone()) } else { None })
-        .unwrap();
+    let (mut net, a, b, mid) = alice_publishes_to_bob();
+    let sid = net.published_sid(a);
     net.send(a, ClientMessage::MuteTrack(switchyard_api::signal::MuteTrack { track_sid: sid.clone(), muted: true }));
     assert!(net.signals(b).iter().any(|m| matches!(m, ServerMessage::TrackMuted(t) if t.track_sid == sid && t.muted)));
     for n in 0..5 {
@@ -442,11 +440,7 @@ fn without_auto_subscribe_a_track_flows_only_after_an_explicit_subscription() {
         net.run(33);
     }
     assert_eq!(net.client(b).frames.len(), 0, "not subscribed yet");
-    let track_sid = net
-        .signals(a)
-        .iter()
-        .find_map(|m| if let ServerMessage::TrackPublished(t) = m { Some(t.track.sid.clone()) } else { None })
-        .unwrap();
+    let track_sid = net.published_sid(a);
     let update = switchyard_api::signal::UpdateSubscription {
         track_sids: vec![track_sid.clone()],
         subscribe: true,

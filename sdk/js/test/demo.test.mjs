@@ -98,59 +98,44 @@ test("two tabs see and hear each other through switchyard dev", { timeout: 120_0
   }
 });
 
-test("media flows over ICE-TCP when UDP cannot reach the node", { timeout: 120_000 }, async () => {
-  const port = PORT + 10;
-  // The node advertises only its passive ICE-TCP candidate, as behind a TCP-only path.
-  const server = startDev(port, ["--ice-tcp-only"]);
+/** Start `switchyard dev` with `extra` flags, put alice and bob in a call, and return
+ * alice's selected ICE candidate pair once bob's video has played for two seconds. */
+async function callAndSelectedPair(port, extra, room) {
+  const server = startDev(port, extra);
   const browser = await launch();
   try {
     await waitForHttp(`http://127.0.0.1:${port}/healthz`, 30_000);
     const context = await browser.newContext({ permissions: ["camera", "microphone"] });
     const alice = await context.newPage();
     const bob = await context.newPage();
-    await alice.goto(`http://localhost:${port}/?room=tcp&identity=alice`);
-    await bob.goto(`http://localhost:${port}/?room=tcp&identity=bob`);
-    await waitFor(alice, () => window.switchyardStats && window.switchyardStats.playing >= 2, 45_000, "alice playing bob's video over TCP");
+    await alice.goto(`http://localhost:${port}/?room=${room}&identity=alice`);
+    await bob.goto(`http://localhost:${port}/?room=${room}&identity=bob`);
+    await waitFor(alice, () => window.switchyardStats && window.switchyardStats.playing >= 2, 45_000, `alice playing bob's video (${extra})`);
     await new Promise((r) => setTimeout(r, 2000));
-    const pair = await alice.evaluate(async () => {
+    return await alice.evaluate(async () => {
       const stats = await window.switchyardRoom.pc.getStats();
       let selected;
       stats.forEach((s) => { if (s.type === "transport") selected = s.selectedCandidatePairId; });
       const p = stats.get(selected);
-      return { local: stats.get(p.localCandidateId).protocol, remote: stats.get(p.remoteCandidateId).protocol, bytes: p.bytesReceived };
+      const local = stats.get(p.localCandidateId);
+      const remote = stats.get(p.remoteCandidateId);
+      return { local: local.protocol, remote: remote.protocol, localType: local.candidateType, bytes: p.bytesReceived };
     });
-    assert.deepEqual([pair.local, pair.remote], ["tcp", "tcp"], JSON.stringify(pair));
-    assert.ok(pair.bytes > 10_000, `received ${pair.bytes} bytes over TCP`);
   } finally {
     await browser.close();
     server.kill("SIGINT");
   }
+}
+
+test("media flows over ICE-TCP when UDP cannot reach the node", { timeout: 120_000 }, async () => {
+  // The node advertises only its passive ICE-TCP candidate, as behind a TCP-only path.
+  const pair = await callAndSelectedPair(PORT + 10, ["--ice-tcp-only"], "tcp");
+  assert.deepEqual([pair.local, pair.remote], ["tcp", "tcp"], JSON.stringify(pair));
+  assert.ok(pair.bytes > 10_000, `received ${pair.bytes} bytes over TCP`);
 });
 
 test("relay-only: all media goes through the embedded TURN server", { timeout: 120_000 }, async () => {
-  const port = PORT + 20;
-  const server = startDev(port, ["--relay-only"]);
-  const browser = await launch();
-  try {
-    await waitForHttp(`http://127.0.0.1:${port}/healthz`, 30_000);
-    const context = await browser.newContext({ permissions: ["camera", "microphone"] });
-    const alice = await context.newPage();
-    const bob = await context.newPage();
-    await alice.goto(`http://localhost:${port}/?room=relay&identity=alice`);
-    await bob.goto(`http://localhost:${port}/?room=relay&identity=bob`);
-    await waitFor(alice, () => window.switchyardStats && window.switchyardStats.playing >= 2, 45_000, "alice playing bob's video via TURN");
-    await new Promise((r) => setTimeout(r, 2000));
-    const pair = await alice.evaluate(async () => {
-      const stats = await window.switchyardRoom.pc.getStats();
-      let selected;
-      stats.forEach((s) => { if (s.type === "transport") selected = s.selectedCandidatePairId; });
-      const p = stats.get(selected);
-      return { local: stats.get(p.localCandidateId).candidateType, bytes: p.bytesReceived };
-    });
-    assert.equal(pair.local, "relay", JSON.stringify(pair));
-    assert.ok(pair.bytes > 10_000, `received ${pair.bytes} bytes through TURN`);
-  } finally {
-    await browser.close();
-    server.kill("SIGINT");
-  }
+  const pair = await callAndSelectedPair(PORT + 20, ["--relay-only"], "relay");
+  assert.equal(pair.localType, "relay", JSON.stringify(pair));
+  assert.ok(pair.bytes > 10_000, `received ${pair.bytes} bytes through TURN`);
 });
