@@ -381,7 +381,8 @@ async fn housekeeping(control: Arc<Control>, config: Config) {
     let mut last_sample = Instant::now();
     let secrets_file = config.auth.secrets_file.clone();
     let poll = Duration::from_secs(config.auth.secrets_poll_seconds);
-    let mtime = |p: &std::path::Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+    // mtime and size: a rewrite within a coarse mtime tick still changes one.
+    let mtime = |p: &std::path::Path| std::fs::metadata(p).and_then(|m| Ok((m.modified()?, m.len()))).ok();
     let mut seen_mtime = secrets_file.as_deref().and_then(mtime);
     let mut last_poll = Instant::now();
     loop {

@@ -99,6 +99,11 @@ async fn run(transport: &str) {
     let series =
         format!("switchyard_turn_relayed_packets_total{{direction=\"peer_to_client\",transport=\"{transport}\"}}");
     assert!(metric(&metrics, &series).unwrap_or(0.0) >= expected as f64, "{series} counted live:\n{metrics}");
+    // The bandwidth gauge the operator autoscales on is live: it shows the
+    // traffic within its window, before any allocation has ended.
+    let (_, body) = http("GET", server.addrs().admin, "/internal/status").await;
+    let status: switchyard_api::node::TurnNodeStatus = serde_json::from_str(&body).unwrap();
+    assert!(status.bandwidth_bps > 0, "live bandwidth in /internal/status: {body}");
     server.shutdown();
     server.wait().await.unwrap();
 }
