@@ -397,6 +397,7 @@ impl Engine {
             return;
         };
         self.by_five.remove(&a.five);
+        tracing::debug!(id = id.0, client = %a.five.client, user = %a.username, "allocation ended");
         self.shared.quotas.release(&a.quota_user);
         let m = &self.shared.metrics;
         if a.relay.is_some() {
@@ -427,6 +428,7 @@ impl Engine {
                     .integrity(&key);
                 w.finish_with_fingerprint();
                 a.allocate_response = buf.clone();
+                tracing::debug!(id = id.0, client = %five.client, %relay, user = %a.username, "allocation created");
                 self.shared.metrics.allocations.inc();
                 self.shared.metrics.alloc_result(AllocResult::Ok);
                 self.out.push_back(Output::Transmit { to: five, data: buf });

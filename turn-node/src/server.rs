@@ -29,7 +29,7 @@ use socket2::{Domain, Socket, Type};
 use switchyard_api::node::TurnNodeStatus;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, Interest};
 use tokio::net::{TcpListener, UdpSocket};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 use tokio::task::AbortHandle;
 use tokio_rustls::TlsAcceptor;
 
@@ -441,7 +441,7 @@ struct Worker {
     scratch: RefCell<RecvBatch>,
     udp: Vec<(SocketAddr, Rc<UdpSocket>)>,
     relays: RefCell<HashMap<AllocId, (Rc<UdpSocket>, AbortHandle)>>,
-    streams: RefCell<HashMap<FiveTuple, mpsc::Sender<Vec<u8>>>>,
+    streams: RefCell<HashMap<FiveTuple, Rc<StreamOut>>>,
     ports: Arc<Ports>,
     relay_bind: IpAddr,
     relay_ip: IpAddr,
@@ -504,8 +504,8 @@ impl Worker {
                 }
             }
             Transport::Tcp | Transport::Tls => {
-                if let Some(tx) = self.streams.borrow().get(to) {
-                    let _ = tx.try_send(data.to_vec());
+                if let Some(out) = self.streams.borrow().get(to) {
+                    out.push(data);
                 }
             }
         }
@@ -675,18 +675,46 @@ async fn accept_loop(worker: Rc<Worker>, listener: TcpListener, transport: Trans
 
 /// One TCP/TLS client: split the byte stream into STUN and ChannelData
 /// frames (RFC 8656 §12.5), and end its allocation when the connection ends.
+/// Bytes waiting to be written to one TCP/TLS client.
+#[derive(Default)]
+struct StreamOut {
+    pending: RefCell<Vec<u8>>,
+    ready: tokio::sync::Notify,
+}
+
+impl StreamOut {
+    /// Past this much unsent data the client is not keeping up: drop, as a
+    /// congested UDP path would, instead of buffering without bound.
+    const LIMIT: usize = 1 << 20;
+
+    fn push(&self, data: &[u8]) {
+        let mut pending = self.pending.borrow_mut();
+        if pending.len() + data.len() <= Self::LIMIT {
+            pending.extend_from_slice(data);
+            // Stores a permit when the writer is busy, so no wake-up is lost.
+            self.ready.notify_one();
+        }
+    }
+}
+
 async fn stream_conn<S>(worker: Rc<Worker>, stream: S, five: FiveTuple)
 where
     S: AsyncRead + AsyncWrite + Unpin + 'static,
 {
     let (mut rd, mut wr) = tokio::io::split(stream);
-    let (tx, mut rx) = mpsc::channel::<Vec<u8>>(1024);
-    worker.streams.borrow_mut().insert(five, tx);
+    let out = Rc::new(StreamOut::default());
+    worker.streams.borrow_mut().insert(five, out.clone());
     let writer = tokio::task::spawn_local(async move {
-        while let Some(b) = rx.recv().await {
-            if wr.write_all(&b).await.is_err() {
+        // Swap the pending bytes out and write them in one go; both buffers
+        // are reused, so steady-state relaying allocates nothing.
+        let mut spare = Vec::with_capacity(16 * 1024);
+        loop {
+            out.ready.notified().await;
+            std::mem::swap(&mut *out.pending.borrow_mut(), &mut spare);
+            if !spare.is_empty() && wr.write_all(&spare).await.is_err() {
                 break;
             }
+            spare.clear();
         }
     });
     let mut buf = vec![0u8; MAX_FRAME + 4];
