@@ -180,6 +180,15 @@ impl Metrics {
         ] {
             let _ = alloc_requests.get_or_create(&ResultLabels { result });
         }
+        for reason in [
+            DropReason::NoPermission,
+            DropReason::DeniedPeer,
+            DropReason::Bandwidth,
+            DropReason::RateLimited,
+            DropReason::Malformed,
+        ] {
+            let _ = dropped.get_or_create(&DropLabels { reason });
+        }
         Metrics {
             registry: Mutex::new(registry),
             allocations,
