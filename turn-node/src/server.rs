@@ -15,6 +15,16 @@
 //!   └─ 1 s tick ─► engine.handle_timeout
 //!  caller's runtime: admin HTTP, bandwidth sampler, secrets reload, drain supervisor
 //! ```
+//!
+//! Receives use `recvmmsg` (see `batch`) into one buffer per worker that every
+//! socket of the worker shares between await points, so an allocation costs a
+//! socket, a task and the engine's bookkeeping, not a receive buffer. Sends are
+//! one `sendto` per packet: each client→peer packet leaves through its own
+//! allocation's relay socket, so there is nothing to batch per socket.
+//!
+//! Timers: the worker ticks once a second instead of sleeping until
+//! [`Engine::poll_timeout`]; every TURN lifetime is whole seconds and a sweep
+//! over thousands of allocations costs microseconds.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
