@@ -112,10 +112,17 @@ async fn main() {
     let mut times = vec![];
     for i in 0..args.joins {
         let start = Instant::now();
-        let p = Peer::join(node, &token(&format!("j{i}"), "bench", |g| g.can_publish = false), 200, &[]).await;
+        let mut p = Peer::join(node, &token(&format!("j{i}"), "bench", |g| g.can_publish = false), 200, &[]).await;
         let ok = eventually(Duration::from_secs(10), || p.valid_from(TrackKind::Audio, 1) > 0).await;
         if ok {
             times.push(start.elapsed().as_secs_f64() * 1000.0);
+        } else {
+            let mut seen = vec![];
+            while let Ok(m) = p.events.try_recv() {
+                seen.push(format!("{m:?}").chars().take(60).collect::<String>());
+            }
+            eprintln!("join {i}: no media; video {}, invalid {}, state {:?}, events {seen:?}",
+                p.valid_from(TrackKind::Video, 1), p.invalid(), p.pc.ice_connection_state());
         }
         p.close().await;
     }
