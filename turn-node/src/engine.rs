@@ -613,7 +613,7 @@ impl Engine {
             self.shared.metrics.drop_packet(DropReason::NoPermission);
             return Forward::None;
         };
-        if !self.shared.filter.permits(peer.ip()) {
+        if !self.shared.filter.permits_addr(peer) {
             self.shared.metrics.drop_packet(DropReason::DeniedPeer);
             return Forward::None;
         }
@@ -872,7 +872,7 @@ impl Engine {
     fn check_peer(&mut self, five: &FiveTuple, msg: &Message<'_>, key: &Key, peer: SocketAddr) -> bool {
         // The filter goes first so every forbidden form gets the same 403,
         // whatever its family.
-        if !self.shared.filter.permits(peer.ip()) {
+        if !self.shared.filter.permits_addr(peer) {
             self.shared.metrics.alloc_result(AllocResult::DeniedPeer);
             self.error(five, msg, Some(key), 403, "Forbidden");
             return false;
@@ -907,7 +907,9 @@ impl Engine {
         }
         // All or nothing (RFC 8656 §9.2): check every peer before installing any.
         for peer in msg.peer_addrs() {
-            if !self.check_peer(five, msg, &key, peer) {
+            // A permission is per IP: its port means nothing (RFC 8656 §9), so
+            // only the IP is judged here; ports are checked per packet.
+            if !self.check_peer(five, msg, &key, SocketAddr::new(peer.ip(), 0)) {
                 return;
             }
         }

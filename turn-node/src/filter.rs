@@ -9,8 +9,12 @@
 //! judged as the IPv4 address they reach, which closes the `::ffff:127.0.0.1`
 //! class of bypasses. Explicit allow CIDRs win over every deny rule (gateway
 //! mode allows the SFU pod CIDR); extra deny CIDRs add to the defaults.
+//!
+//! One rule no allow CIDR overrides: the server's own UDP listener addresses.
+//! In gateway mode the allowed pod CIDR contains the TURN pod itself, and a
+//! relay pointed at its own listener would loop TURN through TURN.
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use ipnet::IpNet;
 
@@ -20,6 +24,7 @@ pub struct PeerFilter {
     allow: Vec<IpNet>,
     deny: Vec<IpNet>,
     own: Vec<IpAddr>,
+    blocked: Vec<SocketAddr>,
 }
 
 /// Unwrap IPv6 addresses that carry an IPv4 destination.
@@ -72,7 +77,23 @@ impl PeerFilter {
     /// addresses (denied unless allowed, so a client cannot loop the relay
     /// back into the server).
     pub fn new(allow: Vec<IpNet>, deny: Vec<IpNet>, own: Vec<IpAddr>) -> Self {
-        PeerFilter { allow, deny, own: own.into_iter().map(canonical).collect() }
+        PeerFilter { allow, deny, own: own.into_iter().map(canonical).collect(), blocked: Vec::new() }
+    }
+
+    /// Transport addresses never relayed to, whatever the allow list says
+    /// (the server's own UDP listeners).
+    pub fn with_blocked(mut self, blocked: impl IntoIterator<Item = SocketAddr>) -> Self {
+        self.blocked = blocked.into_iter().map(|a| SocketAddr::new(canonical(a.ip()), a.port())).collect();
+        self
+    }
+
+    /// True when relaying to this exact transport address is permitted.
+    pub fn permits_addr(&self, addr: SocketAddr) -> bool {
+        let ip = canonical(addr.ip());
+        if self.blocked.iter().any(|b| b.ip() == ip && b.port() == addr.port()) {
+            return false;
+        }
+        self.permits(ip)
     }
 
     /// True when relaying to `ip` is permitted.
@@ -146,5 +167,15 @@ mod tests {
         assert!(!f.permits(ip("::ffff:10.96.0.1")));
         assert!(!f.permits(ip("192.0.2.10")));
         assert!(!f.permits(ip("::1")));
+    }
+
+    #[test]
+    fn own_listener_is_blocked_even_when_allowed() {
+        let f = PeerFilter::new(vec!["10.244.0.0/16".parse().unwrap()], vec![], vec![])
+            .with_blocked(["10.244.1.7:3478".parse().unwrap()]);
+        assert!(!f.permits_addr("10.244.1.7:3478".parse().unwrap()));
+        assert!(!f.permits_addr("[::ffff:10.244.1.7]:3478".parse().unwrap()));
+        assert!(f.permits_addr("10.244.1.7:50000".parse().unwrap()), "relay ports stay reachable");
+        assert!(f.permits_addr("10.244.2.9:3478".parse().unwrap()));
     }
 }

@@ -274,25 +274,6 @@ impl TurnServer {
         }
         let static_users: Vec<(String, String)> =
             config.auth.static_users.iter().map(|u| (u.username.clone(), u.password.clone())).collect();
-        let metrics = Arc::new(Metrics::new());
-        let shared = Arc::new(Shared {
-            credentials: Credentials::new(&config.realm, secrets, &static_users),
-            nonces: NonceMinter::new(rand::random(), config.auth.nonce_lifetime_seconds),
-            filter: PeerFilter::new(config.peers.allow.clone(), config.peers.deny.clone(), vec![relay_ip]),
-            limits: Limits {
-                max_allocations_per_user: config.quotas.max_allocations_per_user,
-                max_allocations: config.quotas.max_allocations,
-                bandwidth_per_allocation: config.quotas.bandwidth_per_allocation_bps / 8,
-                unauthenticated_rate: config.quotas.unauthenticated_requests_per_second,
-                default_lifetime: config.default_lifetime(),
-                max_lifetime: Duration::from_secs(config.lifetimes.max_seconds),
-            },
-            quotas: Quotas::default(),
-            metrics: metrics.clone(),
-            draining: false.into(),
-            relay_ip,
-        });
-
         // Bind every listener once per worker. The first bind resolves port 0,
         // the others join it through SO_REUSEPORT.
         let mut addrs = BoundAddrs { udp: Vec::new(), tcp: Vec::new(), tls: Vec::new(), admin: config.admin_address };
@@ -333,6 +314,34 @@ impl TurnServer {
                 }
             }
         }
+        // Our own UDP listeners are never a relay destination (no TURN loops),
+        // whatever the allow list says; a wildcard listener is reached at the
+        // relay address.
+        let own_udp: Vec<SocketAddr> = addrs
+            .udp
+            .iter()
+            .map(|a| if a.ip().is_unspecified() { SocketAddr::new(relay_ip, a.port()) } else { *a })
+            .collect();
+        let metrics = Arc::new(Metrics::new());
+        let shared = Arc::new(Shared {
+            credentials: Credentials::new(&config.realm, secrets, &static_users),
+            nonces: NonceMinter::new(rand::random(), config.auth.nonce_lifetime_seconds),
+            filter: PeerFilter::new(config.peers.allow.clone(), config.peers.deny.clone(), vec![relay_ip])
+                .with_blocked(own_udp),
+            limits: Limits {
+                max_allocations_per_user: config.quotas.max_allocations_per_user,
+                max_allocations: config.quotas.max_allocations,
+                bandwidth_per_allocation: config.quotas.bandwidth_per_allocation_bps / 8,
+                unauthenticated_rate: config.quotas.unauthenticated_requests_per_second,
+                default_lifetime: config.default_lifetime(),
+                max_lifetime: Duration::from_secs(config.lifetimes.max_seconds),
+            },
+            quotas: Quotas::default(),
+            metrics: metrics.clone(),
+            draining: false.into(),
+            relay_ip,
+        });
+
         let admin_listener = std::net::TcpListener::bind(config.admin_address).map_err(|source| Error::Bind {
             what: "admin",
             addr: config.admin_address,

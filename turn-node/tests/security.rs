@@ -212,6 +212,29 @@ async fn allow_list_wins_over_the_default_deny() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn own_listener_is_never_a_peer_even_when_allowed() {
+    // Gateway mode allows the pod CIDR, which holds the TURN pod itself:
+    // relaying into our own listener would loop TURN through TURN.
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(loopback_config(dir.path())).await;
+    let own = server.addrs().udp[0];
+    let mut c = Raw::rest(own, "looper").await;
+    assert_eq!(c.allocate().await.code(), None);
+    assert_eq!(c.bind(0x4000, own).await.code(), Some(403), "ChannelBind to our own listener");
+    let mapped: SocketAddr = format!("[::ffff:127.0.0.1]:{}", own.port()).parse().unwrap();
+    assert_eq!(c.bind(0x4001, mapped).await.code(), Some(403), "IPv4-mapped form of it");
+    // A permission for the IP is fine (other ports on it are allowed peers),
+    // but a Send to the listener port is still refused.
+    assert_eq!(c.permit(own).await.code(), None);
+    let before = server.metrics().dropped_count(DropReason::DeniedPeer);
+    c.send_indication(own, b"loop").await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(server.metrics().dropped_count(DropReason::DeniedPeer), before + 1);
+    assert_eq!(server.status().allocations, 1, "no second allocation appeared through the loop");
+    server.shutdown();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn expired_and_forged_credentials_get_401() {
     let dir = tempfile::tempdir().unwrap();
     let server = start(loopback_config(dir.path())).await;
