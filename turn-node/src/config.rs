@@ -208,6 +208,25 @@ impl Default for Config {
 }
 
 impl Config {
+    /// A loopback-only configuration for `switchyard dev` (everything on one
+    /// host): UDP and TCP on `127.0.0.1:port` (0 picks one), relays on
+    /// 127.0.0.1 with kernel-chosen ports, loopback peers allowed (the SFU
+    /// runs on the same host), the admin API on an ephemeral port.
+    pub fn dev(port: u16, secret: &str) -> Self {
+        let listen = |protocol| Listener { protocol, address: SocketAddr::from(([127, 0, 0, 1], port)) };
+        let mut c = Config {
+            realm: "switchyard.dev".into(),
+            listeners: vec![listen(Protocol::Udp), listen(Protocol::Tcp)],
+            admin_address: SocketAddr::from(([127, 0, 0, 1], 0)),
+            workers: 1,
+            ..Config::default()
+        };
+        c.relay = RelayConfig { address: Some([127, 0, 0, 1].into()), bind_address: None, port_min: 0, port_max: 0 };
+        c.auth.secrets = vec![secret.to_owned()];
+        c.peers.allow = vec!["127.0.0.0/8".parse().expect("literal")];
+        c
+    }
+
     /// Parse YAML text.
     pub fn from_yaml(text: &str, path: &Path) -> Result<Self> {
         serde_saphyr::from_str(text).map_err(|e| Error::Parse { path: path.to_owned(), message: e.to_string() })
@@ -482,6 +501,14 @@ quotas: { maxAllocationsPerUser: 10 }
                 .contains("listeners[0]")
         );
         assert!(err("relayy: {}").contains("relayy"), "unknown fields are named");
+    }
+
+    #[test]
+    fn dev_config_is_valid_and_loopback_only() {
+        let c = Config::dev(0, "s");
+        c.validate().unwrap();
+        assert!(c.listeners.iter().all(|l| l.address.ip().is_loopback()));
+        assert!(c.relay_address().unwrap().is_loopback());
     }
 
     #[test]

@@ -31,10 +31,11 @@
 //!
 //! # Embedding
 //! ```no_run
-//! # async fn f(config: switchyard_turn_node::Config) -> switchyard_turn_node::Result<()> {
-//! let handle = switchyard_turn_node::TurnServer::start(config).await?;
-//! println!("TURN on {:?}", handle.addrs().udp);
-//! handle.drain();
+//! # async fn f() -> switchyard_turn_node::Result<()> {
+//! use switchyard_turn_node::{Config, TurnServer};
+//! let handle = TurnServer::start(Config::dev(3478, "dev-secret")).await?;
+//! println!("TURN on {:?}, admin on {}", handle.addrs().udp, handle.addrs().admin);
+//! handle.drain(); // or handle.shutdown(); dropping the handle also stops it
 //! handle.wait().await
 //! # }
 //! ```
