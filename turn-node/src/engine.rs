@@ -47,6 +47,8 @@ pub const CHANNEL_LIFETIME: Duration = Duration::from_secs(600);
 /// After a channel expires, neither its number nor its peer may be bound
 /// differently for this long (RFC 8656 §12).
 pub const CHANNEL_COOLDOWN: Duration = Duration::from_secs(300);
+/// Permissions one allocation may hold (a WebRTC peer needs a handful).
+pub const MAX_PERMISSIONS: usize = 64;
 /// UDP, the only relay transport (REQUESTED-TRANSPORT value).
 const PROTO_UDP: u8 = 17;
 
@@ -913,10 +915,24 @@ impl Engine {
                 return;
             }
         }
+        if !self.room_for_permissions(id, now, msg.peer_addrs().map(|p| p.ip())) {
+            return self.error(five, msg, Some(&key), 508, "Insufficient Capacity: too many permissions");
+        }
         for peer in msg.peer_addrs() {
             self.install_permission(id, peer.ip(), now);
         }
         self.respond(five, msg, Class::Success, Some(&key), |_| {});
+    }
+
+    /// Whether installing permissions for `ips` keeps the allocation within
+    /// [`MAX_PERMISSIONS`]: the relay path scans them per packet, so one
+    /// client must not be able to grow the list without bound.
+    fn room_for_permissions(&self, id: AllocId, now: Instant, ips: impl Iterator<Item = IpAddr>) -> bool {
+        let a = &self.allocs[&id];
+        let mut fresh: Vec<IpAddr> = ips.map(canonical_ip).filter(|ip| !a.has_permission(*ip, now)).collect();
+        fresh.sort_unstable();
+        fresh.dedup();
+        a.permissions.len() + fresh.len() <= MAX_PERMISSIONS
     }
 
     fn channel_bind(&mut self, now: Instant, five: &FiveTuple, msg: &Message<'_>, key: Key, username: &str) {
@@ -940,6 +956,9 @@ impl Engine {
             || a.cooldown.iter().any(|&(c, p, until)| until > now && ((c == channel) != (p == peer)));
         if conflict {
             return self.error(five, msg, Some(&key), 400, "Bad Request: channel or peer bound differently");
+        }
+        if !self.room_for_permissions(id, now, std::iter::once(peer.ip())) {
+            return self.error(five, msg, Some(&key), 508, "Insufficient Capacity: too many permissions");
         }
         let metrics = self.shared.metrics.clone();
         let a = self.allocs.get_mut(&id).expect("exists");

@@ -550,3 +550,19 @@ fn poll_timeout_reports_the_earliest_deadline() {
     h.permit(peer());
     assert_eq!(h.engine.poll_timeout(), Some(h.now + PERMISSION_LIFETIME));
 }
+
+#[test]
+fn permissions_per_allocation_are_capped() {
+    let mut h = Harness::new();
+    h.allocate();
+    for i in 0..MAX_PERMISSIONS as u32 {
+        let p = SocketAddr::from((std::net::Ipv4Addr::from(0xCB00_7100 + i), 1));
+        assert_eq!(h.permit(p).code(), None, "permission {i}");
+    }
+    let one_more = SocketAddr::from(([198, 18, 0, 1], 1));
+    assert_eq!(h.permit(one_more).code(), Some(508));
+    assert_eq!(h.bind(0x4000, one_more).code(), Some(508));
+    // Refreshing an existing one is always fine.
+    assert_eq!(h.permit(SocketAddr::from(([203, 0, 113, 0], 9))).code(), None);
+    assert_eq!(h.shared.metrics.permissions.get(), MAX_PERMISSIONS as i64);
+}
