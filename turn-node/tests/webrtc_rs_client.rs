@@ -12,7 +12,8 @@ use turn::client::{Client, ClientConfig};
 use webrtc_util::Conn;
 
 async fn client(server: std::net::SocketAddr, username: String, password: String) -> Client {
-    let conn = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let local = if server.is_ipv6() { "[::1]:0" } else { "127.0.0.1:0" };
+    let conn = tokio::net::UdpSocket::bind(local).await.unwrap();
     let cfg = ClientConfig {
         stun_serv_addr: server.to_string(),
         turn_serv_addr: server.to_string(),
@@ -80,5 +81,41 @@ async fn wrong_password_is_refused() {
     let err = c.allocate().await.err().expect("allocation must fail");
     assert!(err.to_string().contains("401") || err.to_string().to_lowercase().contains("unauthorized"), "{err}");
     assert_eq!(server.status().allocations, 0);
+    server.shutdown();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn relays_over_ipv6_loopback() {
+    use switchyard_turn_node::config::{Listener, Protocol};
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = loopback_config(dir.path());
+    config.listeners = vec![Listener { protocol: Protocol::Udp, address: "[::1]:0".parse().unwrap() }];
+    config.relay.address = Some("::1".parse().unwrap());
+    config.peers.allow = vec!["::1/128".parse().unwrap()];
+    let server = start(config).await;
+    let peer_sock = tokio::net::UdpSocket::bind("[::1]:0").await.unwrap();
+    let peer = peer_sock.local_addr().unwrap();
+    tokio::spawn(async move {
+        let mut buf = vec![0u8; 2048];
+        while let Ok((n, from)) = peer_sock.recv_from(&mut buf).await {
+            let _ = peer_sock.send_to(&buf[..n], from).await;
+        }
+    });
+    let (user, pass) = rest_credentials(SECRET, "v6", Duration::from_secs(600));
+    let c = client(server.addrs().udp[0], user, pass).await;
+    let relay = c.allocate().await.expect("allocate over IPv6");
+    assert!(relay.local_addr().unwrap().is_ipv6());
+    let mut buf = vec![0u8; 2048];
+    for i in 0..10u8 {
+        let payload = vec![i; 300];
+        relay.send_to(&payload, peer).await.unwrap();
+        let (n, from) = tokio::time::timeout(Duration::from_secs(5), relay.recv_from(&mut buf))
+            .await
+            .expect("echo over IPv6")
+            .unwrap();
+        assert_eq!((from, &buf[..n]), (peer, &payload[..]));
+    }
+    relay.close().await.unwrap();
+    c.close().await.unwrap();
     server.shutdown();
 }
