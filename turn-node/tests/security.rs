@@ -280,6 +280,29 @@ async fn quota_exceeded_gets_486() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn relays_come_from_the_configured_port_range_and_exhaustion_gets_508() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = loopback_config(dir.path());
+    let port = free_udp_port();
+    config.relay.port_min = port;
+    config.relay.port_max = port;
+    let server = start(config).await;
+    let addr = server.addrs().udp[0];
+    let mut first = Raw::rest(addr, "first").await;
+    let answer = first.allocate().await;
+    let relayed = parse(&answer.bytes).unwrap().relayed.expect("XOR-RELAYED-ADDRESS");
+    assert_eq!(relayed, SocketAddr::from(([127, 0, 0, 1], port)), "relay port from the range");
+    let mut second = Raw::rest(addr, "second").await;
+    assert_eq!(second.allocate().await.code(), Some(508), "range exhausted");
+    assert_eq!(server.status().allocations, 1);
+    // The refused allocation released its quota reservation.
+    assert_eq!(first.refresh(0).await.code(), None);
+    let mut third = Raw::rest(addr, "third").await;
+    assert_eq!(third.allocate().await.code(), None, "port free again after the first ended");
+    server.shutdown();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn malformed_input_gets_400_or_is_dropped_and_the_server_survives() {
     let dir = tempfile::tempdir().unwrap();
     let server = start(loopback_config(dir.path())).await;
