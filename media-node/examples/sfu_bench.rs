@@ -121,8 +121,12 @@ async fn main() {
             while let Ok(m) = p.events.try_recv() {
                 seen.push(format!("{m:?}").chars().take(60).collect::<String>());
             }
-            eprintln!("join {i}: no media; video {}, invalid {}, state {:?}, events {seen:?}",
-                p.valid_from(TrackKind::Video, 1), p.invalid(), p.pc.ice_connection_state());
+            eprintln!(
+                "join {i}: no media; video {}, invalid {}, state {:?}, events {seen:?}",
+                p.valid_from(TrackKind::Video, 1),
+                p.invalid(),
+                p.pc.ice_connection_state()
+            );
         }
         p.close().await;
     }
