@@ -1,0 +1,122 @@
+#!/usr/bin/env bash
+# Smoke check of the e2e harness against a real control plane:
+#   1. cluster.sh up
+#   2. the server reports the Kubernetes version build.sh built
+#   3. the repo's CRDs apply and become Established
+#   4. a valid MediaCluster is accepted; an invalid one (sfu.replicas min > max)
+#      is rejected by the apiserver with the CRD's CEL message
+#   5. a one-pod Deployment is scheduled onto a kwok node and Runs with a pod IP
+#      from that node's podCIDR (127.1.0.0/24)
+#   6. cluster.sh down (always, also on failure)
+# Exits non-zero and says which check failed.
+set -euo pipefail
+
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+ROOT=$(cd "$HERE/.." && pwd)
+export SWITCHYARD_E2E_DIR=${SWITCHYARD_E2E_DIR:-/tmp/switchyard-e2e-smoke}
+K8S_VERSION=${K8S_VERSION:-v1.37.2}
+NS=smoke
+
+now() { date +%s.%N; }
+elapsed() { printf '%.1f' "$(echo "$(now) - $1" | bc)"; }
+t_all=$(now)
+current="cluster.sh up"
+fail() {
+  echo "SMOKE FAILED: $current: $*" >&2
+  exit 1
+}
+cleanup() {
+  local rc=$?
+  if ((rc)); then
+    echo "SMOKE FAILED at: $current (exit $rc)" >&2
+    if [[ -f $SWITCHYARD_E2E_DIR/env ]]; then
+      "$HERE/cluster.sh" logs >&2 || true
+      [[ -n ${KUBECONFIG:-} ]] && "${E2E_KUBECTL:-kubectl}" get nodes,pods -A -o wide >&2 || true
+    fi
+  fi
+  "$HERE/cluster.sh" down || true
+  echo "smoke: total $(elapsed "$t_all") s" >&2
+  exit "$rc"
+}
+trap cleanup EXIT
+
+# A stale cluster from an interrupted run would make `up` refuse.
+"$HERE/cluster.sh" down
+t0=$(now)
+"$HERE/cluster.sh" up >/dev/null
+echo "smoke: cluster.sh up $(elapsed "$t0") s"
+# shellcheck disable=SC1090
+source <("$HERE/cluster.sh" env)
+k() { "$E2E_KUBECTL" "$@"; }
+
+current="server version"
+got=$(k version -o json | python3 -c 'import json,sys; print(json.load(sys.stdin)["serverVersion"]["gitVersion"])')
+[[ $got == "$K8S_VERSION" ]] || fail "server reports '$got', want $K8S_VERSION"
+echo "smoke: server version $got"
+
+current="apply CRDs"
+t0=$(now)
+k apply -f "$ROOT/crds/"
+k wait --for=condition=Established crd --all --timeout=60s
+echo "smoke: CRDs established $(elapsed "$t0") s"
+
+current="valid MediaCluster"
+k create namespace "$NS"
+# the mapping of the new kind can lag the Established condition in discovery
+for _ in $(seq 50); do k get mediaclusters -n "$NS" >/dev/null 2>&1 && break; sleep 0.2; done
+cat <<EOF | k apply -n "$NS" -f - || fail "a MediaCluster with spec: {} was not accepted"
+apiVersion: switchyard.dev/v1alpha1
+kind: MediaCluster
+metadata: {name: ok}
+spec: {}
+EOF
+k get mediacluster -n "$NS" ok -o jsonpath='{.spec.sfu.replicas}{"\n"}'
+
+current="invalid MediaCluster rejected by CEL"
+want="replicas.min must be less than or equal to replicas.max"
+set +e
+out=$(cat <<EOF | k apply -n "$NS" -f - 2>&1
+apiVersion: switchyard.dev/v1alpha1
+kind: MediaCluster
+metadata: {name: bad}
+spec:
+  sfu:
+    replicas: {min: 5, max: 2}
+EOF
+)
+rc=$?
+set -e
+echo "$out"
+((rc != 0)) || fail "the apiserver accepted sfu.replicas {min: 5, max: 2}"
+[[ $out == *"$want"* ]] || fail "rejected, but without the message '$want'"
+! k get mediacluster -n "$NS" bad >/dev/null 2>&1 || fail "the invalid MediaCluster exists"
+echo "smoke: invalid MediaCluster rejected with the CEL message"
+
+current="Deployment scheduled onto kwok and Running"
+t0=$(now)
+cat <<EOF | k apply -n "$NS" -f -
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: hello}
+spec:
+  replicas: 1
+  selector: {matchLabels: {app: hello}}
+  template:
+    metadata: {labels: {app: hello}}
+    spec:
+      nodeSelector: {kubernetes.io/hostname: kwok-node-0}
+      containers:
+      - name: hello
+        image: registry.invalid/switchyard/never-pulled:0
+EOF
+k rollout status -n "$NS" deployment/hello --timeout=90s
+read -r pod node phase ip < <(k get pods -n "$NS" -l app=hello \
+  -o jsonpath='{range .items[*]}{.metadata.name} {.spec.nodeName} {.status.phase} {.status.podIP}{"\n"}{end}')
+echo "smoke: pod $pod on $node phase $phase ip $ip ($(elapsed "$t0") s)"
+[[ $node == kwok-node-0 ]] || fail "pod on node '$node'"
+[[ $phase == Running ]] || fail "pod phase '$phase'"
+python3 -c 'import ipaddress,sys; sys.exit(ipaddress.ip_address(sys.argv[1]) not in ipaddress.ip_network("127.1.0.0/24"))' "$ip" ||
+  fail "pod IP '$ip' not in 127.1.0.0/24"
+
+current="cluster.sh down"
+echo "smoke: OK"
