@@ -1,9 +1,11 @@
 //! media-node configuration: flags and environment (the operator sets the environment).
 
 use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use clap::Parser;
+use serde::Deserialize;
 
 use crate::{Error, Result};
 
@@ -11,7 +13,15 @@ use crate::{Error, Result};
 #[derive(Debug, Clone, Parser)]
 #[command(name = "media-node", version, about = "Switchyard SFU: signaling and media forwarding")]
 pub struct Config {
-    /// HTTP listen address: `/rtc` WebSocket, health, metrics, internal API.
+    /// A YAML file (as the operator renders it); its settings override flags and
+    /// environment. Re-read while running for the TURN servers and secret.
+    #[arg(long, env = "SWITCHYARD_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Admin listen address: health, metrics, `/internal/status`, `/drain`, room close.
+    /// Never expose it publicly.
+    #[arg(long, env = "SWITCHYARD_ADMIN_ADDR", default_value = "0.0.0.0:9090")]
+    pub admin_addr: SocketAddr,
+    /// HTTP listen address: `/rtc` WebSocket, health, metrics.
     #[arg(long, env = "SWITCHYARD_HTTP_ADDR", default_value = "0.0.0.0:7880")]
     pub http_addr: SocketAddr,
     /// The one UDP port all peer connections share.
@@ -83,6 +93,83 @@ pub struct Config {
     pub token_leeway_seconds: u64,
 }
 
+/// The file the operator renders (`operator::render::config::MediaNodeConfig`).
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct FileConfig {
+    /// The MediaCluster name.
+    pub cluster: String,
+    /// Signaling HTTP port.
+    pub signaling_port: u16,
+    /// Admin port.
+    pub admin_port: u16,
+    /// `Gateway` (clients relay through TURN) or `Direct`.
+    pub mode: switchyard_api::media_cluster::ExposureMode,
+    /// Shared UDP media port.
+    pub udp_port: u16,
+    /// ICE-TCP port.
+    pub tcp_port: u16,
+    /// Addresses to advertise; empty: the pod IP (Gateway) or host IP (Direct).
+    #[serde(default)]
+    pub advertised_addresses: Vec<IpAddr>,
+    /// One file per API key, holding its secret.
+    pub keys_dir: PathBuf,
+    /// TURN servers for clients.
+    pub turn: FileTurn,
+    /// Room defaults.
+    pub room_defaults: switchyard_api::media_cluster::RoomDefaults,
+    /// How long a drain waits for rooms to empty.
+    pub drain_grace_seconds: u64,
+}
+
+/// TURN settings in the file.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct FileTurn {
+    /// URIs handed to clients.
+    #[serde(default)]
+    pub uris: Vec<String>,
+    /// The shared secret file (first non-comment line).
+    pub secret_file: PathBuf,
+    /// Lifetime of minted credentials.
+    pub credential_ttl_seconds: u64,
+}
+
+impl FileConfig {
+    /// Read and parse the file; errors name the file and the field.
+    pub fn read(path: &Path) -> Result<Self> {
+        let text =
+            std::fs::read_to_string(path).map_err(|e| Error::Config(format!("config {}: {e}", path.display())))?;
+        serde_saphyr::from_str(&text).map_err(|e| Error::Config(format!("config {}: {e}", path.display())))
+    }
+}
+
+/// Read a secret file: the first line that is not empty or a `#` comment.
+pub fn read_secret(path: &Path) -> Result<String> {
+    let text = std::fs::read_to_string(path).map_err(|e| Error::Config(format!("secret {}: {e}", path.display())))?;
+    text.lines()
+        .map(str::trim)
+        .find(|l| !l.is_empty() && !l.starts_with('#'))
+        .map(str::to_owned)
+        .ok_or_else(|| Error::Config(format!("secret {}: the file holds no secret", path.display())))
+}
+
+/// API keys from a directory: each file's name is a key, its contents the secret. Names
+/// starting with `.` (the kubelet's `..data` links) are skipped.
+pub fn read_keys_dir(dir: &Path) -> Result<Vec<(String, String)>> {
+    let entries = std::fs::read_dir(dir).map_err(|e| Error::Config(format!("keysDir {}: {e}", dir.display())))?;
+    let mut keys = vec![];
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name.starts_with('.') || !entry.path().is_file() {
+            continue;
+        }
+        keys.push((name, read_secret(&entry.path())?));
+    }
+    keys.sort();
+    Ok(keys)
+}
+
 fn parse_key(s: &str) -> std::result::Result<(String, String), String> {
     match s.split_once(':') {
         Some((k, v)) if !k.is_empty() && !v.is_empty() => Ok((k.to_owned(), v.to_owned())),
@@ -91,6 +178,37 @@ fn parse_key(s: &str) -> std::result::Result<(String, String), String> {
 }
 
 impl Config {
+    /// Apply a config file on top of flags and environment. `env` looks up `POD_IP`,
+    /// `HOST_IP` and `POD_NAME`.
+    pub fn apply_file(&mut self, file: &FileConfig, env: impl Fn(&str) -> Option<String>) -> Result<()> {
+        let any = IpAddr::from([0, 0, 0, 0]);
+        self.http_addr = SocketAddr::new(any, file.signaling_port);
+        self.admin_addr = SocketAddr::new(any, file.admin_port);
+        self.udp_addr = SocketAddr::new(any, file.udp_port);
+        self.tcp_addr = SocketAddr::new(any, file.tcp_port);
+        let gateway = file.mode == switchyard_api::media_cluster::ExposureMode::Gateway;
+        self.advertise_ips = if !file.advertised_addresses.is_empty() {
+            file.advertised_addresses.clone()
+        } else {
+            let var = if gateway { "POD_IP" } else { "HOST_IP" };
+            let ip = env(var).ok_or_else(|| Error::Config(format!("{var}: required to advertise an address")))?;
+            vec![ip.parse().map_err(|e| Error::Config(format!("{var}: {ip:?}: {e}")))?]
+        };
+        if let Some(name) = env("POD_NAME") {
+            self.node_name = name;
+        }
+        self.api_keys = read_keys_dir(&file.keys_dir)?;
+        self.turn_uris = file.turn.uris.clone();
+        self.turn_secret = Some(read_secret(&file.turn.secret_file)?);
+        self.turn_ttl_seconds = file.turn.credential_ttl_seconds;
+        self.relay_only = gateway;
+        self.auto_create = file.room_defaults.auto_create;
+        self.empty_timeout_seconds = u64::try_from(file.room_defaults.empty_timeout_seconds).unwrap_or(0);
+        self.max_participants = u32::try_from(file.room_defaults.max_participants).unwrap_or(0);
+        self.drain_grace_seconds = file.drain_grace_seconds;
+        Ok(())
+    }
+
     /// Settings for tests and the dev server: loopback, ephemeral ports, one key.
     pub fn local(api_key: &str, api_secret: &str) -> Self {
         let mut c = Config::parse_from(["media-node"]);
@@ -98,6 +216,7 @@ impl Config {
         c.http_addr = lo;
         c.udp_addr = lo;
         c.tcp_addr = lo;
+        c.admin_addr = lo;
         c.api_keys = vec![(api_key.to_owned(), api_secret.to_owned())];
         c.shards = 1;
         c
@@ -156,6 +275,68 @@ impl Config {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The ConfigMap the operator renders (its golden file) is a config media-node reads.
+    #[test]
+    fn reads_the_config_the_operator_renders() {
+        let golden = std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../operator/tests/golden/gateway-defaults.yaml"
+        ))
+        .unwrap();
+        let doc = golden
+            .split("\n---\n")
+            .find(|d| d.contains("kind: ConfigMap") && d.contains("signalingPort"))
+            .expect("the media-node ConfigMap");
+        let cm: serde_json::Value = serde_saphyr::from_str(doc).unwrap();
+        let yaml = cm["data"]["config.yaml"].as_str().unwrap();
+
+        let dir = std::env::temp_dir().join(format!("mn-config-{}", std::process::id()));
+        let keys = dir.join("keys");
+        std::fs::create_dir_all(keys.join("..data")).unwrap();
+        std::fs::write(keys.join("APIedge"), "s3cret\n").unwrap();
+        std::fs::write(dir.join("turn-secret"), "# rotated daily\nturnsecret\n").unwrap();
+        let yaml = yaml
+            .replace("/etc/switchyard/keys", keys.to_str().unwrap())
+            .replace("/etc/switchyard/turn/secret", dir.join("turn-secret").to_str().unwrap());
+        let path = dir.join("config.yaml");
+        std::fs::write(&path, yaml).unwrap();
+
+        let file = FileConfig::read(&path).unwrap();
+        assert_eq!(file.cluster, "edge");
+        let mut c = Config::parse_from(["media-node"]);
+        let env = |k: &str| match k {
+            "POD_IP" => Some("10.244.1.7".to_owned()),
+            "POD_NAME" => Some("edge-sfu-0".to_owned()),
+            _ => None,
+        };
+        c.apply_file(&file, env).unwrap();
+        assert_eq!(c.http_addr.port(), 7880);
+        assert_eq!(c.admin_addr.port(), 9090);
+        assert_eq!(c.advertise_ips, vec!["10.244.1.7".parse::<IpAddr>().unwrap()], "Gateway advertises the pod IP");
+        assert_eq!(c.node_name, "edge-sfu-0");
+        assert_eq!(c.api_keys, vec![("APIedge".to_owned(), "s3cret".to_owned())]);
+        assert_eq!(c.turn_secret.as_deref(), Some("turnsecret"));
+        assert!(c.relay_only);
+        assert_eq!(c.turn_uris.len(), 2);
+        assert!(c.validate().is_ok());
+
+        let mut no_ip = Config::parse_from(["media-node"]);
+        let err = no_ip.apply_file(&file, |_| None).unwrap_err();
+        assert!(err.to_string().contains("POD_IP"), "{err}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_bad_config_file_names_the_problem() {
+        let dir = std::env::temp_dir().join(format!("mn-bad-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("config.yaml");
+        std::fs::write(&path, "cluster: edge\nsignalingPort: seventy\n").unwrap();
+        let err = FileConfig::read(&path).unwrap_err().to_string();
+        assert!(err.contains("config.yaml") && err.contains("signalingPort"), "{err}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 
     #[test]
     fn validation_names_the_field() {

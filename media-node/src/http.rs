@@ -20,22 +20,37 @@ use crate::node::{ShardMsg, Shared, drain, unix_now};
 const DEMO_PAGE: &str = include_str!("../../sdk/js/demo.html");
 const SDK_JS: &str = include_str!("../../sdk/js/switchyard.js");
 
-pub(crate) async fn serve(listener: TcpListener, shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
+/// The public signaling server: `/rtc`, health, metrics, and the demo page in dev mode.
+pub(crate) async fn serve(listener: TcpListener, shared: Arc<Shared>, shutdown: watch::Receiver<bool>) {
     let mut app = axum::Router::new()
         .route("/rtc", get(rtc))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics))
-        .route("/internal/status", get(status))
-        .route("/internal/drain", post(drain_node))
-        .route("/internal/rooms/{name}/close", post(close_room));
+        .route("/metrics", get(metrics));
     if shared.cfg.demo {
         app = app
             .route("/", get(|| async { Html(DEMO_PAGE) }))
             .route("/switchyard.js", get(sdk))
             .route("/dev/token", get(dev_token));
     }
-    let app = app.with_state(shared);
+    run(listener, app.with_state(shared), shutdown).await;
+}
+
+/// The admin server (never public): health, metrics, status, drain and room close, for
+/// kubelet probes, Prometheus and the operator.
+pub(crate) async fn serve_admin(listener: TcpListener, shared: Arc<Shared>, shutdown: watch::Receiver<bool>) {
+    let app = axum::Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .route("/internal/status", get(status))
+        .route("/drain", post(drain_node))
+        .route("/internal/drain", post(drain_node))
+        .route("/internal/rooms/{name}/close", post(close_room));
+    run(listener, app.with_state(shared), shutdown).await;
+}
+
+async fn run(listener: TcpListener, app: axum::Router, mut shutdown: watch::Receiver<bool>) {
     let stop = async move {
         let _ = shutdown.wait_for(|s| *s).await;
     };

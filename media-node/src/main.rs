@@ -1,12 +1,14 @@
 use clap::Parser;
+use switchyard_media_node::config::FileConfig;
 use switchyard_media_node::{Config, Node};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::from_default_env()).init();
-    let node = Node::start(Config::parse()).await?;
-    tokio::signal::ctrl_c().await?;
-    node.drain();
-    node.shutdown().await;
+    let mut cfg = Config::parse();
+    if let Some(path) = cfg.config.clone() {
+        cfg.apply_file(&FileConfig::read(&path)?, |k| std::env::var(k).ok())?;
+    }
+    Node::start(cfg).await?.run_until_signal().await;
     Ok(())
 }

@@ -43,6 +43,8 @@ pub(crate) struct Shared {
     addr_shard: RwLock<HashMap<(Protocol, SocketAddr), usize>>,
     tcp_conns: RwLock<HashMap<SocketAddr, mpsc::UnboundedSender<Vec<u8>>>>,
     next_pid: AtomicU64,
+    /// TURN URIs and secret; re-read from the config file while running.
+    turn: RwLock<(Vec<String>, Option<String>)>,
     /// Buffers handed back by shards for the receive loop to reuse.
     spare: Mutex<Vec<Vec<u8>>>,
 }
@@ -86,10 +88,11 @@ impl Shared {
 
     pub(crate) fn ice_servers(&self, identity: &str) -> Vec<IceServer> {
         let cfg = &self.cfg;
-        if cfg.turn_uris.is_empty() {
+        let (uris, secret) = self.turn.read().expect("turn settings").clone();
+        if uris.is_empty() {
             return vec![];
         }
-        let (username, credential) = match &cfg.turn_secret {
+        let (username, credential) = match &secret {
             Some(secret) => {
                 let expires = unix_now() + cfg.turn_ttl_seconds;
                 let (u, p) = crate::turn_credentials::rest_credentials(secret, identity, expires);
@@ -97,7 +100,7 @@ impl Shared {
             }
             None => (None, None),
         };
-        vec![IceServer { urls: cfg.turn_uris.clone(), username, credential }]
+        vec![IceServer { urls: uris, username, credential }]
     }
 
     pub(crate) async fn status(&self) -> MediaNodeStatus {
@@ -157,15 +160,48 @@ pub struct NodeHandle {
     pub udp_addr: SocketAddr,
     /// The ICE-TCP port, if enabled.
     pub tcp_addr: Option<SocketAddr>,
+    /// The admin port (status, drain, room close).
+    pub admin_addr: SocketAddr,
     shared: Arc<Shared>,
     shutdown: watch::Sender<bool>,
     server: tokio::task::JoinHandle<()>,
 }
 
 impl NodeHandle {
-    /// Refuse new sessions and tell connected clients to reconnect elsewhere.
+    /// Refuse new sessions; sessions already here go on.
     pub fn drain(&self) {
         drain(&self.shared);
+    }
+
+    /// Tell every connected client to reconnect elsewhere (the end of a drain).
+    pub fn evacuate(&self) {
+        for i in 0..self.shared.shards.len() {
+            self.shared.send(i, ShardMsg::Command(Command::Drain));
+        }
+    }
+
+    /// On SIGTERM or Ctrl-C (or once drained through the admin API and empty): stop taking
+    /// sessions, wait for participants to leave or the grace period to end, then move the
+    /// rest elsewhere and stop.
+    pub async fn run_until_signal(self) {
+        let grace = Duration::from_secs(self.shared.cfg.drain_grace_seconds);
+        wait_for_signal().await;
+        self.drain();
+        let deadline = tokio::time::Instant::now() + grace;
+        loop {
+            let participants = self.status().await.participants;
+            if participants == 0 {
+                break;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                tracing::info!(participants, "drain grace over: asking the rest to reconnect elsewhere");
+                self.evacuate();
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                break;
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+        self.shutdown().await;
     }
 
     /// Rooms and participants right now.
@@ -188,8 +224,41 @@ impl NodeHandle {
 pub(crate) fn drain(shared: &Shared) {
     if !shared.draining.swap(true, Ordering::SeqCst) {
         shared.metrics.draining.set(1);
-        for i in 0..shared.shards.len() {
-            shared.send(i, ShardMsg::Command(Command::Drain));
+        tracing::info!("draining: new sessions are refused");
+    }
+}
+
+async fn wait_for_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}
+
+/// Re-read the TURN servers and secret when the config file (or the secret file) changes:
+/// the operator edits them while pods run.
+async fn watch_config(shared: Arc<Shared>, path: std::path::PathBuf) {
+    let mut tick = tokio::time::interval(Duration::from_secs(5));
+    let mut last = None;
+    loop {
+        tick.tick().await;
+        let Ok(file) = crate::config::FileConfig::read(&path) else { continue };
+        let Ok(secret) = crate::config::read_secret(&file.turn.secret_file) else { continue };
+        let next = (file.turn.uris.clone(), Some(secret));
+        if last.as_ref() != Some(&next) {
+            if last.is_some() {
+                tracing::info!(uris = ?next.0, "TURN settings reloaded");
+            }
+            *shared.turn.write().expect("turn settings") = next.clone();
+            last = Some(next);
         }
     }
 }
@@ -208,6 +277,9 @@ impl Node {
         let tcp_addr = tcp.as_ref().map(|l| l.local_addr()).transpose().map_err(Error::io("TCP local address"))?;
         let http = TcpListener::bind(cfg.http_addr).await.map_err(Error::io(format!("bind HTTP {}", cfg.http_addr)))?;
         let http_addr = http.local_addr().map_err(Error::io("HTTP local address"))?;
+        let admin =
+            TcpListener::bind(cfg.admin_addr).await.map_err(Error::io(format!("bind admin {}", cfg.admin_addr)))?;
+        let admin_addr = admin.local_addr().map_err(Error::io("admin local address"))?;
 
         let engine_cfg = EngineConfig {
             node: cfg.node_name.clone(),
@@ -237,6 +309,7 @@ impl Node {
         }
         let shared = Arc::new(Shared {
             verifier: Verifier::new(cfg.api_keys.clone(), cfg.token_leeway_seconds),
+            turn: RwLock::new((cfg.turn_uris.clone(), cfg.turn_secret.clone())),
             cfg,
             metrics: Metrics::new(),
             draining: AtomicBool::new(false),
@@ -257,10 +330,14 @@ impl Node {
             tokio::spawn(accept_tcp(listener, local, shared.clone()));
         }
         tokio::spawn(metrics_loop(shared.clone()));
+        if let Some(path) = shared.cfg.config.clone() {
+            tokio::spawn(watch_config(shared.clone(), path));
+        }
         let (shutdown, rx) = watch::channel(false);
+        tokio::spawn(crate::http::serve_admin(admin, shared.clone(), rx.clone()));
         let server = tokio::spawn(crate::http::serve(http, shared.clone(), rx));
-        tracing::info!(%http_addr, %udp_addr, ?tcp_addr, shards = n, "media-node listening");
-        Ok(NodeHandle { http_addr, udp_addr, tcp_addr, shared, shutdown, server })
+        tracing::info!(%http_addr, %admin_addr, %udp_addr, ?tcp_addr, shards = n, "media-node listening");
+        Ok(NodeHandle { http_addr, udp_addr, tcp_addr, admin_addr, shared, shutdown, server })
     }
 }
 

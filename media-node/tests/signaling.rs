@@ -10,8 +10,6 @@ use switchyard_api::signal::{ErrorCode, ServerMessage};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
-type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
-
 async fn connect(node: &switchyard_media_node::NodeHandle, identity: &str, room: &str) -> Ws {
     tokio_tungstenite::connect_async(url(node, &token(identity, room, |_| {}))).await.unwrap().0
 }

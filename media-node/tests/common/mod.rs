@@ -32,6 +32,8 @@ use webrtc::rtp_transceiver::rtp_codec::RTCRtpCodecCapability;
 use webrtc::rtp_transceiver::rtp_transceiver_direction::RTCRtpTransceiverDirection;
 use webrtc::track::track_local::track_local_static_sample::TrackLocalStaticSample;
 
+pub type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
 pub const KEY: &str = "testkey";
 pub const SECRET: &str = "testsecret-testsecret";
 
