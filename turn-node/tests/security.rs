@@ -283,7 +283,7 @@ async fn quota_exceeded_gets_486() {
 async fn relays_come_from_the_configured_port_range_and_exhaustion_gets_508() {
     let dir = tempfile::tempdir().unwrap();
     let mut config = loopback_config(dir.path());
-    let port = free_udp_port();
+    let port = free_udp_port_outside_ephemeral_range();
     config.relay.port_min = port;
     config.relay.port_max = port;
     let server = start(config).await;

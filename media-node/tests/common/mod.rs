@@ -45,7 +45,14 @@ pub async fn start_node() -> NodeHandle {
     start_node_with(|_| {}).await
 }
 
+/// With several crates of the workspace built together, rustls has two crypto providers
+/// compiled in and cannot pick one itself; webrtc-rs needs one.
+pub fn init_crypto() {
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+}
+
 pub async fn start_node_with(f: impl FnOnce(&mut Config)) -> NodeHandle {
+    init_crypto();
     let mut cfg = Config::local(KEY, SECRET);
     f(&mut cfg);
     Node::start(cfg).await.expect("media-node starts")
@@ -139,6 +146,7 @@ pub struct Peer {
 }
 
 async fn new_pc() -> Arc<RTCPeerConnection> {
+    init_crypto();
     let mut m = MediaEngine::default();
     m.register_default_codecs().unwrap();
     let registry = register_default_interceptors(Registry::new(), &mut m).unwrap();

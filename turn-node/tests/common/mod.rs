@@ -89,6 +89,13 @@ pub fn free_udp_port() -> u16 {
     std::net::UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
+/// A free UDP port below the kernel's ephemeral range (32768+), so that no other test's
+/// `bind(0)` takes it while a test releases and re-acquires it.
+pub fn free_udp_port_outside_ephemeral_range() -> u16 {
+    let start = 20_000 + (std::process::id() % 5_000) as u16;
+    (start..32_000).find(|&p| std::net::UdpSocket::bind(("127.0.0.1", p)).is_ok()).expect("a free port below 32000")
+}
+
 /// GET/POST on the admin API; returns (status, body).
 pub async fn http(method: &str, addr: SocketAddr, path: &str) -> (u16, String) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
