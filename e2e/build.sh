@@ -33,6 +33,7 @@ if [[ ${1:-} == --print ]]; then
   for n in kube-apiserver kube-controller-manager kube-scheduler kubectl; do echo "$n=$BIN/$n-$K8S_VERSION"; done
   echo "etcd=$BIN/etcd-$ETCD_VERSION"
   echo "kwok=$BIN/kwok-$KWOK_VERSION"
+  echo "kwok-stages=$BIN/kwok-stages-$KWOK_VERSION.yaml"
   echo "helm=$BIN/helm-$HELM_VERSION"
   exit 0
 fi
@@ -132,7 +133,18 @@ plain() { # name module version pkg ldflags
   finish "$n $ver"
 }
 plain kwok sigs.k8s.io/kwok "$KWOK_VERSION" sigs.k8s.io/kwok/cmd/kwok \
-  "-X sigs.k8s.io/kwok/pkg/consts.Version=$KWOK_VERSION"
+  "-X sigs.k8s.io/kwok/pkg/consts.Version=${KWOK_VERSION#v}"
+# The kwok binary has no built-in stages (kwokctl supplies them); take the
+# release's own node-initialize, node-heartbeat and pod stages from its module.
+if [[ ! -s $BIN/kwok-stages-$KWOK_VERSION.yaml ]]; then
+  kdir=$(go mod download -json "sigs.k8s.io/kwok@$KWOK_VERSION" | python3 -c 'import json,sys; print(json.load(sys.stdin)["Dir"])')
+  for f in node/fast/node-initialize.yaml node/heartbeat/node-heartbeat.yaml \
+    pod/fast/pod-ready.yaml pod/fast/pod-complete.yaml pod/fast/pod-delete.yaml; do
+    echo "---"
+    cat "$kdir/kustomize/stage/$f"
+  done >"$BIN/kwok-stages-$KWOK_VERSION.yaml.tmp"
+  mv "$BIN/kwok-stages-$KWOK_VERSION.yaml.tmp" "$BIN/kwok-stages-$KWOK_VERSION.yaml"
+fi
 plain helm helm.sh/helm/v4 "$HELM_VERSION" helm.sh/helm/v4/cmd/helm \
   "-X helm.sh/helm/v4/internal/version.version=$HELM_VERSION"
 

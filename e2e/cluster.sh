@@ -266,6 +266,7 @@ up() {
     --leader-elect=false --profiling=false
   start kwok "$BIN_kwok" \
     --kubeconfig "$DIR/kwok.kubeconfig" \
+    --config "$BIN_kwok_stages" \
     --manage-all-nodes=false \
     --manage-nodes-with-annotation-selector kwok.x-k8s.io/node=fake \
     --node-ip 127.0.0.1 --node-name kwok-controller \
