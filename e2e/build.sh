@@ -81,6 +81,13 @@ wrapper() {
 k8s_staging() { echo "v0.${K8S_VERSION#v1.}"; }
 etcd_same() { echo "$ETCD_VERSION"; }
 
+# one build at a time per cache (other checkouts may run this concurrently)
+exec 9>"$BIN/.lock"
+if ! flock -n 9; then
+  echo "==> waiting for another build.sh (lock $BIN/.lock)"
+  flock 9
+fi
+
 total_start=$(now)
 
 # --- Kubernetes: apiserver, controller-manager, scheduler, kubectl in one go build.

@@ -11,7 +11,8 @@
 #
 # State lives in $SWITCHYARD_E2E_DIR (default /tmp/switchyard-e2e). Ports are
 # picked free at `up` time, so several harnesses can coexist if each has its
-# own SWITCHYARD_E2E_DIR. Fake nodes: $E2E_NODES (default 2), node i gets the
+# own SWITCHYARD_E2E_DIR. Extra kube-apiserver flags: $E2E_APISERVER_ARGS
+# (word-split). Fake nodes: $E2E_NODES (default 2), node i gets the
 # podCIDR 127.1.i.0/24.
 set -euo pipefail
 
@@ -46,6 +47,11 @@ logs() {
     echo "===== $c ($DIR/logs/$c.log, last ${LOG_LINES:-80} lines) ====="
     tail -n "${LOG_LINES:-80}" "$DIR/logs/$c.log"
   done
+}
+
+keep_logs() { # the state dir goes away with down; keep the logs of a failed run
+  rm -rf "$DIR.failed-logs"
+  cp -r "$DIR/logs" "$DIR.failed-logs" 2>/dev/null && log "logs kept in $DIR.failed-logs" || true
 }
 
 down() {
@@ -134,6 +140,17 @@ certs() {
   issue controller-manager "/CN=system:kube-controller-manager"
   issue scheduler "/CN=system:kube-scheduler"
   issue kwok "/O=system:masters/CN=kwok-controller"
+  # aggregation layer: a separate CA whose client cert the apiserver presents to
+  # extension apiservers (and which controller-manager/scheduler trust for
+  # requestheader authentication)
+  openssl req -x509 -newkey rsa:2048 -nodes -keyout front-proxy-ca.key -out front-proxy-ca.crt \
+    -days 2 -subj "/CN=switchyard-e2e-front-proxy-ca" 2>/dev/null
+  openssl req -newkey rsa:2048 -nodes -keyout front-proxy-client.key -out front-proxy-client.csr \
+    -subj "/CN=front-proxy-client" 2>/dev/null
+  printf 'basicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature,keyEncipherment\nextendedKeyUsage=clientAuth\n' >fp.ext
+  openssl x509 -req -in front-proxy-client.csr -CA front-proxy-ca.crt -CAkey front-proxy-ca.key \
+    -CAcreateserial -days 2 -extfile fp.ext -out front-proxy-client.crt 2>/dev/null
+  rm -f front-proxy-client.csr fp.ext
   openssl genrsa -out sa.key 2048 2>/dev/null
   openssl rsa -in sa.key -pubout -out sa.pub 2>/dev/null
   cd - >/dev/null
@@ -205,7 +222,7 @@ up() {
   bins
   rm -rf "$DIR"
   mkdir -p "$DIR"/{logs,pids,etcd}
-  trap 'rc=$?; if ((rc)); then log "up failed (exit $rc); component logs:"; logs >&2; down; fi' EXIT
+  trap 'rc=$?; if ((rc)); then log "up failed (exit $rc); component logs:"; logs >&2; keep_logs; down; fi' EXIT
 
   t0=$(now)
   certs
@@ -229,6 +246,13 @@ up() {
     --bind-address 127.0.0.1 --advertise-address 127.0.0.1 --secure-port "$API_PORT" \
     --tls-cert-file "$p/apiserver.crt" --tls-private-key-file "$p/apiserver.key" \
     --client-ca-file "$p/ca.crt" \
+    --requestheader-client-ca-file "$p/front-proxy-ca.crt" \
+    --requestheader-allowed-names front-proxy-client \
+    --requestheader-username-headers X-Remote-User \
+    --requestheader-group-headers X-Remote-Group \
+    --requestheader-extra-headers-prefix X-Remote-Extra- \
+    --proxy-client-cert-file "$p/front-proxy-client.crt" \
+    --proxy-client-key-file "$p/front-proxy-client.key" \
     --service-account-key-file "$p/sa.pub" --service-account-signing-key-file "$p/sa.key" \
     --service-account-issuer https://kubernetes.default.svc.cluster.local \
     --service-cluster-ip-range 10.96.0.0/16 \
@@ -236,7 +260,7 @@ up() {
     --endpoint-reconciler-type none \
     --allow-privileged=true \
     --cert-dir "$DIR/apiserver-certs" \
-    --profiling=false
+    --profiling=false ${E2E_APISERVER_ARGS:-}
   wait_for kube-apiserver "$READY_TIMEOUT" etcd kube-apiserver -- \
     curl -fsS --cacert "$p/ca.crt" --cert "$p/admin.crt" --key "$p/admin.key" \
     "https://127.0.0.1:$API_PORT/readyz"

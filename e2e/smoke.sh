@@ -14,7 +14,8 @@ set -euo pipefail
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 ROOT=$(cd "$HERE/.." && pwd)
 export SWITCHYARD_E2E_DIR=${SWITCHYARD_E2E_DIR:-/tmp/switchyard-e2e-smoke}
-K8S_VERSION=${K8S_VERSION:-v1.37.2}
+# the version build.sh builds (and cluster.sh runs): kube-apiserver-<version>
+K8S_VERSION=$("$HERE/build.sh" --print | sed -n 's/^kube-apiserver=.*kube-apiserver-//p')
 NS=smoke
 
 now() { date +%s.%N; }
@@ -53,6 +54,20 @@ current="server version"
 got=$(k version -o json | python3 -c 'import json,sys; print(json.load(sys.stdin)["serverVersion"]["gitVersion"])')
 [[ $got == "$K8S_VERSION" ]] || fail "server reports '$got', want $K8S_VERSION"
 echo "smoke: server version $got"
+
+current="helm"
+"$E2E_HELM" version
+
+current="kwok manages only annotated nodes"
+cat <<EOF | k apply -f -
+apiVersion: v1
+kind: Node
+metadata: {name: not-kwok}
+EOF
+sleep 2
+st=$(k get node not-kwok -o jsonpath='{.status.conditions[?(@.type=="Ready")].status}')
+[[ -z $st ]] || fail "kwok set Ready=$st on a node without the kwok.x-k8s.io/node=fake annotation"
+k delete node not-kwok --wait=false
 
 current="apply CRDs"
 t0=$(now)
