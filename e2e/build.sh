@@ -25,7 +25,6 @@ export GOFLAGS=-mod=mod
 export GOTOOLCHAIN=local
 export CGO_ENABLED=0
 export GOMAXPROCS=${GOMAXPROCS:-2}
-export GONOSUMDB= GOFLAGS=-mod=mod
 JOBS=${BUILD_JOBS:-2}
 mkdir -p "$BIN" "$WRAP" "$GOCACHE" "$GOMODCACHE"
 

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# shellcheck disable=SC2154 # BIN_<name> are assigned by bins() with printf -v
 # A real Kubernetes control plane on loopback: etcd, kube-apiserver,
 # kube-controller-manager, kube-scheduler, and kwok simulating the kubelets of
 # fake Nodes whose podCIDRs are inside 127.0.0.0/8. No containers, no network
@@ -29,7 +30,6 @@ elapsed() { printf '%.1f' "$(echo "$(now) - $1" | bc)"; }
 log() { echo "[cluster] $*" >&2; }
 
 bins() { # sets BIN_<name> from build.sh --print
-  local line
   while IFS='=' read -r name path; do
     name=${name//-/_}
     printf -v "BIN_$name" '%s' "$path"
@@ -51,7 +51,7 @@ logs() {
 
 keep_logs() { # the state dir goes away with down; keep the logs of a failed run
   rm -rf "$DIR.failed-logs"
-  cp -r "$DIR/logs" "$DIR.failed-logs" 2>/dev/null && log "logs kept in $DIR.failed-logs" || true
+  if cp -r "$DIR/logs" "$DIR.failed-logs" 2>/dev/null; then log "logs kept in $DIR.failed-logs"; fi
 }
 
 down() {
@@ -222,6 +222,7 @@ up() {
   bins
   rm -rf "$DIR"
   mkdir -p "$DIR"/{logs,pids,etcd}
+  # shellcheck disable=SC2154 # rc is assigned inside the trap
   trap 'rc=$?; if ((rc)); then log "up failed (exit $rc); component logs:"; logs >&2; keep_logs; down; fi' EXIT
 
   t0=$(now)
@@ -240,7 +241,8 @@ up() {
     --unsafe-no-fsync --quota-backend-bytes 2147483648
   wait_for etcd 30 etcd -- curl -fsS "http://127.0.0.1:$ETCD_PORT/health"
 
-  local p=$DIR/pki
+  local p=$DIR/pki extra=()
+  read -ra extra <<<"${E2E_APISERVER_ARGS:-}"
   start kube-apiserver "$BIN_kube_apiserver" \
     --etcd-servers "http://127.0.0.1:$ETCD_PORT" \
     --bind-address 127.0.0.1 --advertise-address 127.0.0.1 --secure-port "$API_PORT" \
@@ -260,7 +262,7 @@ up() {
     --endpoint-reconciler-type none \
     --allow-privileged=true \
     --cert-dir "$DIR/apiserver-certs" \
-    --profiling=false ${E2E_APISERVER_ARGS:-}
+    --profiling=false "${extra[@]}"
   wait_for kube-apiserver "$READY_TIMEOUT" etcd kube-apiserver -- \
     curl -fsS --cacert "$p/ca.crt" --cert "$p/admin.crt" --key "$p/admin.key" \
     "https://127.0.0.1:$API_PORT/readyz"

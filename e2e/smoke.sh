@@ -32,7 +32,7 @@ cleanup() {
     echo "SMOKE FAILED at: $current (exit $rc)" >&2
     if [[ -f $SWITCHYARD_E2E_DIR/env ]]; then
       "$HERE/cluster.sh" logs >&2 || true
-      [[ -n ${KUBECONFIG:-} ]] && "${E2E_KUBECTL:-kubectl}" get nodes,pods -A -o wide >&2 || true
+      if [[ -n ${KUBECONFIG:-} ]]; then "${E2E_KUBECTL:-kubectl}" get nodes,pods -A -o wide >&2 || true; fi
     fi
   fi
   "$HERE/cluster.sh" down || true
@@ -132,6 +132,10 @@ echo "smoke: pod $pod on $node phase $phase ip $ip ($(elapsed "$t0") s)"
 [[ $phase == Running ]] || fail "pod phase '$phase'"
 python3 -c 'import ipaddress,sys; sys.exit(ipaddress.ip_address(sys.argv[1]) not in ipaddress.ip_network("127.1.0.0/24"))' "$ip" ||
   fail "pod IP '$ip' not in 127.1.0.0/24"
+
+current="pod deleted on scale-down"
+k scale -n "$NS" deployment/hello --replicas=0
+k wait -n "$NS" --for=delete "pod/$pod" --timeout=60s
 
 current="cluster.sh down"
 echo "smoke: OK"
