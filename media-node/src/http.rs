@@ -44,6 +44,7 @@ pub(crate) async fn serve_admin(listener: TcpListener, shared: Arc<Shared>, shut
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .route("/internal/status", get(status))
+        .route("/internal/rooms", get(rooms))
         .route("/drain", post(drain_node))
         .route("/internal/drain", post(drain_node))
         .route("/internal/rooms/{name}/close", post(close_room));
@@ -146,6 +147,10 @@ async fn metrics(State(shared): State<Arc<Shared>>) -> Response {
 
 async fn status(State(shared): State<Arc<Shared>>) -> Json<switchyard_api::node::MediaNodeStatus> {
     Json(shared.status().await)
+}
+
+async fn rooms(State(shared): State<Arc<Shared>>) -> Json<Vec<crate::engine::RoomReport>> {
+    Json(shared.rooms().await)
 }
 
 async fn drain_node(State(shared): State<Arc<Shared>>) -> StatusCode {

@@ -30,6 +30,7 @@ pub(crate) enum ShardMsg {
     Register(Pid, mpsc::UnboundedSender<SessionOut>),
     Datagram { proto: Protocol, source: SocketAddr, destination: SocketAddr, buf: Vec<u8> },
     Status(oneshot::Sender<(EngineStats, Vec<String>)>),
+    Rooms(oneshot::Sender<Vec<crate::engine::RoomReport>>),
 }
 
 pub(crate) struct Shared {
@@ -43,6 +44,8 @@ pub(crate) struct Shared {
     addr_shard: RwLock<HashMap<(Protocol, SocketAddr), usize>>,
     tcp_conns: RwLock<HashMap<SocketAddr, mpsc::UnboundedSender<Vec<u8>>>>,
     next_pid: AtomicU64,
+    /// Media bandwidth (payload in + out) over the last second, bits/s.
+    bandwidth_bps: AtomicU64,
     /// TURN URIs and secret; re-read from the config file while running.
     turn: RwLock<(Vec<String>, Option<String>)>,
     /// Buffers handed back by shards for the receive loop to reuse.
@@ -108,10 +111,25 @@ impl Shared {
         MediaNodeStatus {
             rooms: stats.rooms,
             participants: stats.participants,
-            bandwidth_bps: 0,
+            bandwidth_bps: self.bandwidth_bps.load(Ordering::Relaxed),
             draining: self.draining.load(Ordering::Relaxed),
             room_names: rooms,
         }
+    }
+
+    /// Every room with its participants and per-track counters.
+    pub(crate) async fn rooms(&self) -> Vec<crate::engine::RoomReport> {
+        let mut all = vec![];
+        for shard in &self.shards {
+            let (tx, rx) = oneshot::channel();
+            if shard.send(ShardMsg::Rooms(tx)).is_ok()
+                && let Ok(r) = rx.await
+            {
+                all.extend(r);
+            }
+        }
+        all.sort_by(|a, b| a.name.cmp(&b.name));
+        all
     }
 
     async fn collect(&self) -> (EngineStats, Vec<String>) {
@@ -310,6 +328,7 @@ impl Node {
         let shared = Arc::new(Shared {
             verifier: Verifier::new(cfg.api_keys.clone(), cfg.token_leeway_seconds),
             turn: RwLock::new((cfg.turn_uris.clone(), cfg.turn_secret.clone())),
+            bandwidth_bps: AtomicU64::new(0),
             cfg,
             metrics: Metrics::new(),
             draining: AtomicBool::new(false),
@@ -348,6 +367,8 @@ async fn metrics_loop(shared: Arc<Shared>) {
         tick.tick().await;
         let (now, _) = shared.collect().await;
         shared.metrics.observe(&now, &before);
+        let bytes = (now.bytes_in + now.bytes_out).saturating_sub(before.bytes_in + before.bytes_out);
+        shared.bandwidth_bps.store(bytes * 8, Ordering::Relaxed);
         before = now;
     }
 }
@@ -467,6 +488,7 @@ async fn run_shard(
                         }
                     }
                     ShardMsg::Status(reply) => { let _ = reply.send((engine.stats(), engine.room_names())); }
+                    ShardMsg::Rooms(reply) => { let _ = reply.send(engine.report()); }
                 }
             }
             _ = tokio::time::sleep_until(deadline.into()) => engine.handle_timeout(Instant::now()),

@@ -9,6 +9,7 @@ use switchyard_api::signal::{ErrorCode, ServerMessage, TrackKind};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_party_call_carries_audio_and_video_both_ways() {
+    let _one_at_a_time = HEAVY.lock().await;
     let node = start_node().await;
     let a = Peer::join(&node, &token("alice", "standup", |_| {}), 1, &[TrackKind::Audio, TrackKind::Video]).await;
     let b = Peer::join(&node, &token("bob", "standup", |_| {}), 2, &[TrackKind::Audio, TrackKind::Video]).await;
@@ -45,6 +46,7 @@ async fn two_party_call_carries_audio_and_video_both_ways() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_publisher_reaches_ten_subscribers() {
+    let _one_at_a_time = HEAVY.lock().await;
     let node = start_node().await;
     let publisher =
         Peer::join(&node, &token("stage", "town-hall", |_| {}), 1, &[TrackKind::Audio, TrackKind::Video]).await;
@@ -62,16 +64,49 @@ async fn one_publisher_reaches_ten_subscribers() {
         .iter()
         .map(|v| (v.valid_from(TrackKind::Audio, 1), v.valid_from(TrackKind::Video, 1), v.invalid()))
         .collect();
-    assert!(all, "per viewer (audio, video, invalid): {counts:?}");
+    let report = http(node.admin_addr, "GET", "/internal/rooms").await.1;
+    let mut states = vec![];
+    for v in &viewers {
+        states.push(format!("{:?}", v.pc.connection_state()));
+    }
+    assert!(all, "per viewer (audio, video, invalid): {counts:?}\nconnection states: {states:?}\nrooms: {report}");
     assert!(counts.iter().all(|c| c.2 == 0), "{counts:?}");
+    let mut status = node.status().await;
+    for _ in 0..50 {
+        if status.bandwidth_bps > 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        status = node.status().await;
+    }
+    let measured = status.bandwidth_bps > 0;
     sending.abort();
-    let status = node.status().await;
     assert_eq!((status.rooms, status.participants), (1, 11));
+    assert!(measured, "bandwidth is measured: {status:?}");
+    // Per-track counters on the admin API: the publisher's two tracks, each forwarded to ten.
+    let (code, body) = http(node.admin_addr, "GET", "/internal/rooms").await;
+    assert_eq!(code, 200);
+    let rooms: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let stage = rooms[0]["participants"].as_array().unwrap().iter().find(|p| p["identity"] == "stage").unwrap().clone();
+    let tracks = stage["tracks"].as_array().unwrap();
+    assert_eq!(tracks.len(), 2);
+    assert!(
+        tracks.iter().all(|t| t["packets"].as_u64().unwrap() > 15 && t["bytes"].as_u64().unwrap() > 1000),
+        "{tracks:?}"
+    );
+    let viewer =
+        rooms[0]["participants"].as_array().unwrap().iter().find(|p| p["identity"] == "viewer3").unwrap().clone();
+    let subs = viewer["subscriptions"].as_array().unwrap();
+    assert!(
+        subs.len() == 2 && subs.iter().all(|s| s["open"] == true && s["packets"].as_u64().unwrap() > 10),
+        "{subs:?}"
+    );
     node.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn data_messages_round_trip_over_signaling_and_data_channels() {
+    let _one_at_a_time = HEAVY.lock().await;
     let node = start_node().await;
     let mut a = Peer::join(&node, &token("alice", "chat", |_| {}), 1, &[]).await;
     let mut b = Peer::join(&node, &token("bob", "chat", |_| {}), 2, &[]).await;
@@ -103,6 +138,7 @@ async fn data_messages_round_trip_over_signaling_and_data_channels() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_participant_without_can_publish_cannot_publish() {
+    let _one_at_a_time = HEAVY.lock().await;
     let node = start_node().await;
     let mut viewer = Peer::join(
         &node,

@@ -213,6 +213,62 @@ pub struct EngineStats {
     pub unrouted: u64,
 }
 
+/// One room, for the admin API: who is in it and what flows.
+#[derive(Debug, Clone, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RoomReport {
+    /// The room name.
+    pub name: String,
+    /// Server-assigned room id.
+    pub sid: String,
+    /// Participants and their tracks.
+    pub participants: Vec<ParticipantReport>,
+}
+
+/// One participant, for the admin API.
+#[derive(Debug, Clone, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ParticipantReport {
+    /// Participant sid.
+    pub sid: String,
+    /// Identity.
+    pub identity: String,
+    /// Published tracks with counters.
+    pub tracks: Vec<TrackReport>,
+    /// Tracks received, with packets written.
+    pub subscriptions: Vec<SubscriptionReport>,
+}
+
+/// One published track's counters.
+#[derive(Debug, Clone, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TrackReport {
+    /// Track sid.
+    pub sid: String,
+    /// Audio or video.
+    pub kind: TrackKind,
+    /// Muted by its publisher.
+    pub muted: bool,
+    /// RTP packets received.
+    pub packets: u64,
+    /// RTP payload bytes received.
+    pub bytes: u64,
+    /// Keyframes requested from the publisher.
+    pub keyframe_requests: u64,
+}
+
+/// One subscription's counters.
+#[derive(Debug, Clone, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SubscriptionReport {
+    /// The track.
+    pub track_sid: String,
+    /// Negotiated and forwarding.
+    pub open: bool,
+    /// RTP packets written.
+    pub packets: u64,
+}
+
 struct Room {
     sid: String,
     settings: RoomSettings,
@@ -287,6 +343,47 @@ impl Engine {
         }
     }
 
+    /// Rooms, participants and per-track counters.
+    pub fn report(&self) -> Vec<RoomReport> {
+        self.rooms
+            .iter()
+            .map(|(name, r)| RoomReport {
+                name: name.clone(),
+                sid: r.sid.clone(),
+                participants: r
+                    .members
+                    .iter()
+                    .filter_map(|m| self.peers.get(m))
+                    .map(|p| ParticipantReport {
+                        sid: p.sid.clone(),
+                        identity: p.identity.clone(),
+                        tracks: p
+                            .published
+                            .iter()
+                            .map(|t| TrackReport {
+                                sid: t.sid.clone(),
+                                kind: t.kind,
+                                muted: t.muted,
+                                packets: t.packets,
+                                bytes: t.bytes,
+                                keyframe_requests: t.keyframe_requests,
+                            })
+                            .collect(),
+                        subscriptions: p
+                            .subs
+                            .iter()
+                            .map(|s| SubscriptionReport {
+                                track_sid: s.track_sid.clone(),
+                                open: matches!(s.state, SubState::Open(_)),
+                                packets: s.packets,
+                            })
+                            .collect(),
+                    })
+                    .collect(),
+            })
+            .collect()
+    }
+
     /// Names of the open rooms.
     pub fn room_names(&self) -> Vec<String> {
         self.rooms.keys().cloned().collect()
@@ -320,6 +417,11 @@ impl Engine {
     }
 
     fn signal(&mut self, pid: Pid, msg: ServerMessage) {
+        if let ServerMessage::Error(e) = &msg
+            && e.code == ErrorCode::NegotiationFailed
+        {
+            tracing::warn!(pid, message = %e.message, "negotiation failed");
+        }
         self.out.push_back(Output::Signal(pid, Box::new(msg)));
     }
 
@@ -723,13 +825,14 @@ impl Engine {
             Ok(a) => a,
             Err(e) => {
                 peer.rollback_pending();
-                return self.signal(pid, err(ErrorCode::NegotiationFailed, format!("bad SDP answer: {e}"), "answer"));
+                return self.negotiation_failed(now, pid, format!("bad SDP answer: {e}"));
             }
         };
         if let Err(e) = peer.rtc.sdp_api().accept_answer(pending, answer) {
             peer.rollback_pending();
-            return self.signal(pid, err(ErrorCode::NegotiationFailed, format!("answer refused: {e}"), "answer"));
+            return self.negotiation_failed(now, pid, format!("answer refused: {e}"));
         }
+        peer.failed_answers = 0;
         let opened = peer.commit_pending();
         for (publisher, pub_mid, track_sid) in opened {
             let publisher_sid = self.peers.get(&publisher).map(|p| p.sid.clone()).unwrap_or_default();
@@ -743,6 +846,27 @@ impl Engine {
                 }),
             );
             self.request_keyframe(now, publisher, pub_mid, None, KeyframeRequestKind::Pli);
+        }
+    }
+
+    /// A refused answer is retried with a fresh offer; a client whose answers keep being
+    /// refused is told so and removed (it may join again), rather than re-offered forever.
+    fn negotiation_failed(&mut self, now: Instant, pid: Pid, message: String) {
+        const MAX_FAILED_ANSWERS: u32 = 3;
+        self.signal(pid, err(ErrorCode::NegotiationFailed, message, "answer"));
+        let Some(peer) = self.peers.get_mut(&pid) else { return };
+        peer.failed_answers += 1;
+        if peer.failed_answers >= MAX_FAILED_ANSWERS {
+            self.signal(
+                pid,
+                ServerMessage::Leave(ServerLeave {
+                    reason: LeaveReason::ServerShutdown,
+                    can_reconnect: true,
+                    retry_after_ms: Some(500),
+                    message: format!("{MAX_FAILED_ANSWERS} answers in a row were refused; join again"),
+                }),
+            );
+            self.leave(now, pid, LeaveReason::ServerShutdown);
         }
     }
 
@@ -891,6 +1015,7 @@ impl Engine {
             return;
         }
         track.last_keyframe_request = Some(now);
+        track.keyframe_requests += 1;
         let rids: Vec<Option<Rid>> =
             if rid.is_some() { vec![rid] } else { track.rids().into_iter().map(Some).chain([None]).collect() };
         let mut api = p.rtc.direct_api();
@@ -1018,6 +1143,8 @@ impl Engine {
         let Some(spec) = track.spec_for(pkt.header.payload_type, &publisher.rtc) else { return };
         let video = track.kind == TrackKind::Video;
         let muted = track.muted;
+        track.packets += 1;
+        track.bytes += pkt.payload.len() as u64;
         self.stats.packets_in += 1;
         self.stats.bytes_in += pkt.payload.len() as u64;
         if muted {
@@ -1064,6 +1191,7 @@ impl Engine {
                     .ext_vals(exts.clone())
                     .nackable(video),
             );
+            sub.packets += 1;
             self.stats.packets_out += 1;
             self.stats.bytes_out += pkt.payload.len() as u64;
             if !sub_peer.dirty {

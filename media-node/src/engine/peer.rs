@@ -48,6 +48,8 @@ pub(super) struct Peer {
     pub(super) routes: Vec<(Protocol, SocketAddr)>,
     pub(super) next_timeout: Option<Instant>,
     pub(super) dirty: bool,
+    /// Answers refused in a row.
+    pub(super) failed_answers: u32,
 }
 
 impl Peer {
@@ -76,6 +78,7 @@ impl Peer {
             routes: vec![],
             next_timeout: None,
             dirty: false,
+            failed_answers: 0,
         }
     }
 
@@ -232,6 +235,11 @@ pub(super) struct Published {
     /// Payload type → codec, learned from the first packets.
     specs: Vec<(Pt, CodecSpec)>,
     pub(super) last_keyframe_request: Option<Instant>,
+    /// RTP packets and payload bytes received on this track.
+    pub(super) packets: u64,
+    pub(super) bytes: u64,
+    /// Keyframes asked of the publisher (PLI/FIR sent).
+    pub(super) keyframe_requests: u64,
 }
 
 impl Published {
@@ -259,6 +267,9 @@ impl Published {
             layers: a.layers,
             specs: vec![],
             last_keyframe_request: None,
+            packets: 0,
+            bytes: 0,
+            keyframe_requests: 0,
         }
     }
 
@@ -345,6 +356,8 @@ pub(super) struct Sub {
     pub(super) waiting_keyframe: bool,
     /// Incoming payload type → outgoing one, for this subscriber's negotiated codecs.
     pts: Vec<(CodecSpec, Pt)>,
+    /// RTP packets written to this subscriber for the track.
+    pub(super) packets: u64,
 }
 
 impl Sub {
@@ -364,6 +377,7 @@ impl Sub {
             current_rid: None,
             waiting_keyframe: kind == MediaKind::Video,
             pts: vec![],
+            packets: 0,
         }
     }
 

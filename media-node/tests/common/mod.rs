@@ -34,6 +34,10 @@ use webrtc::track::track_local::track_local_static_sample::TrackLocalStaticSampl
 
 pub type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
+/// Tests that run many WebRTC peers take this, so a loaded machine runs one at a time:
+/// starved client stacks (not the SFU) otherwise miss their handshake timers.
+pub static HEAVY: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 pub const KEY: &str = "testkey";
 pub const SECRET: &str = "testsecret-testsecret";
 
@@ -49,6 +53,11 @@ pub async fn start_node() -> NodeHandle {
 /// compiled in and cannot pick one itself; webrtc-rs needs one.
 pub fn init_crypto() {
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    // Logs when RUST_LOG asks for them.
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init();
 }
 
 pub async fn start_node_with(f: impl FnOnce(&mut Config)) -> NodeHandle {
@@ -372,6 +381,18 @@ impl Peer {
         let _ = self.out.send(ClientMessage::Leave(Default::default()));
         let _ = self.pc.close().await;
     }
+}
+
+/// A minimal HTTP/1.0 request; returns (status, body).
+pub async fn http(addr: std::net::SocketAddr, method: &str, path: &str) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(format!("{method} {path} HTTP/1.0\r\nHost: x\r\nContent-Length: 0\r\n\r\n").as_bytes()).await.unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).await.unwrap();
+    let status = out.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    let body = out.split("\r\n\r\n").nth(1).unwrap_or_default().to_owned();
+    (status, body)
 }
 
 /// Poll `f` until it holds or `within` passes.
