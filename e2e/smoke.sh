@@ -3,8 +3,9 @@
 #   1. cluster.sh up
 #   2. the server reports the Kubernetes version build.sh built
 #   3. the repo's CRDs apply and become Established
-#   4. a valid MediaCluster is accepted; an invalid one (sfu.replicas min > max)
-#      is rejected by the apiserver with the CRD's CEL message
+#   4. a valid MediaCluster is accepted; invalid ones (replicas min > max, TLS without a
+#      Secret, zero target bandwidth, a non-CIDR peer, a moved Room) are
+#      rejected by the apiserver with the CRDs' CEL messages
 #   5. a one-pod Deployment is scheduled onto a kwok node and Runs with a pod IP
 #      from that node's podCIDR (127.1.0.0/24)
 #   6. cluster.sh down (always, also on failure)
@@ -106,6 +107,54 @@ echo "$out"
 [[ $out == *"$want"* ]] || fail "rejected, but without the message '$want'"
 ! k get mediacluster -n "$NS" bad >/dev/null 2>&1 || fail "the invalid MediaCluster exists"
 echo "smoke: invalid MediaCluster rejected with the CEL message"
+
+# More of the CRDs' CEL rules, each with its message, on the real apiserver.
+rejects() { # rejects <what> <message> (YAML on stdin)
+  current="$1 rejected by CEL"
+  local out rc
+  set +e
+  out=$(k apply -n "$NS" -f - 2>&1)
+  rc=$?
+  set -e
+  ((rc != 0)) || fail "the apiserver accepted $1"
+  [[ $out == *"$2"* ]] || fail "rejected, but without the message '$2': $out"
+  echo "smoke: $1 rejected: $2"
+}
+rejects "a TLS listener without a cert Secret" "a TLS listener needs tlsSecretRef" <<EOF
+apiVersion: switchyard.dev/v1alpha1
+kind: MediaCluster
+metadata: {name: bad-tls}
+spec:
+  turn:
+    listeners: [{name: tls, protocol: TLS, port: 443}]
+EOF
+rejects "a zero targetBandwidthPerPod" "turn.targetBandwidthPerPod must be a positive quantity" <<EOF
+apiVersion: switchyard.dev/v1alpha1
+kind: MediaCluster
+metadata: {name: bad-bw}
+spec:
+  turn: {targetBandwidthPerPod: "0"}
+EOF
+rejects "a peer allow entry that is not a CIDR" "peers.allow entries must be CIDRs" <<EOF
+apiVersion: switchyard.dev/v1alpha1
+kind: MediaCluster
+metadata: {name: bad-cidr}
+spec:
+  turn: {peers: {allow: [not-a-cidr]}}
+EOF
+current="Room created"
+cat <<EOF | k apply -n "$NS" -f - >/dev/null
+apiVersion: switchyard.dev/v1alpha1
+kind: Room
+metadata: {name: standup}
+spec: {clusterRef: ok, allowedCodecs: [VP9, Opus]}
+EOF
+rejects "moving a Room to another cluster" "clusterRef is immutable" <<EOF
+apiVersion: switchyard.dev/v1alpha1
+kind: Room
+metadata: {name: standup}
+spec: {clusterRef: elsewhere}
+EOF
 
 current="Deployment scheduled onto kwok and Running"
 t0=$(now)
