@@ -6,9 +6,11 @@
 #   4. a valid MediaCluster is accepted; invalid ones (replicas min > max, TLS without a
 #      Secret, zero target bandwidth, a non-CIDR peer, a moved Room) are
 #      rejected by the apiserver with the CRDs' CEL messages
-#   5. a one-pod Deployment is scheduled onto a kwok node and Runs with a pod IP
+#   5. the operator (a local process) reconciles a MediaCluster: owned workloads,
+#      Services, Secrets, ConfigMaps; status Ready with one SFU pod
+#   6. a one-pod Deployment is scheduled onto a kwok node and Runs with a pod IP
 #      from that node's podCIDR (127.1.0.0/24)
-#   6. cluster.sh down (always, also on failure)
+#   7. cluster.sh down (always, also on failure)
 # Exits non-zero and says which check failed.
 set -euo pipefail
 
@@ -27,8 +29,10 @@ fail() {
   echo "SMOKE FAILED: $current: $*" >&2
   exit 1
 }
+OPERATOR_PID=""
 cleanup() {
   local rc=$?
+  [[ -n $OPERATOR_PID ]] && kill "$OPERATOR_PID" 2>/dev/null
   if ((rc)); then
     echo "SMOKE FAILED at: $current (exit $rc)" >&2
     if [[ -f $SWITCHYARD_E2E_DIR/env ]]; then
@@ -155,6 +159,38 @@ kind: Room
 metadata: {name: standup}
 spec: {clusterRef: elsewhere}
 EOF
+
+# The operator, as a local process against the real apiserver: a MediaCluster is
+# reconciled into its workloads, Services and Secrets (owned by it) and reports Ready.
+current="operator reconciles a MediaCluster"
+t0=$(now)
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/switchyard/target}
+(cd "$ROOT" && cargo build -q -p switchyard-operator --bin switchyard-operator)
+"$CARGO_TARGET_DIR/debug/switchyard-operator" --admin-address 127.0.0.1:0 --identity smoke-operator \
+  --lease-namespace "$NS" >"$SWITCHYARD_E2E_DIR/operator.log" 2>&1 &
+OPERATOR_PID=$!
+cat <<EOF | k apply -n "$NS" -f - >/dev/null
+apiVersion: switchyard.dev/v1alpha1
+kind: MediaCluster
+metadata: {name: edge}
+spec: {}
+EOF
+ready=""
+for _ in $(seq 1 120); do
+  ready=$(k get mediacluster -n "$NS" edge -o jsonpath='{.status.conditions[?(@.type=="Ready")].status}' 2>/dev/null || true)
+  [[ $ready == True ]] && break
+  sleep 0.5
+done
+[[ $ready == True ]] || { cat "$SWITCHYARD_E2E_DIR/operator.log" >&2; fail "MediaCluster edge never became Ready"; }
+for obj in statefulset/edge-sfu deployment/edge-turn service/edge-sfu service/edge-signaling service/edge-turn \
+  secret/edge-keys secret/edge-turn-secret configmap/edge-sfu-config configmap/edge-turn-config; do
+  owner=$(k get -n "$NS" "$obj" -o jsonpath='{.metadata.ownerReferences[0].kind}/{.metadata.ownerReferences[0].name}')
+  [[ $owner == MediaCluster/edge ]] || fail "$obj is not owned by MediaCluster/edge (owner: '$owner')"
+done
+sfu_ready=$(k get mediacluster -n "$NS" edge -o jsonpath='{.status.sfu.ready}')
+[[ $sfu_ready == 1 ]] || fail "status.sfu.ready is '$sfu_ready', want 1"
+kill "$OPERATOR_PID" 2>/dev/null || true
+echo "smoke: operator reconciled MediaCluster edge: owned objects exist, Ready, 1 SFU pod ($(elapsed "$t0") s)"
 
 current="Deployment scheduled onto kwok and Running"
 t0=$(now)

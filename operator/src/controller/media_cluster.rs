@@ -470,8 +470,14 @@ async fn prune(ctx: &Context, ns: &str, mc: &MediaCluster, names: &Names, render
             continue;
         }
         let api = dynamic_api(ctx, ns, &stub);
-        // A 404 also covers "this API does not exist here" (no Prometheus Operator).
-        let Some(existing) = api.get_opt(&stub.name).await? else { continue };
+        // An API group that does not exist here (no Prometheus Operator) answers 404 with a
+        // plain-text body, which is an error rather than `None`: absent all the same.
+        let existing = match api.get_opt(&stub.name).await {
+            Ok(Some(existing)) => existing,
+            Ok(None) => continue,
+            Err(kube::Error::Api(e)) if e.code == 404 => continue,
+            Err(e) => return Err(e.into()),
+        };
         let owned = existing
             .metadata
             .owner_references
