@@ -32,7 +32,7 @@ fail() {
 OPERATOR_PID=""
 cleanup() {
   local rc=$?
-  [[ -n $OPERATOR_PID ]] && kill "$OPERATOR_PID" 2>/dev/null
+  if [[ -n $OPERATOR_PID ]]; then kill "$OPERATOR_PID" 2>/dev/null || true; fi
   if ((rc)); then
     echo "SMOKE FAILED at: $current (exit $rc)" >&2
     if [[ -f $SWITCHYARD_E2E_DIR/env ]]; then
