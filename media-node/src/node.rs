@@ -422,9 +422,19 @@ async fn serve_tcp(stream: TcpStream, peer: SocketAddr, local: SocketAddr, share
     let (mut rd, mut wr) = stream.into_split();
     let (tx, mut rx) = mpsc::unbounded_channel::<Vec<u8>>();
     shared.tcp_conns.write().expect("tcp map").insert(peer, tx);
+    // Packets arrive unframed (the shard hands over str0m's buffer without copying); the
+    // writer frames everything queued into one reused buffer and sends it in one write.
     let writer = tokio::spawn(async move {
-        while let Some(frame) = rx.recv().await {
-            if wr.write_all(&frame).await.is_err() {
+        let mut out = Vec::with_capacity(16 * 1024);
+        while let Some(packet) = rx.recv().await {
+            out.clear();
+            let mut next = Some(packet);
+            while let Some(p) = next {
+                out.extend_from_slice(&(p.len() as u16).to_be_bytes());
+                out.extend_from_slice(&p);
+                next = if out.len() < 64 * 1024 { rx.try_recv().ok() } else { None };
+            }
+            if wr.write_all(&out).await.is_err() {
                 break;
             }
         }
@@ -502,10 +512,7 @@ async fn run_shard(
                     _ => {
                         let conns = shared.tcp_conns.read().expect("tcp map");
                         if let Some(conn) = conns.get(&t.destination) {
-                            let mut frame = Vec::with_capacity(t.contents.len() + 2);
-                            frame.extend_from_slice(&(t.contents.len() as u16).to_be_bytes());
-                            frame.extend_from_slice(&t.contents);
-                            let _ = conn.send(frame);
+                            let _ = conn.send(t.contents.into());
                         }
                     }
                 },
