@@ -30,6 +30,11 @@ pub struct Config {
     /// Passive ICE-TCP listener, for clients whose UDP is blocked.
     #[arg(long, env = "SWITCHYARD_TCP_ADDR", default_value = "0.0.0.0:7881")]
     pub tcp_addr: SocketAddr,
+    /// Listen on this IP instead of the wildcard address of each listener (the operator
+    /// sets it to the pod IP, so every pod's sockets are its own even where pods share a
+    /// network namespace).
+    #[arg(long, env = "SWITCHYARD_BIND_IP")]
+    pub bind_ip: Option<IpAddr>,
     /// Do not listen for ICE over TCP.
     #[arg(long, env = "SWITCHYARD_NO_ICE_TCP")]
     pub no_ice_tcp: bool,
@@ -181,7 +186,7 @@ impl Config {
     /// Apply a config file on top of flags and environment. `env` looks up `POD_IP`,
     /// `HOST_IP` and `POD_NAME`.
     pub fn apply_file(&mut self, file: &FileConfig, env: impl Fn(&str) -> Option<String>) -> Result<()> {
-        let any = IpAddr::from([0, 0, 0, 0]);
+        let any = self.bind_ip.unwrap_or(IpAddr::from([0, 0, 0, 0]));
         self.http_addr = SocketAddr::new(any, file.signaling_port);
         self.admin_addr = SocketAddr::new(any, file.admin_port);
         self.udp_addr = SocketAddr::new(any, file.udp_port);
@@ -207,6 +212,16 @@ impl Config {
         self.max_participants = u32::try_from(file.room_defaults.max_participants).unwrap_or(0);
         self.drain_grace_seconds = file.drain_grace_seconds;
         Ok(())
+    }
+
+    /// Replace wildcard listen addresses with `bind_ip`, when set.
+    pub fn apply_bind_ip(&mut self) {
+        let Some(ip) = self.bind_ip else { return };
+        for addr in [&mut self.http_addr, &mut self.admin_addr, &mut self.udp_addr, &mut self.tcp_addr] {
+            if addr.ip().is_unspecified() {
+                addr.set_ip(ip);
+            }
+        }
     }
 
     /// Settings for tests and the dev server: loopback, ephemeral ports, one key.
@@ -320,6 +335,11 @@ mod tests {
         assert!(c.relay_only);
         assert_eq!(c.turn_uris.len(), 2);
         assert!(c.validate().is_ok());
+
+        let mut bound = Config::parse_from(["media-node", "--bind-ip", "10.244.1.7"]);
+        bound.apply_file(&file, env).unwrap();
+        assert_eq!(bound.http_addr, "10.244.1.7:7880".parse().unwrap(), "listens on the pod IP only");
+        assert_eq!(bound.udp_addr, "10.244.1.7:7882".parse().unwrap());
 
         let mut no_ip = Config::parse_from(["media-node"]);
         let err = no_ip.apply_file(&file, |_| None).unwrap_err();

@@ -9,6 +9,7 @@ async fn main() -> anyhow::Result<()> {
     if let Some(path) = cfg.config.clone() {
         cfg.apply_file(&FileConfig::read(&path)?, |k| std::env::var(k).ok())?;
     }
+    cfg.apply_bind_ip();
     Node::start(cfg).await?.run_until_signal().await;
     Ok(())
 }

@@ -339,6 +339,10 @@ pub struct Args {
     /// Listeners, e.g. udp://0.0.0.0:3478,tls://0.0.0.0:443 (replaces the file's list).
     #[arg(long = "listen", env = "SWITCHYARD_TURN_LISTEN", value_delimiter = ',')]
     pub listen: Vec<Listener>,
+    /// Listen on this IP instead of the wildcard address of each listener and the admin
+    /// address (the operator sets it to the pod IP).
+    #[arg(long, env = "SWITCHYARD_BIND_IP")]
+    pub bind_ip: Option<IpAddr>,
     /// Relay address advertised to clients (pod IP).
     #[arg(long, env = "SWITCHYARD_TURN_RELAY_ADDRESS")]
     pub relay_address: Option<IpAddr>,
@@ -434,6 +438,12 @@ impl Args {
         if let Some(a) = self.admin {
             c.admin_address = a;
         }
+        if let Some(ip) = self.bind_ip {
+            let addrs = c.listeners.iter_mut().map(|l| &mut l.address).chain([&mut c.admin_address]);
+            for addr in addrs.filter(|a| a.ip().is_unspecified()) {
+                addr.set_ip(ip);
+            }
+        }
         if let Some(g) = self.drain_grace_seconds {
             c.drain_grace_seconds = g;
         }
@@ -523,5 +533,19 @@ quotas: { maxAllocationsPerUser: 10 }
         assert_eq!(c.listeners[0].protocol, Protocol::Tcp);
         assert_eq!((c.relay.port_min, c.relay.port_max), (40000, 40010));
         assert!("bogus://x".parse::<Listener>().is_err());
+    }
+
+    #[test]
+    fn bind_ip_replaces_only_wildcard_addresses() {
+        let args = Args {
+            listen: vec!["udp://0.0.0.0:3478".parse().unwrap(), "tcp://10.0.0.9:3478".parse().unwrap()],
+            secrets: vec!["s".into()],
+            bind_ip: Some("127.1.0.7".parse().unwrap()),
+            ..Args::default()
+        };
+        let c = args.into_config().unwrap();
+        assert_eq!(c.listeners[0].address, "127.1.0.7:3478".parse().unwrap());
+        assert_eq!(c.listeners[1].address, "10.0.0.9:3478".parse().unwrap(), "an explicit address stays");
+        assert_eq!(c.admin_address, "127.1.0.7:9090".parse().unwrap());
     }
 }

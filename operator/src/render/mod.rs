@@ -28,7 +28,10 @@
 //!
 //! Both node binaries are started as `<binary> --config /etc/switchyard/config/config.yaml` and
 //! get, from the downward API: `POD_NAME`, `POD_NAMESPACE`, `POD_IP`, `HOST_IP`,
-//! `NODE_NAME`; plus `SWITCHYARD_CLUSTER` (the MediaCluster name). turn-node additionally
+//! `NODE_NAME`; plus `SWITCHYARD_CLUSTER` (the MediaCluster name) and
+//! `SWITCHYARD_BIND_IP=$(POD_IP)` (listen on the pod IP, not the wildcard: a
+//! node's sockets stay its own wherever pods share an address space, as on a loopback
+//! test cluster; probes and Services reach pods by their IP). turn-node additionally
 //! gets `SWITCHYARD_TURN_RELAY_ADDRESS=$(POD_IP)` (its existing flag's env). Both serve
 //! the admin port **9090**: `GET /healthz` (liveness), `GET /readyz` (readiness: false
 //! while draining), `GET /metrics`, `GET /internal/status` (`api::node::*Status` JSON),
@@ -365,6 +368,7 @@ fn downward_env(cluster: &str) -> Vec<Value> {
         field_env("HOST_IP", "status.hostIP"),
         field_env("NODE_NAME", "spec.nodeName"),
         json!({ "name": "SWITCHYARD_CLUSTER", "value": cluster }),
+        json!({ "name": "SWITCHYARD_BIND_IP", "value": "$(POD_IP)" }),
     ]
 }
 

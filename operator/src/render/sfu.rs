@@ -55,6 +55,8 @@ pub(super) fn render(ctx: &Ctx<'_>) -> Result<Vec<Object>> {
         json!({ "rules": [
             { "apiGroups": ["switchyard.dev"], "resources": ["rooms"], "verbs": ["get", "list", "watch", "create"] },
             { "apiGroups": ["switchyard.dev"], "resources": ["rooms/status"], "verbs": ["get", "patch"] },
+            // Signaling routing: the hosting pod's IP, from the media-node pods.
+            { "apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch"] },
         ] }),
     ));
     out.push(Object::new(
