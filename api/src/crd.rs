@@ -1,6 +1,6 @@
-//! Generated artefacts: the CRD manifests under `crds/` and the signaling protocol's JSON
-//! Schema under `schema/`. `crdgen` writes them; a test fails when the committed files
-//! differ from what this module renders.
+//! Generated artefacts: the CRD manifests under `crds/` and the JSON Schemas of the
+//! signaling protocol and the webhook payload under `schema/`. `crdgen` writes them; a test
+//! fails when the committed files differ from what this module renders.
 
 use kube::CustomResourceExt;
 
@@ -29,6 +29,7 @@ pub fn artifacts() -> Result<Vec<Artifact>> {
         Artifact { path: "crds/mediaclusters.switchyard.dev.yaml", contents: crd_yaml::<MediaCluster>()? },
         Artifact { path: "crds/rooms.switchyard.dev.yaml", contents: crd_yaml::<Room>()? },
         Artifact { path: "schema/signal-v1.schema.json", contents: crate::signal::protocol_schema_json() },
+        Artifact { path: "schema/webhook-v1.schema.json", contents: crate::webhook::payload_schema_json() },
     ])
 }
 

@@ -6,6 +6,7 @@
 //!  app backend ── mint (token) ──► browser ── /rtc?access_token ──► media-node ── verify (token)
 //!  kubectl / room API ── Room, MediaCluster (crd) ──► apiserver ◄── operator, media-node
 //!  browser ◄── ClientMessage / ServerMessage (signal) ──► media-node
+//!  media-node ── WebhookEvent, signed (webhook) ──► app backend ── verify (webhook)
 //! ```
 #![forbid(unsafe_code)]
 
@@ -17,6 +18,7 @@ pub mod quantity;
 pub mod room;
 pub mod signal;
 pub mod token;
+pub mod webhook;
 
 pub use error::{Error, Result};
 pub use media_cluster::{MediaCluster, MediaClusterSpec, MediaClusterStatus};

@@ -266,11 +266,12 @@ impl fmt::Debug for Verifier {
     }
 }
 
+/// A JWT header read before its signature is checked (to pick the key).
 #[derive(Deserialize)]
-struct UnverifiedHeader {
-    alg: String,
+pub(crate) struct UnverifiedHeader {
+    pub(crate) alg: String,
     #[serde(default)]
-    kid: Option<String>,
+    pub(crate) kid: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -337,7 +338,8 @@ impl Verifier {
     }
 }
 
-fn decode_part<T: for<'de> Deserialize<'de>>(part: &str) -> Option<T> {
+/// One base64url JSON part of a JWT, unverified.
+pub(crate) fn decode_part<T: for<'de> Deserialize<'de>>(part: &str) -> Option<T> {
     let bytes = URL_SAFE_NO_PAD.decode(part.trim_end_matches('=')).ok()?;
     serde_json::from_slice(&bytes).ok()
 }
