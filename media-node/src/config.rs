@@ -93,6 +93,20 @@ pub struct Config {
     /// Serve the demo call page at `/` (for `switchyard dev`).
     #[arg(long, env = "SWITCHYARD_DEMO")]
     pub demo: bool,
+    /// Kubernetes mode: how long a join waits for its room to be created and placed,
+    /// seconds.
+    #[arg(long, env = "SWITCHYARD_PLACEMENT_TIMEOUT", default_value_t = 10)]
+    pub placement_timeout_seconds: u64,
+    /// Kubernetes mode: smallest interval between two `Room.status` reports of one room,
+    /// milliseconds.
+    #[arg(long, env = "SWITCHYARD_ROOM_STATUS_INTERVAL_MS", default_value_t = 2000)]
+    pub room_status_interval_ms: u64,
+    /// Never use the Kubernetes API, even in a pod (rooms are then local to this node).
+    #[arg(long, env = "SWITCHYARD_STANDALONE")]
+    pub standalone: bool,
+    /// Set by [`Config::apply_file`] when running in a pod of a MediaCluster.
+    #[arg(skip)]
+    pub kubernetes: Option<crate::cluster::KubeMode>,
     /// Token clock leeway, seconds.
     #[arg(long, env = "SWITCHYARD_TOKEN_LEEWAY", default_value_t = 10)]
     pub token_leeway_seconds: u64,
@@ -211,6 +225,15 @@ impl Config {
         self.empty_timeout_seconds = u64::try_from(file.room_defaults.empty_timeout_seconds).unwrap_or(0);
         self.max_participants = u32::try_from(file.room_defaults.max_participants).unwrap_or(0);
         self.drain_grace_seconds = file.drain_grace_seconds;
+        self.kubernetes = match env("POD_NAMESPACE") {
+            Some(namespace) if !self.standalone => Some(crate::cluster::KubeMode {
+                namespace,
+                cluster: file.cluster.clone(),
+                placement_timeout: Duration::from_secs(self.placement_timeout_seconds),
+                status_interval: Duration::from_millis(self.room_status_interval_ms.max(100)),
+            }),
+            _ => None,
+        };
         Ok(())
     }
 
@@ -335,6 +358,14 @@ mod tests {
         assert!(c.relay_only);
         assert_eq!(c.turn_uris.len(), 2);
         assert!(c.validate().is_ok());
+        assert_eq!(c.kubernetes, None, "no POD_NAMESPACE: not in a pod");
+        let in_pod = |k: &str| if k == "POD_NAMESPACE" { Some("media".to_owned()) } else { env(k) };
+        c.apply_file(&file, in_pod).unwrap();
+        let mode = c.kubernetes.clone().expect("Kubernetes mode in a pod");
+        assert_eq!((mode.namespace.as_str(), mode.cluster.as_str()), ("media", "edge"));
+        let mut standalone = Config::parse_from(["media-node", "--standalone"]);
+        standalone.apply_file(&file, in_pod).unwrap();
+        assert_eq!(standalone.kubernetes, None);
 
         let mut bound = Config::parse_from(["media-node", "--bind-ip", "10.244.1.7"]);
         bound.apply_file(&file, env).unwrap();

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use axum::Json;
-use axum::extract::{Path, Query, State, WebSocketUpgrade};
+use axum::extract::{Path, Query, RawQuery, State, WebSocketUpgrade};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
@@ -88,6 +88,7 @@ fn refuse(shared: &Shared, status: StatusCode, code: &'static str, message: Stri
 async fn rtc(
     State(shared): State<Arc<Shared>>,
     Query(params): Query<HashMap<String, String>>,
+    RawQuery(query): RawQuery,
     headers: HeaderMap,
     ws: WebSocketUpgrade,
 ) -> Response {
@@ -124,17 +125,23 @@ async fn rtc(
         return r;
     }
     shared.metrics.connections.get_or_create(&crate::metrics::Outcome { result: "ok" }).inc();
+    let req = crate::session::Request {
+        upstream: crate::proxy::Upstream { query, authorization: headers.get(header::AUTHORIZATION).cloned() },
+        forwarded: headers.contains_key(crate::cluster::FORWARDED_HEADER),
+    };
     // Frames beyond 4× the protocol limit are cut by the WebSocket layer; the session
     // answers those in between with a message_too_large error and close code 1009.
     let max = shared.cfg.max_message_bytes;
     ws.max_message_size(max * 4)
         .max_frame_size(max * 4)
-        .on_upgrade(move |socket| crate::session::run(socket, shared, claims, room))
+        .on_upgrade(move |socket| crate::session::run(socket, shared, claims, room, req))
 }
 
 async fn readyz(State(shared): State<Arc<Shared>>) -> Response {
     if shared.draining.load(Ordering::Relaxed) {
         (StatusCode::SERVICE_UNAVAILABLE, "draining").into_response()
+    } else if shared.cluster.as_ref().is_some_and(|c| !c.synced()) {
+        (StatusCode::SERVICE_UNAVAILABLE, "listing the cluster's rooms").into_response()
     } else {
         "ready".into_response()
     }

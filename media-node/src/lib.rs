@@ -15,14 +15,17 @@
 //! sans-IO core, and is the only writer of its state.
 #![deny(unsafe_code)]
 
+mod cluster;
 pub mod config;
 pub mod engine;
 mod http;
 mod metrics;
 mod node;
+mod proxy;
 mod session;
 mod turn_credentials;
 
+pub use cluster::KubeMode;
 pub use config::Config;
 pub use node::{Node, NodeHandle};
 

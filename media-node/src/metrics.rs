@@ -38,6 +38,10 @@ pub(crate) struct Metrics {
     pub(crate) signal_errors: Family<Code, Counter>,
     pub(crate) join_seconds: Histogram,
     pub(crate) draining: Gauge,
+    pub(crate) status_patches: Family<Outcome, Counter>,
+    pub(crate) proxied: Family<Outcome, Counter>,
+    pub(crate) proxied_active: Gauge,
+    pub(crate) routing_seconds: Histogram,
 }
 
 impl Metrics {
@@ -54,6 +58,10 @@ impl Metrics {
             signal_errors: Family::default(),
             join_seconds: Histogram::new(exponential_buckets(0.001, 2.0, 14)),
             draining: Gauge::default(),
+            status_patches: Family::default(),
+            proxied: Family::default(),
+            proxied_active: Gauge::default(),
+            routing_seconds: Histogram::new(exponential_buckets(0.001, 2.0, 15)),
             registry: Registry::default(),
         };
         registry.register("rooms", "Rooms open on this node", m.rooms.clone());
@@ -74,6 +82,22 @@ impl Metrics {
             m.join_seconds.clone(),
         );
         registry.register("draining", "1 while the node drains", m.draining.clone());
+        registry.register(
+            "room_status_patches",
+            "Room.status reports sent to the Kubernetes API, by result",
+            m.status_patches.clone(),
+        );
+        registry.register(
+            "proxied_sessions",
+            "Signaling sessions proxied to the node hosting their room, by result",
+            m.proxied.clone(),
+        );
+        registry.register("proxied_sessions_active", "Signaling sessions being proxied now", m.proxied_active.clone());
+        registry.register(
+            "routing_duration_seconds",
+            "Kubernetes mode: time to route a join (room lookup, creation, placement wait)",
+            m.routing_seconds.clone(),
+        );
         Self { registry, ..m }
     }
 

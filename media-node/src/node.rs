@@ -50,6 +50,8 @@ pub(crate) struct Shared {
     turn: RwLock<(Vec<String>, Option<String>)>,
     /// Buffers handed back by shards for the receive loop to reuse.
     spare: Mutex<Vec<Vec<u8>>>,
+    /// Kubernetes mode: the cluster's Rooms and pods, for signaling routing.
+    pub(crate) cluster: Option<Arc<crate::cluster::Cluster>>,
 }
 
 impl std::fmt::Debug for Shared {
@@ -325,7 +327,16 @@ impl Node {
             senders.push(tx);
             receivers.push(rx);
         }
+        let cluster = match &cfg.kubernetes {
+            Some(mode) => {
+                let c = crate::cluster::Cluster::start(mode.clone(), cfg.node_name.clone()).await?;
+                crate::cluster::check_access(&c).await?;
+                Some(c)
+            }
+            None => None,
+        };
         let shared = Arc::new(Shared {
+            cluster,
             verifier: Verifier::new(cfg.api_keys.clone(), cfg.token_leeway_seconds),
             turn: RwLock::new((cfg.turn_uris.clone(), cfg.turn_secret.clone())),
             bandwidth_bps: AtomicU64::new(0),
@@ -354,6 +365,9 @@ impl Node {
         }
         let (shutdown, rx) = watch::channel(false);
         tokio::spawn(crate::http::serve_admin(admin, shared.clone(), rx.clone()));
+        if let Some(cluster) = shared.cluster.clone() {
+            tokio::spawn(crate::cluster::report_status(cluster, shared.clone(), rx.clone()));
+        }
         let server = tokio::spawn(crate::http::serve(http, shared.clone(), rx));
         tracing::info!(%http_addr, %admin_addr, %udp_addr, ?tcp_addr, shards = n, "media-node listening");
         Ok(NodeHandle { http_addr, udp_addr, tcp_addr, admin_addr, shared, shutdown, server })

@@ -10,8 +10,10 @@ use switchyard_api::signal::{ClientMessage, ErrorCode, ErrorMessage, LeaveReason
 use switchyard_api::token::Claims;
 use tokio::sync::mpsc;
 
+use crate::cluster::Route;
 use crate::engine::{Command, JoinArgs, RoomSettings};
 use crate::node::{SessionOut, ShardMsg, Shared};
+use crate::proxy::Upstream;
 
 /// How long a new connection may take to send `join`.
 const JOIN_TIMEOUT: Duration = Duration::from_secs(10);
@@ -60,6 +62,16 @@ async fn fail(ws: &mut WebSocket, shared: &Shared, e: ErrorMessage) {
     }
 }
 
+/// Send a final error and close, fatal or not (routing refusals end the socket).
+pub(crate) async fn refuse(ws: &mut WebSocket, shared: &Shared, e: ErrorMessage) {
+    let code = e.code;
+    let reason = e.message.clone();
+    fail(ws, shared, e).await;
+    if !code.is_fatal() {
+        close(ws, code.close_code(), &reason).await;
+    }
+}
+
 /// Read the next text frame as a client message. `Err(None)` means the socket is gone.
 fn parse(frame: Message, max: usize) -> Result<Option<ClientMessage>, Option<ErrorMessage>> {
     match frame {
@@ -76,7 +88,57 @@ fn parse(frame: Message, max: usize) -> Result<Option<ClientMessage>, Option<Err
     }
 }
 
-pub(crate) async fn run(mut ws: WebSocket, shared: Arc<Shared>, claims: Claims, room: String) {
+/// Kubernetes mode: serve the room here (with its Room's settings), proxy the socket to
+/// the node hosting it, or refuse. `None` means the socket was handed off or closed.
+async fn route(
+    ws: WebSocket,
+    shared: &Arc<Shared>,
+    claims: &Claims,
+    room: &str,
+    up: Request,
+    defaults: RoomSettings,
+) -> Option<(WebSocket, RoomSettings)> {
+    let Some(cluster) = shared.cluster.clone() else { return Some((ws, defaults)) };
+    let started = Instant::now();
+    let may_create = shared.cfg.auto_create || claims.grants.room_create;
+    let decision = cluster.route(room, may_create, up.forwarded).await;
+    shared.metrics.routing_seconds.observe(started.elapsed().as_secs_f64());
+    match decision {
+        Route::Serve(spec) => Some((ws, crate::cluster::room_settings(&spec, defaults))),
+        Route::Proxy { node, ip } => {
+            crate::proxy::run(ws, shared.clone(), node, ip, up.upstream).await;
+            None
+        }
+        Route::Refuse(e) => {
+            let mut ws = ws;
+            refuse(&mut ws, shared, e).await;
+            None
+        }
+    }
+}
+
+/// What of the HTTP request a session needs besides the token.
+#[derive(Debug, Default)]
+pub(crate) struct Request {
+    /// Passed on when the session is proxied.
+    pub(crate) upstream: Upstream,
+    /// Another node proxied this request here.
+    pub(crate) forwarded: bool,
+}
+
+pub(crate) async fn run(ws: WebSocket, shared: Arc<Shared>, claims: Claims, room: String, req: Request) {
+    let cfg = &shared.cfg;
+    let defaults = RoomSettings {
+        max_participants: cfg.max_participants,
+        empty_timeout: cfg.empty_timeout(),
+        allowed_codecs: vec![],
+        metadata: None,
+    };
+    let Some((ws, settings)) = route(ws, &shared, &claims, &room, req, defaults).await else { return };
+    serve(ws, shared, claims, room, settings).await;
+}
+
+async fn serve(mut ws: WebSocket, shared: Arc<Shared>, claims: Claims, room: String, settings: RoomSettings) {
     let max = shared.cfg.max_message_bytes;
     let mut limit = RateLimit::new(shared.cfg.messages_per_second);
     // Wait for join.
@@ -128,12 +190,7 @@ pub(crate) async fn run(mut ws: WebSocket, shared: Arc<Shared>, claims: Claims, 
         room: room.clone(),
         ice_servers: shared.ice_servers(&claims.sub),
         may_create: cfg.auto_create || claims.grants.room_create,
-        settings: RoomSettings {
-            max_participants: cfg.max_participants,
-            empty_timeout: cfg.empty_timeout(),
-            allowed_codecs: vec![],
-            metadata: None,
-        },
+        settings,
         auto_subscribe: join.auto_subscribe,
         reconnect_token: format!("{pid}"),
         claims,
