@@ -9,8 +9,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
 use switchyard_api::signal::{
-    ClientMessage, DataKind, DataMessage, JoinRequest, PublishTrackRequest, ServerMessage, SessionDescription,
-    TrackKind, TrackSource,
+    ClientMessage, DataKind, DataMessage, IceTransportPolicy, JoinRequest, PublishTrackRequest, ServerMessage,
+    SessionDescription, TrackKind, TrackSource,
 };
 use switchyard_api::token::{Claims, Grants, mint};
 use switchyard_media_node::{Config, Node, NodeHandle};
@@ -22,10 +22,12 @@ use webrtc::api::media_engine::{MIME_TYPE_OPUS, MIME_TYPE_VP8, MediaEngine};
 use webrtc::api::setting_engine::SettingEngine;
 use webrtc::data_channel::RTCDataChannel;
 use webrtc::ice::mdns::MulticastDnsMode;
+use webrtc::ice_transport::ice_server::RTCIceServer;
 use webrtc::interceptor::registry::Registry;
 use webrtc::media::Sample;
 use webrtc::peer_connection::RTCPeerConnection;
 use webrtc::peer_connection::configuration::RTCConfiguration;
+use webrtc::peer_connection::policy::ice_transport_policy::RTCIceTransportPolicy;
 use webrtc::peer_connection::sdp::session_description::RTCSessionDescription;
 use webrtc::rtp_transceiver::RTCRtpTransceiverInit;
 use webrtc::rtp_transceiver::rtp_codec::RTCRtpCodecCapability;
@@ -154,7 +156,8 @@ pub struct Peer {
     pub id: u8,
 }
 
-async fn new_pc() -> Arc<RTCPeerConnection> {
+/// A peer connection configured as the server's `joined` says (ICE servers, relay-only).
+async fn new_pc(joined: &ServerMessage) -> Arc<RTCPeerConnection> {
     init_crypto();
     let mut m = MediaEngine::default();
     m.register_default_codecs().unwrap();
@@ -165,7 +168,22 @@ async fn new_pc() -> Arc<RTCPeerConnection> {
     s.set_ip_filter(Box::new(|ip| ip.is_loopback()));
     s.set_ice_multicast_dns_mode(MulticastDnsMode::Disabled);
     let api = APIBuilder::new().with_media_engine(m).with_interceptor_registry(registry).with_setting_engine(s).build();
-    Arc::new(api.new_peer_connection(RTCConfiguration::default()).await.unwrap())
+    let mut config = RTCConfiguration::default();
+    if let ServerMessage::Joined(j) = joined {
+        config.ice_servers = j
+            .ice_servers
+            .iter()
+            .map(|s| RTCIceServer {
+                urls: s.urls.clone(),
+                username: s.username.clone().unwrap_or_default(),
+                credential: s.credential.clone().unwrap_or_default(),
+            })
+            .collect();
+        if j.ice_transport_policy == IceTransportPolicy::Relay {
+            config.ice_transport_policy = RTCIceTransportPolicy::Relay;
+        }
+    }
+    Arc::new(api.new_peer_connection(config).await.unwrap())
 }
 
 pub async fn local_description(pc: &RTCPeerConnection) -> String {
@@ -174,8 +192,11 @@ pub async fn local_description(pc: &RTCPeerConnection) -> String {
     pc.local_description().await.unwrap().sdp
 }
 
+#[derive(Debug)]
 pub enum ConnectError {
     Http(u16, serde_json::Value),
+    /// The server answered the join with an error.
+    Refused(switchyard_api::signal::ErrorMessage),
     Other(String),
 }
 
@@ -185,6 +206,7 @@ impl Peer {
         match Self::try_join(node, token, id, publish).await {
             Ok(p) => p,
             Err(ConnectError::Http(s, b)) => panic!("join refused: {s} {b}"),
+            Err(ConnectError::Refused(e)) => panic!("join refused: {e:?}"),
             Err(ConnectError::Other(e)) => panic!("join failed: {e}"),
         }
     }
@@ -195,7 +217,12 @@ impl Peer {
         id: u8,
         publish: &[TrackKind],
     ) -> Result<Peer, ConnectError> {
-        let (ws, _) = match tokio_tungstenite::connect_async(url(node, token)).await {
+        Self::try_join_url(&url(node, token), id, publish).await
+    }
+
+    /// Join through a full `/rtc` URL (a Service or another node's address).
+    pub async fn try_join_url(url: &str, id: u8, publish: &[TrackKind]) -> Result<Peer, ConnectError> {
+        let (ws, _) = match tokio_tungstenite::connect_async(url).await {
             Ok(ws) => ws,
             Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => {
                 let body =
@@ -216,7 +243,19 @@ impl Peer {
         });
         out_tx.send(ClientMessage::Join(JoinRequest::default())).unwrap();
 
-        let pc = new_pc().await;
+        // Wait for joined before offering.
+        let first = stream.next().await;
+        let joined: ServerMessage = match first {
+            Some(Ok(Message::Text(t))) => serde_json::from_str(&t).unwrap(),
+            other => return Err(ConnectError::Other(format!("expected joined, got {other:?}"))),
+        };
+        if let ServerMessage::Error(e) = joined {
+            return Err(ConnectError::Refused(e));
+        }
+        if !matches!(joined, ServerMessage::Joined(_)) {
+            return Err(ConnectError::Other(format!("expected joined, got {joined:?}")));
+        }
+        let pc = new_pc(&joined).await;
         let received = Arc::new(Mutex::new(Received::default()));
         let r = received.clone();
         pc.on_track(Box::new(move |track, _, _| {
@@ -269,15 +308,6 @@ impl Peer {
             tracks.push((kind, track));
         }
 
-        // Wait for joined before offering.
-        let first = stream.next().await;
-        let joined: ServerMessage = match first {
-            Some(Ok(Message::Text(t))) => serde_json::from_str(&t).unwrap(),
-            other => return Err(ConnectError::Other(format!("expected joined, got {other:?}"))),
-        };
-        if !matches!(joined, ServerMessage::Joined(_)) {
-            return Err(ConnectError::Other(format!("expected joined, got {joined:?}")));
-        }
         let _ = ev_tx.send(joined);
         let offer = pc.create_offer(None).await.unwrap();
         pc.set_local_description(offer).await.unwrap();
