@@ -445,7 +445,7 @@ impl Default for TurnQuotas {
 }
 
 /// The TURN Service.
-#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
 #[serde(rename_all = "camelCase")]
 pub struct TurnServiceSpec {
     /// The Service type.
@@ -454,6 +454,13 @@ pub struct TurnServiceSpec {
     /// Annotations for the Service (for example a cloud load balancer's settings).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub annotations: BTreeMap<String, String>,
+    /// Hosts or IPs clients use to reach TURN (a DNS name you manage, a load balancer in
+    /// front of the nodes), each with the listeners' ports. Overrides the discovered
+    /// address: the load balancer's, or for NodePort the nodes running turn pods.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 16))]
+    #[x_kube(validation = Rule::new("self.all(a, size(a) > 0 && size(a) <= 253 && !a.contains(':') || isIP(a))").message("turn.service.externalAddresses must be host names or IP addresses, without ports"))]
+    pub external_addresses: Vec<String>,
 }
 
 /// A Kubernetes Service type.
@@ -904,6 +911,19 @@ mod tests {
                 "peers.allow entries must be CIDRs such as 10.0.0.0/8",
                 "peers.deny entries must be CIDRs such as 10.96.0.0/12",
             ]
+        );
+    }
+
+    #[test]
+    fn turn_external_addresses_are_hosts_or_ips() {
+        let mut spec = default_spec();
+        spec.turn.service.external_addresses =
+            vec!["turn.example.com".into(), "2001:db8::1".into(), "203.0.113.9".into()];
+        assert_eq!(violations(spec.clone()), Vec::<String>::new());
+        spec.turn.service.external_addresses = vec!["turn.example.com:3478".into()];
+        assert_eq!(
+            violations(spec),
+            vec!["turn.service.externalAddresses must be host names or IP addresses, without ports"]
         );
     }
 

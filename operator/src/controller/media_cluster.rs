@@ -17,7 +17,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use futures::future::join_all;
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
-use k8s_openapi::api::core::v1::{Pod, Secret, Service};
+use k8s_openapi::api::core::v1::{Node, Pod, Secret, Service};
 use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, ListParams, Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
@@ -36,7 +36,7 @@ use super::{Context, ObservedNode, now_time, set_condition};
 use crate::decide::autoscale::{self, PodLoad, Policy, Recommendation, Scale};
 use crate::decide::drain::{self, DrainStep, Draining};
 use crate::nodes::NodeAddr;
-use crate::render::config::{human_bandwidth, turn_uris};
+use crate::render::config::{human_bandwidth, turn_uris, turn_uris_at};
 use crate::render::{self, FIELD_MANAGER, Fleet, Inputs, Names, Object, SecretMaterial};
 use crate::{Error, Result};
 
@@ -70,6 +70,7 @@ pub fn error_policy(_mc: Arc<MediaCluster>, error: &Error, _ctx: Arc<Context>) -
 #[derive(Clone, Debug)]
 struct PodObs {
     name: String,
+    node: Option<String>,
     ip: Option<IpAddr>,
     ready: bool,
     terminating: bool,
@@ -79,6 +80,7 @@ fn observe_pod(p: &Pod) -> PodObs {
     let status = p.status.as_ref();
     PodObs {
         name: p.name_any(),
+        node: p.spec.as_ref().and_then(|s| s.node_name.clone()),
         ip: status.and_then(|s| s.pod_ip.as_deref()).and_then(|ip| ip.parse().ok()),
         ready: status
             .and_then(|s| s.conditions.as_ref())
@@ -131,6 +133,65 @@ fn to_i32(n: u32) -> i32 {
 }
 
 /// Where clients reach a Service from outside: the load balancer address if any.
+/// Where clients reach TURN, most specific first: `turn.service.externalAddresses`; the
+/// load balancer's address; for NodePort, the nodes running ready turn pods (external IP,
+/// else internal) with the Service's node ports (`externalTrafficPolicy: Local` serves
+/// only there). `None` means the in-cluster DNS name.
+async fn discover_turn_uris(
+    mc: &MediaCluster,
+    names: &Names,
+    services: &Api<Service>,
+    turn_pods: &[PodObs],
+    client: &kube::Client,
+) -> Result<Option<Vec<String>>> {
+    let spec = &mc.spec.turn.service;
+    if !spec.external_addresses.is_empty() {
+        return Ok(Some(turn_uris_at(mc, &spec.external_addresses, |l| Some(l.port))));
+    }
+    match spec.r#type {
+        ServiceType::ClusterIP => Ok(None),
+        ServiceType::LoadBalancer => {
+            Ok(services.get_opt(&names.turn()).await?.as_ref().and_then(lb_host).map(|h| turn_uris(mc, &h)))
+        }
+        ServiceType::NodePort => {
+            let Some(svc) = services.get_opt(&names.turn()).await? else { return Ok(None) };
+            let nodes_api: Api<Node> = Api::all(client.clone());
+            let mut hosts = std::collections::BTreeSet::new();
+            for name in turn_pods.iter().filter(|p| p.ready && !p.terminating).filter_map(|p| p.node.as_deref()) {
+                if let Some(node) = nodes_api.get_opt(name).await?
+                    && let Some(ip) = node_address(&node)
+                {
+                    hosts.insert(ip);
+                }
+            }
+            if hosts.is_empty() {
+                return Ok(None);
+            }
+            let hosts: Vec<String> = hosts.into_iter().collect();
+            Ok(Some(turn_uris_at(mc, &hosts, |l| node_port(&svc, l))))
+        }
+    }
+}
+
+/// A Node's ExternalIP, else its InternalIP.
+fn node_address(node: &Node) -> Option<String> {
+    let addrs = node.status.as_ref()?.addresses.as_ref()?;
+    let find = |t: &str| addrs.iter().find(|a| a.type_ == t).map(|a| a.address.clone());
+    find("ExternalIP").or_else(|| find("InternalIP"))
+}
+
+/// The node port the Service allocated for a listener.
+fn node_port(svc: &Service, l: &switchyard_api::media_cluster::TurnListener) -> Option<i32> {
+    let proto = if l.protocol == switchyard_api::media_cluster::TurnProtocol::UDP { "UDP" } else { "TCP" };
+    svc.spec
+        .as_ref()?
+        .ports
+        .as_ref()?
+        .iter()
+        .find(|p| p.port == l.port && p.protocol.as_deref() == Some(proto))?
+        .node_port
+}
+
 fn lb_host(svc: &Service) -> Option<String> {
     let ing = svc.status.as_ref()?.load_balancer.as_ref()?.ingress.as_ref()?.first()?;
     ing.hostname.clone().or_else(|| ing.ip.clone())
@@ -190,10 +251,7 @@ async fn reconcile_inner(mc: &MediaCluster, ctx: &Context) -> Result<Action> {
     let sfu_pods: Vec<PodObs> = pods.list(&list(Fleet::Sfu)).await?.items.iter().map(observe_pod).collect();
     let turn_pods: Vec<PodObs> = pods.list(&list(Fleet::Turn)).await?.items.iter().map(observe_pod).collect();
     let services: Api<Service> = Api::namespaced(client.clone(), &ns);
-    let turn_host = match spec.turn.service.r#type {
-        ServiceType::LoadBalancer => services.get_opt(&names.turn()).await?.as_ref().and_then(lb_host),
-        _ => None,
-    };
+    let turn_uris = discover_turn_uris(mc, &names, &services, &turn_pods, &client).await?;
     let signaling_host = match (&spec.signaling.ingress, spec.signaling.service_type) {
         (None, ServiceType::LoadBalancer) => services.get_opt(&names.signaling()).await?.as_ref().and_then(lb_host),
         _ => None,
@@ -341,7 +399,7 @@ async fn reconcile_inner(mc: &MediaCluster, ctx: &Context) -> Result<Action> {
         sfu_replicas: to_i32(sfu_plan.replicas),
         turn_replicas: to_i32(turn_plan.replicas),
         sfu_pod_ips: &sfu_ips,
-        turn_host: turn_host.as_deref(),
+        turn_uris: turn_uris.as_deref(),
         service_monitor_crd: ctx.service_monitor_crd,
         images: &ctx.images,
     };
@@ -378,7 +436,7 @@ async fn reconcile_inner(mc: &MediaCluster, ctx: &Context) -> Result<Action> {
         &media_status,
         bandwidth,
         unreachable,
-        turn_host.as_deref(),
+        turn_uris.as_deref(),
         signaling_host.as_deref(),
         ctx,
     );
@@ -513,7 +571,7 @@ fn status(
     media_status: &[Option<switchyard_api::node::MediaNodeStatus>],
     bandwidth: u64,
     unreachable: usize,
-    turn_host: Option<&str>,
+    turn_uris: Option<&[String]>,
     signaling_host: Option<&str>,
     ctx: &Context,
 ) -> MediaClusterStatus {
@@ -592,7 +650,10 @@ fn status(
         (None, Some(host)) => format!("ws://{host}:{}/rtc", spec.signaling.port),
         (None, None) => format!("ws://{}.{ns}.svc:{}/rtc", names.signaling(), spec.signaling.port),
     };
-    let turn_host = turn_host.map_or_else(|| format!("{}.{ns}.svc", names.turn()), str::to_owned);
+    let turn_uris = match turn_uris {
+        Some(uris) => uris.to_vec(),
+        None => crate::render::config::turn_uris(mc, &format!("{}.{ns}.svc", names.turn())),
+    };
     let turn_enabled = spec.turn.replicas.max > 0 || spec.media.mode == ExposureMode::Gateway;
 
     MediaClusterStatus {
@@ -606,7 +667,7 @@ fn status(
         nodes,
         endpoints: Some(Endpoints {
             signaling_url: Some(signaling_url),
-            turn_uris: if turn_enabled { turn_uris(mc, &turn_host) } else { Vec::new() },
+            turn_uris: if turn_enabled { turn_uris } else { Vec::new() },
         }),
     }
 }

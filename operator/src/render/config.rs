@@ -4,7 +4,7 @@
 //! implements.
 
 use serde::Serialize;
-use switchyard_api::media_cluster::{ExposureMode, TurnProtocol, WebhookSpec};
+use switchyard_api::media_cluster::{ExposureMode, TurnListener, TurnProtocol, WebhookSpec};
 use switchyard_api::quantity::parse_quantity;
 use switchyard_api::{MediaCluster, quantity};
 
@@ -250,16 +250,26 @@ pub fn turn_node(mc: &MediaCluster, sfu_pod_ips: &[String]) -> Result<TurnNodeCo
 
 /// The TURN URIs clients get for a TURN Service reachable at `host`.
 pub fn turn_uris(mc: &MediaCluster, host: &str) -> Vec<String> {
-    mc.spec
-        .turn
-        .listeners
-        .iter()
-        .map(|l| match l.protocol {
-            TurnProtocol::UDP => format!("turn:{host}:{}?transport=udp", l.port),
-            TurnProtocol::TCP => format!("turn:{host}:{}?transport=tcp", l.port),
-            TurnProtocol::TLS => format!("turns:{host}:{}?transport=tcp", l.port),
-        })
-        .collect()
+    turn_uris_at(mc, &[host.to_owned()], |l| Some(l.port))
+}
+
+/// The TURN URIs for every host × listener; `port` maps a listener to the port clients
+/// dial (its own port, or the Service's node port), `None` skips it.
+pub fn turn_uris_at(mc: &MediaCluster, hosts: &[String], port: impl Fn(&TurnListener) -> Option<i32>) -> Vec<String> {
+    let mut out = vec![];
+    for host in hosts {
+        // An IPv6 literal goes in brackets.
+        let host = if host.contains(':') { format!("[{host}]") } else { host.clone() };
+        for l in &mc.spec.turn.listeners {
+            let Some(p) = port(l) else { continue };
+            out.push(match l.protocol {
+                TurnProtocol::UDP => format!("turn:{host}:{p}?transport=udp"),
+                TurnProtocol::TCP => format!("turn:{host}:{p}?transport=tcp"),
+                TurnProtocol::TLS => format!("turns:{host}:{p}?transport=tcp"),
+            });
+        }
+    }
+    out
 }
 
 /// `200000000` → `200M`, for status.

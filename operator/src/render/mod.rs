@@ -123,9 +123,9 @@ pub struct Inputs<'a> {
     pub turn_replicas: i32,
     /// The SFU pods' IPs: TURN's peer allow list in Gateway mode.
     pub sfu_pod_ips: &'a [String],
-    /// Where clients reach the TURN Service (its load balancer address); `None` uses the
-    /// in-cluster DNS name.
-    pub turn_host: Option<&'a str>,
+    /// The TURN URIs clients get (external addresses, the load balancer, or node ports);
+    /// `None` uses the Service's in-cluster DNS name.
+    pub turn_uris: Option<&'a [String]>,
     /// The `servicemonitors.monitoring.coreos.com` CRD exists.
     pub service_monitor_crd: bool,
     /// Default images.

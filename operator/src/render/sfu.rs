@@ -21,9 +21,11 @@ pub(super) fn render(ctx: &Ctx<'_>) -> Result<Vec<Object>> {
     // Config. The hash leaves out the TURN URIs: they change when a load balancer gets
     // its address, and rolling every SFU pod (ending every call) for that would be absurd;
     // media-node re-reads the mounted file instead.
-    let turn_host =
-        ctx.inputs.turn_host.map(str::to_owned).unwrap_or_else(|| format!("{}.{}.svc", names.turn(), ctx.namespace));
-    let mut cfg = config::media_node(ctx.mc, cluster, config::turn_uris(ctx.mc, &turn_host))?;
+    let uris = match ctx.inputs.turn_uris {
+        Some(uris) => uris.to_vec(),
+        None => config::turn_uris(ctx.mc, &format!("{}.{}.svc", names.turn(), ctx.namespace)),
+    };
+    let mut cfg = config::media_node(ctx.mc, cluster, uris)?;
     let yaml = |c: &config::MediaNodeConfig| {
         serde_saphyr::to_string(c).map_err(|e| Error::Invalid { what: "media-node config", message: e.to_string() })
     };

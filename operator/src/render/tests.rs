@@ -30,12 +30,13 @@ fn render_with(mc: &MediaCluster, monitors: bool) -> Vec<Object> {
     let images = Images { media_node: "media-node:test".into(), turn_node: "turn-node:test".into() };
     let secrets = material();
     let ips = ["10.244.1.7".to_owned(), "10.244.0.5".to_owned()];
+    let uris = super::config::turn_uris(mc, "turn.example.com");
     let inputs = Inputs {
         secrets: &secrets,
         sfu_replicas: 2,
         turn_replicas: 1,
         sfu_pod_ips: &ips,
-        turn_host: Some("turn.example.com"),
+        turn_uris: Some(&uris),
         service_monitor_crd: monitors,
         images: &images,
     };
@@ -249,12 +250,13 @@ fn dynamic_config_does_not_roll_pods() {
     let hash = |ips: &[String], host: &str| {
         let images = Images::default();
         let secrets = material();
+        let uris = super::config::turn_uris(&mc, host);
         let inputs = Inputs {
             secrets: &secrets,
             sfu_replicas: 1,
             turn_replicas: 1,
             sfu_pod_ips: ips,
-            turn_host: Some(host),
+            turn_uris: Some(&uris),
             service_monitor_crd: false,
             images: &images,
         };
@@ -279,7 +281,7 @@ fn dynamic_config_does_not_roll_pods() {
         sfu_replicas: 1,
         turn_replicas: 1,
         sfu_pod_ips: &[],
-        turn_host: None,
+        turn_uris: None,
         service_monitor_crd: false,
         images: &images,
     };
@@ -302,7 +304,7 @@ fn missing_uid_is_an_error_not_an_orphan() {
         sfu_replicas: 1,
         turn_replicas: 1,
         sfu_pod_ips: &[],
-        turn_host: None,
+        turn_uris: None,
         service_monitor_crd: false,
         images: &images,
     };
@@ -353,4 +355,25 @@ fn secret_material_debug_hides_values() {
     let text = format!("{:?}", material());
     assert!(!text.contains("golden-api-secret") && !text.contains("golden-turn-secret"), "{text}");
     assert!(text.contains("APIgolden0001"));
+}
+
+#[test]
+fn turn_uris_cover_every_host_and_listener() {
+    use switchyard_api::media_cluster::{TurnListener, TurnProtocol};
+    let mut mc = gateway();
+    mc.spec.turn.listeners = vec![
+        TurnListener { name: "udp".into(), protocol: TurnProtocol::UDP, port: 3478, tls_secret_ref: None },
+        TurnListener {
+            name: "tls".into(),
+            protocol: TurnProtocol::TLS,
+            port: 443,
+            tls_secret_ref: Some(switchyard_api::media_cluster::SecretRef { name: "t".into() }),
+        },
+    ];
+    let hosts = ["198.51.100.4".to_owned(), "2001:db8::9".to_owned()];
+    // Node ports: only the UDP listener has one here.
+    let uris = super::config::turn_uris_at(&mc, &hosts, |l| (l.name == "udp").then_some(31478));
+    assert_eq!(uris, vec!["turn:198.51.100.4:31478?transport=udp", "turn:[2001:db8::9]:31478?transport=udp"]);
+    let uris = super::config::turn_uris(&mc, "turn.example.com");
+    assert_eq!(uris, vec!["turn:turn.example.com:3478?transport=udp", "turns:turn.example.com:443?transport=tcp"]);
 }
