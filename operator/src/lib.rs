@@ -63,15 +63,25 @@ pub use error::{Error, Result};
 
 use std::path::Path;
 
-/// Write every generated artefact (`crds/*.yaml`, `schema/*.json`) below `root`.
+/// The Helm chart's CRD directory. Helm installs CRDs only from there and cannot read
+/// files outside the chart, so it holds a byte-identical copy of every `crds/*.yaml`.
+pub const CHART_CRDS_DIR: &str = "charts/switchyard/crds";
+
+/// Write every generated artefact (`crds/*.yaml` and its copy in [`CHART_CRDS_DIR`],
+/// `schema/*.json`) below `root`.
 pub fn write_generated(root: &Path) -> anyhow::Result<()> {
     for artifact in switchyard_api::crd::artifacts()? {
-        let path = root.join(artifact.path);
-        if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir)?;
+        let mut paths = vec![root.join(artifact.path)];
+        if let Some(file) = artifact.path.strip_prefix("crds/") {
+            paths.push(root.join(CHART_CRDS_DIR).join(file));
         }
-        std::fs::write(&path, artifact.contents)?;
-        println!("wrote {}", path.display());
+        for path in paths {
+            if let Some(dir) = path.parent() {
+                std::fs::create_dir_all(dir)?;
+            }
+            std::fs::write(&path, &artifact.contents)?;
+            println!("wrote {}", path.display());
+        }
     }
     Ok(())
 }
