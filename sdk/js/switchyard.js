@@ -12,9 +12,11 @@
 // pending (the server withdraws its offer and repeats it after answering ours).
 
 export class SwitchyardError extends Error {
-  constructor(code, message) {
+  constructor(code, message, retryAfterMs = null) {
     super(`${code}: ${message}`);
     this.code = code;
+    /** Set when the server says a retry may succeed (placement, draining, rate limits). */
+    this.retryAfterMs = retryAfterMs;
   }
 }
 
@@ -80,7 +82,7 @@ export class Room {
         this.close();
         break;
       case "error":
-        o.onError?.(new SwitchyardError(msg.code, msg.message));
+        o.onError?.(new SwitchyardError(msg.code, msg.message, msg.retryAfterMs));
         break;
     }
   }
@@ -125,20 +127,45 @@ export class Room {
   }
 }
 
-/** Connect to `url` (ws:// or wss://, the signaling endpoint's origin) with an access token. */
-export async function connect(url, token, options = {}) {
+function openAndJoin(url, token) {
   const ws = new WebSocket(`${url.replace(/\/$/, "")}/rtc?access_token=${encodeURIComponent(token)}`);
-  const room = new Room(ws, options);
-  const joined = await new Promise((resolve, reject) => {
-    ws.onerror = () => reject(new SwitchyardError("connect_failed", "WebSocket refused (bad token or server down)"));
-    ws.onclose = (e) => reject(new SwitchyardError("closed", `closed with ${e.code} ${e.reason}`));
-    ws.onopen = () => room.send({ type: "join", protocolVersion: 1, sdk: { name: "js", version: "0.1.0" } });
+  return new Promise((resolve, reject) => {
+    let refused = null;
+    ws.onerror = () => reject(refused || new SwitchyardError("connect_failed", "WebSocket refused (bad token or server down)"));
+    ws.onclose = (e) => reject(refused || new SwitchyardError("closed", `closed with ${e.code} ${e.reason}`));
+    ws.onopen = () => ws.send(JSON.stringify({ type: "join", protocolVersion: 1, sdk: { name: "js", version: "0.1.0" } }));
     ws.onmessage = (e) => {
       const msg = JSON.parse(e.data);
-      if (msg.type === "joined") resolve(msg);
-      else if (msg.type === "error") reject(new SwitchyardError(msg.code, msg.message));
+      if (msg.type === "joined") resolve({ ws, joined: msg });
+      else if (msg.type === "error") {
+        refused = new SwitchyardError(msg.code, msg.message, msg.retryAfterMs);
+        reject(refused);
+      }
     };
   });
+}
+
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+/**
+ * Connect to `url` (ws:// or wss://, the signaling endpoint's origin) with an access token.
+ * A refusal that carries a retry hint (the room is being placed or moved, the node drains)
+ * is retried up to `options.retries` times (default 3) after the hinted delay.
+ */
+export async function connect(url, token, options = {}) {
+  const retries = options.retries ?? 3;
+  let ws, joined;
+  for (let attempt = 0; ; attempt++) {
+    try {
+      ({ ws, joined } = await openAndJoin(url, token));
+      break;
+    } catch (e) {
+      if (e.retryAfterMs == null || attempt >= retries) throw e;
+      options.onRetry?.(e, attempt + 1);
+      await sleep(e.retryAfterMs);
+    }
+  }
+  const room = new Room(ws, options);
   room.joined = joined;
   for (const p of joined.otherParticipants) room.participants.set(p.sid, p);
   room.pc = new RTCPeerConnection({
