@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use serde::Deserialize;
+use switchyard_api::media_cluster::WebhookSpec;
 
 use crate::{Error, Result};
 
@@ -51,6 +52,13 @@ pub struct Config {
     /// This node's name (the pod name in Kubernetes).
     #[arg(long, env = "POD_NAME", default_value = "media-node-0")]
     pub node_name: String,
+    /// The MediaCluster this node belongs to (named in webhook events).
+    #[arg(long, env = "SWITCHYARD_CLUSTER", default_value = "local")]
+    pub cluster: String,
+    /// A URL to POST room events to (all events, signed with the first API key);
+    /// repeatable, or comma-separated in the environment.
+    #[arg(long = "webhook", env = "SWITCHYARD_WEBHOOKS", value_delimiter = ',', value_parser = parse_webhook)]
+    pub webhooks: Vec<WebhookSpec>,
     /// TURN URIs handed to clients, comma-separated (`turn:host:3478?transport=udp`).
     #[arg(long = "turn-uri", env = "SWITCHYARD_TURN_URIS", value_delimiter = ',')]
     pub turn_uris: Vec<String>,
@@ -139,6 +147,9 @@ pub struct FileConfig {
     pub room_defaults: switchyard_api::media_cluster::RoomDefaults,
     /// How long a drain waits for rooms to empty.
     pub drain_grace_seconds: u64,
+    /// Webhook receivers.
+    #[serde(default)]
+    pub webhooks: Vec<WebhookSpec>,
 }
 
 /// TURN settings in the file.
@@ -189,6 +200,12 @@ pub fn read_keys_dir(dir: &Path) -> Result<Vec<(String, String)>> {
     Ok(keys)
 }
 
+fn parse_webhook(s: &str) -> std::result::Result<WebhookSpec, String> {
+    let spec = WebhookSpec { url: s.trim().to_owned(), events: vec![], api_key: None };
+    crate::webhook::receivers(std::slice::from_ref(&spec), &[("k".into(), "s".into())]).map_err(|e| e.to_string())?;
+    Ok(spec)
+}
+
 fn parse_key(s: &str) -> std::result::Result<(String, String), String> {
     match s.split_once(':') {
         Some((k, v)) if !k.is_empty() && !v.is_empty() => Ok((k.to_owned(), v.to_owned())),
@@ -225,6 +242,8 @@ impl Config {
         self.empty_timeout_seconds = u64::try_from(file.room_defaults.empty_timeout_seconds).unwrap_or(0);
         self.max_participants = u32::try_from(file.room_defaults.max_participants).unwrap_or(0);
         self.drain_grace_seconds = file.drain_grace_seconds;
+        self.cluster = file.cluster.clone();
+        self.webhooks = file.webhooks.clone();
         self.kubernetes = match env("POD_NAMESPACE") {
             Some(namespace) if !self.standalone => Some(crate::cluster::KubeMode {
                 namespace,
@@ -285,6 +304,7 @@ impl Config {
         if self.messages_per_second == 0 {
             return bad("messages-per-second", "must be positive");
         }
+        crate::webhook::receivers(&self.webhooks, &self.api_keys)?;
         Ok(())
     }
 
@@ -401,6 +421,73 @@ mod tests {
         assert!(c.validate().is_ok());
         c.api_keys.clear();
         assert!(c.validate().unwrap_err().to_string().contains("api-key"));
+    }
+
+    /// Webhooks as the operator renders them (the same `WebhookSpec` through the same YAML
+    /// serialiser, into its golden ConfigMap) become the node's receivers.
+    #[test]
+    fn reads_the_webhooks_the_operator_renders() {
+        use switchyard_api::media_cluster::WebhookEvent;
+        let golden =
+            std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../operator/tests/golden/direct-full.yaml"))
+                .unwrap();
+        let doc = golden
+            .split("\n---\n")
+            .find(|d| d.contains("kind: ConfigMap") && d.contains("signalingPort"))
+            .expect("the media-node ConfigMap");
+        let cm: serde_json::Value = serde_saphyr::from_str(doc).unwrap();
+        let yaml = cm["data"]["config.yaml"].as_str().unwrap();
+        let file: FileConfig = serde_saphyr::from_str(yaml).unwrap();
+        assert!(file.webhooks.is_empty(), "the golden cluster has none");
+
+        let specs = vec![
+            WebhookSpec {
+                url: "https://app.example.com/hooks".into(),
+                events: vec![WebhookEvent::RoomFinished, WebhookEvent::ParticipantJoined],
+                api_key: Some("APIedge".into()),
+            },
+            WebhookSpec { url: "http://audit.media.svc:8080/".into(), events: vec![], api_key: None },
+        ];
+        let rendered = serde_saphyr::to_string(&specs).unwrap();
+        assert!(yaml.contains("webhooks: []\n"));
+        let dir = std::env::temp_dir().join(format!("mn-webhooks-{}", std::process::id()));
+        std::fs::create_dir_all(dir.join("keys")).unwrap();
+        std::fs::write(dir.join("keys/APIedge"), "s3cret\n").unwrap();
+        std::fs::write(dir.join("turn-secret"), "turnsecret\n").unwrap();
+        let yaml = yaml
+            .replace("webhooks: []\n", &format!("webhooks:\n{rendered}"))
+            .replace("/etc/switchyard/keys", dir.join("keys").to_str().unwrap())
+            .replace("/etc/switchyard/turn/secret", dir.join("turn-secret").to_str().unwrap());
+        let path = dir.join("config.yaml");
+        std::fs::write(&path, yaml).unwrap();
+        let file = FileConfig::read(&path).unwrap();
+        assert_eq!(file.webhooks, specs);
+
+        let mut c = Config::parse_from(["media-node", "--webhook", "http://127.0.0.1:9/ignored"]);
+        c.apply_file(&file, |_| None).unwrap();
+        assert_eq!(c.webhooks, specs, "the file replaces flags");
+        assert_eq!(c.cluster, "edge");
+        assert!(c.validate().is_ok());
+        c.webhooks[0].api_key = Some("APIother".into());
+        let err = c.validate().unwrap_err().to_string();
+        assert!(err.contains("webhook") && err.contains("APIother"), "{err}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn webhook_flags_take_every_event_and_the_first_key() {
+        let c = Config::parse_from([
+            "media-node",
+            "--webhook",
+            "http://a:8080/h,https://b.example/h",
+            "--webhook",
+            "http://c/",
+        ]);
+        let urls: Vec<_> = c.webhooks.iter().map(|w| w.url.as_str()).collect();
+        assert_eq!(urls, ["http://a:8080/h", "https://b.example/h", "http://c/"]);
+        assert!(c.webhooks.iter().all(|w| w.events.is_empty() && w.api_key.is_none()));
+        assert!(Config::try_parse_from(["media-node", "--webhook", "ftp://a/h"]).is_err());
+        assert_eq!(Config::parse_from(["media-node"]).cluster, "local");
     }
 
     #[test]

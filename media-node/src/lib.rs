@@ -12,7 +12,9 @@
 //!
 //! Rooms are spread over shards (one per core by default); a room lives on exactly one
 //! shard, so forwarding never crosses threads. Every shard owns an [`engine::Engine`], the
-//! sans-IO core, and is the only writer of its state.
+//! sans-IO core, and is the only writer of its state. Room events leave the shards for
+//! the webhook receivers through bounded queues (`webhook`), so a slow receiver never
+//! holds a shard up.
 #![deny(unsafe_code)]
 
 mod cluster;
@@ -24,6 +26,7 @@ mod node;
 mod proxy;
 mod session;
 mod turn_credentials;
+mod webhook;
 
 pub use cluster::KubeMode;
 pub use config::Config;

@@ -25,6 +25,12 @@ pub(crate) struct Code {
     pub(crate) code: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct WebhookResult {
+    pub(crate) event: &'static str,
+    pub(crate) result: &'static str,
+}
+
 #[derive(Debug)]
 pub(crate) struct Metrics {
     pub(crate) registry: Registry,
@@ -38,6 +44,8 @@ pub(crate) struct Metrics {
     pub(crate) signal_errors: Family<Code, Counter>,
     pub(crate) join_seconds: Histogram,
     pub(crate) draining: Gauge,
+    pub(crate) webhooks: Family<WebhookResult, Counter>,
+    pub(crate) webhook_seconds: Histogram,
     pub(crate) status_patches: Family<Outcome, Counter>,
     pub(crate) proxied: Family<Outcome, Counter>,
     pub(crate) proxied_active: Gauge,
@@ -58,6 +66,8 @@ impl Metrics {
             signal_errors: Family::default(),
             join_seconds: Histogram::new(exponential_buckets(0.001, 2.0, 14)),
             draining: Gauge::default(),
+            webhooks: Family::default(),
+            webhook_seconds: Histogram::new(exponential_buckets(0.005, 2.0, 14)),
             status_patches: Family::default(),
             proxied: Family::default(),
             proxied_active: Gauge::default(),
@@ -82,6 +92,16 @@ impl Metrics {
             m.join_seconds.clone(),
         );
         registry.register("draining", "1 while the node drains", m.draining.clone());
+        registry.register(
+            "webhooks",
+            "Webhook events by kind and result (delivered, failed after retries or refused, dropped on a full queue)",
+            m.webhooks.clone(),
+        );
+        registry.register(
+            "webhook_delivery_duration_seconds",
+            "Time from an event to its delivery to one receiver, retries included",
+            m.webhook_seconds.clone(),
+        );
         registry.register(
             "room_status_patches",
             "Room.status reports sent to the Kubernetes API, by result",

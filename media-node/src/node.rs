@@ -50,6 +50,8 @@ pub(crate) struct Shared {
     turn: RwLock<(Vec<String>, Option<String>)>,
     /// Buffers handed back by shards for the receive loop to reuse.
     spare: Mutex<Vec<Vec<u8>>>,
+    /// Delivers room events to the webhook receivers.
+    pub(crate) webhooks: crate::webhook::Notifier,
     /// Kubernetes mode: the cluster's Rooms and pods, for signaling routing.
     pub(crate) cluster: Option<Arc<crate::cluster::Cluster>>,
 }
@@ -229,10 +231,11 @@ impl NodeHandle {
         self.shared.status().await
     }
 
-    /// Stop serving.
+    /// Stop serving; give pending webhooks up to 2 s to be delivered.
     pub async fn shutdown(self) {
         let _ = self.shutdown.send(true);
         let _ = self.server.await;
+        self.shared.webhooks.flush(Duration::from_secs(2)).await;
     }
 
     /// Wait until the HTTP server stops (after SIGTERM handling or [`NodeHandle::shutdown`]).
@@ -335,13 +338,21 @@ impl Node {
             }
             None => None,
         };
+        let metrics = Metrics::new();
+        let webhooks = crate::webhook::Notifier::start(
+            crate::webhook::receivers(&cfg.webhooks, &cfg.api_keys)?,
+            cfg.node_name.clone(),
+            cfg.cluster.clone(),
+            &metrics,
+        );
         let shared = Arc::new(Shared {
             cluster,
             verifier: Verifier::new(cfg.api_keys.clone(), cfg.token_leeway_seconds),
             turn: RwLock::new((cfg.turn_uris.clone(), cfg.turn_secret.clone())),
             bandwidth_bps: AtomicU64::new(0),
             cfg,
-            metrics: Metrics::new(),
+            metrics,
+            webhooks,
             draining: AtomicBool::new(false),
             shards: senders,
             room_shard: Mutex::new(HashMap::new()),
@@ -554,6 +565,7 @@ async fn run_shard(
                 }
                 Output::Event(e) => {
                     tracing::info!(shard = index, event = ?e, "room event");
+                    shared.webhooks.notify(&e);
                     if let RoomEvent::RoomFinished { room } = &e {
                         shared.room_shard.lock().expect("room map").remove(room);
                     }
