@@ -66,3 +66,8 @@ app.kubernetes.io/component: operator
 {{- define "switchyard.operatorRules" -}}
 {{ .Files.Get "files/operator-rules.yaml" }}
 {{- end }}
+
+{{/* The operator's rules on cluster-scoped resources (files/operator-cluster-rules.yaml). */}}
+{{- define "switchyard.operatorClusterRules" -}}
+{{ .Files.Get "files/operator-cluster-rules.yaml" }}
+{{- end }}
