@@ -2,6 +2,7 @@
 #![forbid(unsafe_code)]
 
 mod dev;
+mod load;
 mod token;
 
 use clap::{Parser, Subcommand};
@@ -19,11 +20,14 @@ enum Command {
     Dev(dev::DevArgs),
     /// Mint an access token for a participant.
     Token(token::TokenArgs),
+    /// Generate load against a deployment (`load turn`: TURN allocations relaying paced traffic).
+    Load(load::LoadArgs),
 }
 
 fn main() -> anyhow::Result<()> {
     match Args::parse().command {
         Command::Dev(args) => dev::run(args),
         Command::Token(args) => token::run(args),
+        Command::Load(args) => load::run(args),
     }
 }
