@@ -1,0 +1,535 @@
+//! One pod's worker: its sandbox, volumes, process, restarts and termination.
+//!
+//! ```text
+//! sandbox (netns) ─► prepare (tokens, volumes, env, argv) ─► spawn ─► supervise ─┐
+//!        ▲ retried with backoff      ▲                                           │
+//!        │                           └── exited: restart after backoff ◄────────┤
+//!        │                                   (volumes re-synced every second)    │
+//!        └── stop requested at any point: SIGTERM, SIGKILL at the deadline ◄────┘
+//! ```
+
+use std::collections::BTreeMap;
+use std::fs::OpenOptions;
+use std::io::Write;
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+use std::process::{ExitStatus, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use k8s_openapi::api::authentication::v1::{BoundObjectReference, TokenRequest, TokenRequestSpec};
+use k8s_openapi::api::core::v1::{ConfigMap, Node, Pod, Secret, ServiceAccount};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use kube::Client;
+use kube::api::{Api, PostParams};
+use kube::runtime::reflector::{ObjectRef, Store};
+use rustix::process::{Pid, Signal, kill_process};
+use tokio::process::{Child, Command};
+use tokio::sync::{mpsc, watch};
+use tokio::time::{Instant, sleep_until};
+
+use super::Error;
+use super::decide::{Backoff, restarts};
+use super::env::{EnvContext, EnvList, Objects, resolve_args, resolve_env};
+use super::launch::{Tools, hostname, mount_plan, mount_script, quote, volume_dir, wrapper_argv};
+use super::net::{self, Sandbox};
+use super::volumes::{Content, Payload, TokenKey, tokens_needed, volume_content, write_atomic};
+
+/// What every worker shares.
+pub(crate) struct Shared {
+    pub(crate) client: Client,
+    pub(crate) tools: Tools,
+    pub(crate) state_dir: PathBuf,
+    /// PATH, RUST_LOG, RUST_BACKTRACE as the runner has them.
+    pub(crate) base_env: Vec<(String, String)>,
+    /// KUBERNETES_SERVICE_HOST and friends.
+    pub(crate) service_env: Vec<(String, String)>,
+    pub(crate) config_maps: Store<ConfigMap>,
+    pub(crate) secrets: Store<Secret>,
+    pub(crate) nodes: Store<Node>,
+}
+
+impl Objects for Shared {
+    fn config_map(&self, namespace: &str, name: &str) -> Option<BTreeMap<String, Vec<u8>>> {
+        let cm = self.config_maps.get(&ObjectRef::new(name).within(namespace))?;
+        let mut data: BTreeMap<String, Vec<u8>> =
+            cm.data.iter().flatten().map(|(k, v)| (k.clone(), v.clone().into_bytes())).collect();
+        data.extend(cm.binary_data.iter().flatten().map(|(k, v)| (k.clone(), v.0.clone())));
+        Some(data)
+    }
+
+    fn secret(&self, namespace: &str, name: &str) -> Option<BTreeMap<String, Vec<u8>>> {
+        let s = self.secrets.get(&ObjectRef::new(name).within(namespace))?;
+        let mut data: BTreeMap<String, Vec<u8>> =
+            s.data.iter().flatten().map(|(k, v)| (k.clone(), v.0.clone())).collect();
+        data.extend(s.string_data.iter().flatten().map(|(k, v)| (k.clone(), v.clone().into_bytes())));
+        Some(data)
+    }
+}
+
+impl Shared {
+    fn node_allocatable(&self, node: &str) -> BTreeMap<String, Quantity> {
+        self.nodes
+            .get(&ObjectRef::new(node))
+            .and_then(|n| n.status.as_ref().and_then(|s| s.allocatable.clone()))
+            .unwrap_or_default()
+    }
+
+    /// Where sandboxes are recorded, so a runner that crashed can remove them next time.
+    pub(crate) fn sandbox_dir(&self) -> PathBuf {
+        self.state_dir.join("sandboxes")
+    }
+}
+
+/// The runner's handle on a worker.
+pub(crate) struct Handle {
+    /// The pod as last seen.
+    pub(crate) pod: watch::Sender<Arc<Pod>>,
+    /// `Some(deadline)`: stop, SIGKILL at the deadline. Only ever moves earlier.
+    pub(crate) stop: watch::Sender<Option<Instant>>,
+}
+
+impl Handle {
+    /// Ask the worker to stop, with SIGKILL at `deadline` (or earlier, if asked before).
+    pub(crate) fn stop(&self, deadline: Instant) {
+        self.stop.send_if_modified(|cur| match cur {
+            Some(d) if *d <= deadline => false,
+            _ => {
+                *cur = Some(deadline);
+                true
+            }
+        });
+    }
+}
+
+/// Start a worker for `pod`; it sends the pod's uid on `done` when it has finished.
+pub(crate) fn spawn(
+    shared: Arc<Shared>,
+    pod: Arc<Pod>,
+    binary: PathBuf,
+    done: mpsc::UnboundedSender<String>,
+) -> Handle {
+    let (pod_tx, pod_rx) = watch::channel(pod.clone());
+    let (stop_tx, stop_rx) = watch::channel(None);
+    let uid = pod.metadata.uid.clone().unwrap_or_default();
+    let ns = pod.metadata.namespace.clone().unwrap_or_default();
+    let name = pod.metadata.name.clone().unwrap_or_default();
+    let ip: Ipv4Addr = pod.status.as_ref().and_then(|s| s.pod_ip.as_deref()).and_then(|ip| ip.parse().ok()).unwrap_or(
+        // decide() only runs pods with an IP; a non-IPv4 one fails the sandbox loudly
+        Ipv4Addr::UNSPECIFIED,
+    );
+    let worker = Worker {
+        dir: shared.state_dir.join("pods").join(format!("{ns}_{name}_{uid}")),
+        log_path: shared.state_dir.join("logs").join(format!("{ns}_{name}.log")),
+        sandbox: Sandbox::new(&uid, ip),
+        key: format!("{ns}/{name}"),
+        shared,
+        pod_rx,
+        stop_rx,
+        stop_sender_gone: false,
+        binary,
+        uid: uid.clone(),
+        tokens: BTreeMap::new(),
+        written: BTreeMap::new(),
+        last_error: None,
+    };
+    tokio::spawn(async move {
+        worker.run().await;
+        let _ = done.send(uid);
+    });
+    Handle { pod: pod_tx, stop: stop_tx }
+}
+
+struct Worker {
+    shared: Arc<Shared>,
+    pod_rx: watch::Receiver<Arc<Pod>>,
+    stop_rx: watch::Receiver<Option<Instant>>,
+    stop_sender_gone: bool,
+    binary: PathBuf,
+    uid: String,
+    /// `namespace/name`, for logs.
+    key: String,
+    dir: PathBuf,
+    log_path: PathBuf,
+    sandbox: Sandbox,
+    tokens: BTreeMap<TokenKey, CachedToken>,
+    /// Volume name → what was last written.
+    written: BTreeMap<String, Payload>,
+    /// The last error logged, so a retry loop does not repeat it every second.
+    last_error: Option<String>,
+}
+
+struct CachedToken {
+    token: String,
+    refresh_at: Instant,
+}
+
+/// What `prepare` produced.
+struct Launch {
+    argv: Vec<String>,
+    env: EnvList,
+    args: Vec<String>,
+}
+
+enum Exit {
+    /// The process ended on its own.
+    Exited(ExitStatus),
+    /// The runner stopped it.
+    Stopped(ExitStatus),
+}
+
+impl Worker {
+    async fn run(mut self) {
+        let mut backoff = Backoff::default();
+        loop {
+            if self.stopping() {
+                return self.cleanup().await;
+            }
+            match self.create_sandbox().await {
+                Ok(()) => break,
+                Err(e) => {
+                    self.error("sandbox", &e);
+                    if self.sleep_or_stop(backoff.delay(Duration::ZERO)).await {
+                        return self.cleanup().await;
+                    }
+                }
+            }
+        }
+        let mut backoff = Backoff::default();
+        let mut starts = 0u32;
+        loop {
+            let launch = match self.prepare().await {
+                Ok(l) => l,
+                Err(e) => {
+                    self.error("cannot start", &e);
+                    if self.sleep_or_stop(backoff.delay(Duration::ZERO)).await {
+                        break;
+                    }
+                    continue;
+                }
+            };
+            starts += 1;
+            let mut child = match self.start(&launch, starts) {
+                Ok(c) => c,
+                Err(e) => {
+                    self.error("spawn", &e);
+                    if self.sleep_or_stop(backoff.delay(Duration::ZERO)).await {
+                        break;
+                    }
+                    continue;
+                }
+            };
+            let started = Instant::now();
+            let status = match self.supervise(&mut child).await {
+                Exit::Stopped(status) => {
+                    tracing::info!("stopped {}: {} after {:.1?}", self.key, describe(status), started.elapsed());
+                    break;
+                }
+                Exit::Exited(status) => status,
+            };
+            let ran = started.elapsed();
+            let pod = self.pod_rx.borrow().clone();
+            if !restarts(&pod, status.success()) {
+                tracing::info!("exit {}: {} after {ran:.1?}; restartPolicy: no restart", self.key, describe(status));
+                self.sleep_or_stop(Duration::MAX).await;
+                break;
+            }
+            let delay = backoff.delay(ran);
+            tracing::warn!("exit {}: {} after {ran:.1?}; restart #{starts} in {delay:?}", self.key, describe(status));
+            if self.sleep_or_stop(delay).await {
+                break;
+            }
+        }
+        self.cleanup().await;
+    }
+
+    fn error(&mut self, what: &str, e: &Error) {
+        let msg = format!("{what}: {e}");
+        if self.last_error.as_deref() != Some(msg.as_str()) {
+            tracing::error!("pod {}: {msg}", self.key);
+            self.append_log(&format!("==== {} runner: {msg}\n", jiff::Timestamp::now()));
+            self.last_error = Some(msg);
+        }
+    }
+
+    fn append_log(&self, line: &str) {
+        if let Ok(mut f) = OpenOptions::new().create(true).append(true).open(&self.log_path) {
+            let _ = f.write_all(line.as_bytes());
+        }
+    }
+
+    fn stopping(&self) -> bool {
+        self.stop_sender_gone || self.stop_rx.borrow().is_some()
+    }
+
+    /// Sleep for `d` unless a stop comes first; true if stopping.
+    async fn sleep_or_stop(&mut self, d: Duration) -> bool {
+        if self.stopping() {
+            return true;
+        }
+        let deadline =
+            Instant::now().checked_add(d).unwrap_or_else(|| Instant::now() + Duration::from_secs(86400 * 365));
+        tokio::select! {
+            () = sleep_until(deadline) => self.stopping(),
+            r = self.stop_rx.changed() => {
+                if r.is_err() { self.stop_sender_gone = true; }
+                true
+            }
+        }
+    }
+
+    async fn create_sandbox(&mut self) -> Result<(), Error> {
+        if self.sandbox.ip.is_unspecified() {
+            return Err(Error::Spec("the pod IP is not an IPv4 address".into()));
+        }
+        let marker_dir = self.shared.sandbox_dir();
+        std::fs::create_dir_all(&marker_dir).map_err(|e| io("sandbox dir", e))?;
+        std::fs::write(marker_dir.join(&self.sandbox.name), &self.key).map_err(|e| io("sandbox marker", e))?;
+        net::create(&self.sandbox, &self.shared.tools.ip, &self.shared.tools.nsenter).await
+    }
+
+    async fn cleanup(&mut self) {
+        net::delete(&self.sandbox, &self.shared.tools.ip).await;
+        let _ = std::fs::remove_file(self.shared.sandbox_dir().join(&self.sandbox.name));
+    }
+
+    /// Tokens, volumes, environment, argv.
+    async fn prepare(&mut self) -> Result<Launch, Error> {
+        let pod = self.pod_rx.borrow().clone();
+        let contents = self.sync_volumes(&pod).await?;
+        let spec = pod.spec.as_ref().ok_or_else(|| Error::Spec("no spec".into()))?;
+        let container = spec.containers.first().ok_or_else(|| Error::Spec("no containers".into()))?;
+        let name = pod.metadata.name.as_deref().unwrap_or_default();
+        let host = hostname(name, spec.hostname.as_deref());
+        let home = self.dir.join("home");
+        std::fs::create_dir_all(&home).map_err(|e| io("home", e))?;
+        let mut base = self.shared.base_env.clone();
+        base.push(("HOME".into(), home.display().to_string()));
+        base.push(("HOSTNAME".into(), host.clone()));
+        let ctx = EnvContext {
+            base,
+            service: self.shared.service_env.clone(),
+            node_allocatable: self.shared.node_allocatable(spec.node_name.as_deref().unwrap_or_default()),
+        };
+        let env = resolve_env(&pod, container, &*self.shared, &ctx)?;
+        let args = resolve_args(container, &env)?;
+        let mounts = mount_plan(container, &contents, &env)?;
+        let script = mount_script(&self.dir, &mounts, &host, &self.shared.tools);
+        let argv = wrapper_argv(&self.shared.tools, &self.sandbox.name, script, &self.binary, &args);
+        if spec.containers.len() > 1 {
+            self.error(
+                "containers",
+                &Error::Spec(format!("only the first of {} containers runs", spec.containers.len())),
+            );
+        }
+        Ok(Launch { argv, env, args })
+    }
+
+    /// Bring tokens and the volumes' files up to date; returns every volume's content.
+    async fn sync_volumes(&mut self, pod: &Pod) -> Result<BTreeMap<String, Content>, Error> {
+        self.refresh_tokens(pod).await?;
+        let tokens: BTreeMap<TokenKey, String> =
+            self.tokens.iter().map(|(k, v)| (k.clone(), v.token.clone())).collect();
+        let node = pod.spec.as_ref().and_then(|s| s.node_name.clone()).unwrap_or_default();
+        let alloc = self.shared.node_allocatable(&node);
+        let mut contents = BTreeMap::new();
+        for v in pod.spec.iter().flat_map(|s| s.volumes.iter().flatten()) {
+            let content = volume_content(pod, v, &*self.shared, &tokens, &alloc)?;
+            let dir = self.dir.join(volume_dir(&v.name));
+            match &content {
+                Content::Files(payload) => {
+                    if self.written.get(&v.name) != Some(payload) {
+                        write_atomic(&dir, payload).map_err(|e| io(&format!("volume {}", v.name), e))?;
+                        if self.written.insert(v.name.clone(), payload.clone()).is_some() {
+                            tracing::info!("volume {} of {} updated", v.name, self.key);
+                        }
+                    }
+                }
+                Content::EmptyDir { memory: false } => {
+                    std::fs::create_dir_all(&dir).map_err(|e| io(&format!("volume {}", v.name), e))?;
+                }
+                Content::EmptyDir { memory: true } | Content::HostPath(_) => {}
+            }
+            contents.insert(v.name.clone(), content);
+        }
+        Ok(contents)
+    }
+
+    async fn refresh_tokens(&mut self, pod: &Pod) -> Result<(), Error> {
+        let now = Instant::now();
+        for key in tokens_needed(pod) {
+            if self.tokens.get(&key).is_some_and(|t| t.refresh_at > now) {
+                continue;
+            }
+            let token = self.request_token(pod, &key).await?;
+            // the kubelet refreshes at 80% of the lifetime
+            let ttl = Duration::from_secs(u64::try_from(key.expiration_seconds).unwrap_or(600));
+            self.tokens.insert(key, CachedToken { token, refresh_at: now + ttl.mul_f64(0.8) });
+        }
+        Ok(())
+    }
+
+    /// A token bound to this pod (TokenRequest), as the kubelet asks for it.
+    async fn request_token(&self, pod: &Pod, key: &TokenKey) -> Result<String, Error> {
+        let ns = pod.metadata.namespace.as_deref().unwrap_or("default");
+        let api: Api<ServiceAccount> = Api::namespaced(self.shared.client.clone(), ns);
+        let request = TokenRequest {
+            spec: Some(TokenRequestSpec {
+                audiences: (!key.audience.is_empty()).then(|| vec![key.audience.clone()]),
+                expiration_seconds: Some(key.expiration_seconds),
+                bound_object_ref: Some(BoundObjectReference {
+                    api_version: Some("v1".into()),
+                    kind: Some("Pod".into()),
+                    name: pod.metadata.name.clone(),
+                    uid: pod.metadata.uid.clone(),
+                }),
+                ..TokenRequestSpec::default()
+            }),
+            ..TokenRequest::default()
+        };
+        let resp = api
+            .create_token_request(&key.service_account, &PostParams::default(), &request)
+            .await
+            .map_err(|e| Error::Setup(format!("TokenRequest for serviceaccount {ns}/{}: {e}", key.service_account)))?;
+        resp.status.and_then(|s| s.token).ok_or_else(|| Error::Setup("TokenRequest: no token in the answer".into()))
+    }
+
+    fn start(&mut self, launch: &Launch, n: u32) -> Result<Child, Error> {
+        std::fs::create_dir_all(self.log_path.parent().unwrap_or(Path::new("/"))).map_err(|e| io("log dir", e))?;
+        let log = OpenOptions::new().create(true).append(true).open(&self.log_path).map_err(|e| io("pod log", e))?;
+        let argv_shown: Vec<String> = std::iter::once(self.binary.display().to_string())
+            .chain(launch.args.iter().cloned())
+            .map(|a| quote(&a))
+            .collect();
+        let header = format!(
+            "==== {} start #{n} {} uid {} ip {} sandbox {}: {}\n",
+            jiff::Timestamp::now(),
+            self.key,
+            self.uid,
+            self.sandbox.ip,
+            self.sandbox.name,
+            argv_shown.join(" ")
+        );
+        (&log).write_all(header.as_bytes()).map_err(|e| io("pod log", e))?;
+        let stderr = log.try_clone().map_err(|e| io("pod log", e))?;
+        let child = Command::new(&launch.argv[0])
+            .args(&launch.argv[1..])
+            .env_clear()
+            .envs(launch.env.iter())
+            .current_dir("/")
+            .stdin(Stdio::null())
+            .stdout(log)
+            .stderr(stderr)
+            .process_group(0)
+            .spawn()
+            .map_err(|e| io("spawn", e))?;
+        tracing::info!(
+            "start {} #{n} pid {} ip {} on {}: {}",
+            self.key,
+            child.id().unwrap_or_default(),
+            self.sandbox.ip,
+            self.pod_rx.borrow().spec.as_ref().and_then(|s| s.node_name.clone()).unwrap_or_default(),
+            argv_shown.join(" ")
+        );
+        self.last_error = None;
+        Ok(child)
+    }
+
+    async fn supervise(&mut self, child: &mut Child) -> Exit {
+        let mut sync = tokio::time::interval(Duration::from_secs(1));
+        sync.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        sync.tick().await;
+        loop {
+            if let Some(deadline) = self.stop_deadline() {
+                return Exit::Stopped(self.terminate(child, deadline).await);
+            }
+            tokio::select! {
+                status = child.wait() => return Exit::Exited(status.unwrap_or_else(|_| failed_status())),
+                _ = sync.tick() => {
+                    let pod = self.pod_rx.borrow().clone();
+                    if let Err(e) = self.sync_volumes(&pod).await {
+                        self.error("volume sync", &e);
+                    }
+                }
+                r = self.stop_rx.changed(), if !self.stop_sender_gone => {
+                    if r.is_err() { self.stop_sender_gone = true; }
+                }
+            }
+        }
+    }
+
+    fn stop_deadline(&self) -> Option<Instant> {
+        if self.stop_sender_gone { Some(Instant::now()) } else { *self.stop_rx.borrow() }
+    }
+
+    /// SIGTERM, then SIGKILL at `deadline` (which a later stop may move earlier).
+    async fn terminate(&mut self, child: &mut Child, mut deadline: Instant) -> ExitStatus {
+        let pid = child.id().and_then(|id| Pid::from_raw(id as i32));
+        let now = Instant::now();
+        if deadline > now {
+            tracing::info!("stop {}: SIGTERM, SIGKILL in {:.1?}", self.key, deadline - now);
+            signal(pid, Signal::TERM);
+        }
+        loop {
+            tokio::select! {
+                status = child.wait() => return status.unwrap_or_else(|_| failed_status()),
+                () = sleep_until(deadline) => {
+                    tracing::info!("stop {}: SIGKILL", self.key);
+                    signal(pid, Signal::KILL);
+                    return child.wait().await.unwrap_or_else(|_| failed_status());
+                }
+                r = self.stop_rx.changed(), if !self.stop_sender_gone => {
+                    if r.is_err() { self.stop_sender_gone = true; }
+                    if let Some(d) = self.stop_deadline() { deadline = deadline.min(d); }
+                }
+            }
+        }
+    }
+}
+
+fn signal(pid: Option<Pid>, sig: Signal) {
+    if let Some(pid) = pid {
+        let _ = kill_process(pid, sig);
+    }
+}
+
+fn failed_status() -> ExitStatus {
+    use std::os::unix::process::ExitStatusExt;
+    ExitStatus::from_raw(255 << 8)
+}
+
+/// `exit code 1`, `signal 15 (SIGTERM)`.
+fn describe(status: ExitStatus) -> String {
+    use std::os::unix::process::ExitStatusExt;
+    match (status.code(), status.signal()) {
+        (Some(c), _) => format!("exit code {c}"),
+        (None, Some(15)) => "signal 15 (SIGTERM)".into(),
+        (None, Some(9)) => "signal 9 (SIGKILL)".into(),
+        (None, Some(s)) => format!("signal {s}"),
+        _ => status.to_string(),
+    }
+}
+
+fn io(what: &str, e: std::io::Error) -> Error {
+    Error::Io { what: what.to_owned(), source: e }
+}
+
+/// Remove the sandboxes a previous runner left behind (it was killed).
+pub(crate) async fn remove_stale_sandboxes(shared: &Shared) {
+    let Ok(entries) = std::fs::read_dir(shared.sandbox_dir()) else { return };
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let sb = Sandbox { name: name.clone(), ip: Ipv4Addr::UNSPECIFIED };
+        net::delete(&sb, &shared.tools.ip).await;
+        let _ = std::fs::remove_file(e.path());
+        tracing::info!("removed stale sandbox {name}");
+    }
+}
+
+/// Stop every worker: SIGTERM now, SIGKILL after `grace`.
+pub(crate) fn stop_all<'a>(handles: impl Iterator<Item = &'a Handle>, grace: Duration) {
+    let deadline = Instant::now() + grace;
+    for h in handles {
+        h.stop(deadline);
+    }
+}

@@ -1,0 +1,273 @@
+//! What the scenario tests (`tests/*.rs`) share: the cluster `e2e/run.sh` started, a
+//! client for it, waiting with a clear error, pods and their IPs, a tiny HTTP client for
+//! pod IPs, and the runner's per-pod logs for failure messages.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, anyhow, bail};
+use k8s_openapi::api::core::v1::{Namespace, Pod, Secret};
+use kube::api::{Api, DeleteParams, ListParams, PostParams};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::{Client, Config};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// How the operator runs in this cluster.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum OperatorMode {
+    /// Installed by `helm install` from `charts/switchyard`: pods the runner runs.
+    Helm,
+    /// A local process with the admin kubeconfig (no chart, or `E2E_OPERATOR=local`).
+    Local,
+}
+
+/// The cluster `e2e/run.sh` started, from the environment it sets.
+#[derive(Clone, Debug)]
+pub struct Env {
+    /// Admin kubeconfig (`E2E_KUBECONFIG`, else `KUBECONFIG`).
+    pub kubeconfig: PathBuf,
+    /// The cluster's state dir (`E2E_STATE_DIR`).
+    pub state_dir: PathBuf,
+    /// The pod-runner's state dir (`E2E_RUNNER_DIR`); pod logs are in its `logs/`.
+    pub runner_dir: PathBuf,
+    /// `E2E_OPERATOR_MODE`: `helm` or `local`.
+    pub operator_mode: OperatorMode,
+    /// Namespace of the operator and its Lease (`E2E_OPERATOR_NAMESPACE`).
+    pub operator_namespace: String,
+    /// The Kubernetes version the cluster runs (`E2E_K8S_VERSION`), if known.
+    pub k8s_version: Option<String>,
+}
+
+impl Env {
+    /// Read the environment `e2e/run.sh` sets; fails with a hint when it is not set.
+    pub fn from_env() -> Result<Self> {
+        let var = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+        let kubeconfig = var("E2E_KUBECONFIG")
+            .or_else(|| var("KUBECONFIG"))
+            .ok_or_else(|| anyhow!("E2E_KUBECONFIG is not set: run the e2e tests with e2e/run.sh"))?;
+        let state_dir = PathBuf::from(
+            var("E2E_STATE_DIR")
+                .or_else(|| var("SWITCHYARD_E2E_DIR"))
+                .ok_or_else(|| anyhow!("E2E_STATE_DIR is not set: run the e2e tests with e2e/run.sh"))?,
+        );
+        let runner_dir = var("E2E_RUNNER_DIR").map_or_else(|| state_dir.join("runner"), PathBuf::from);
+        let operator_mode = match var("E2E_OPERATOR_MODE").as_deref() {
+            Some("helm") => OperatorMode::Helm,
+            _ => OperatorMode::Local,
+        };
+        Ok(Self {
+            kubeconfig: PathBuf::from(kubeconfig),
+            state_dir,
+            runner_dir,
+            operator_mode,
+            operator_namespace: var("E2E_OPERATOR_NAMESPACE").unwrap_or_else(|| "switchyard-system".into()),
+            k8s_version: var("E2E_K8S_VERSION"),
+        })
+    }
+
+    /// A client with the admin kubeconfig.
+    pub async fn client(&self) -> Result<Client> {
+        let kc = Kubeconfig::read_from(&self.kubeconfig).with_context(|| format!("{}", self.kubeconfig.display()))?;
+        let config = Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default()).await?;
+        Ok(Client::try_from(config)?)
+    }
+
+    /// The runner's log of pod `namespace/name` (all its starts), or a note that there is none.
+    pub fn pod_log(&self, namespace: &str, name: &str) -> String {
+        let path = self.runner_dir.join("logs").join(format!("{namespace}_{name}.log"));
+        std::fs::read_to_string(&path).unwrap_or_else(|e| format!("(no pod log {}: {e})", path.display()))
+    }
+
+    /// The last `lines` lines of every pod log in `namespace`, for failure messages.
+    pub fn pod_logs_tail(&self, namespace: &str, lines: usize) -> String {
+        let mut out = String::new();
+        let Ok(entries) = std::fs::read_dir(self.runner_dir.join("logs")) else { return out };
+        let mut paths: Vec<PathBuf> = entries.flatten().map(|e| e.path()).collect();
+        paths.sort();
+        for p in paths {
+            let name = p.file_name().unwrap_or_default().to_string_lossy().into_owned();
+            if !name.starts_with(&format!("{namespace}_")) {
+                continue;
+            }
+            let text = std::fs::read_to_string(&p).unwrap_or_default();
+            let all: Vec<&str> = text.lines().collect();
+            out.push_str(&format!("----- {name} (last {lines} lines)\n"));
+            for l in &all[all.len().saturating_sub(lines)..] {
+                out.push_str(l);
+                out.push('\n');
+            }
+        }
+        out
+    }
+}
+
+/// Poll `check` every 200 ms until it returns `Ok(Some(v))`. `Ok(None)` and `Err` mean
+/// "not yet"; on timeout the error names `what` and the last thing `check` said.
+pub async fn wait_for<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<Option<T>>>,
+{
+    let start = Instant::now();
+    let mut last = String::from("not yet");
+    loop {
+        match check().await {
+            Ok(Some(v)) => return Ok(v),
+            Ok(None) => {}
+            Err(e) => last = format!("{e:#}"),
+        }
+        if start.elapsed() >= timeout {
+            bail!("timed out after {timeout:?} waiting for {what}; last: {last}");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// A namespace for one test, deleted by [`TestNamespace::delete`] (a failed test leaves it
+/// for inspection; `run.sh` tears the cluster down anyway).
+#[derive(Clone)]
+pub struct TestNamespace {
+    /// Its name.
+    pub name: String,
+    client: Client,
+}
+
+impl std::fmt::Debug for TestNamespace {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TestNamespace").field("name", &self.name).finish_non_exhaustive()
+    }
+}
+
+impl TestNamespace {
+    /// Create `<prefix>-<random suffix>`.
+    pub async fn create(client: &Client, prefix: &str) -> Result<Self> {
+        let suffix = format!("{:x}", std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_nanos());
+        let name = format!("{prefix}-{}", &suffix[suffix.len() - 6..]);
+        let ns: Namespace = serde_json::from_value(serde_json::json!({"metadata": {"name": name}}))?;
+        Api::<Namespace>::all(client.clone()).create(&PostParams::default(), &ns).await?;
+        // pods need the namespace's default ServiceAccount (the controller-manager adds it)
+        let sa: Api<k8s_openapi::api::core::v1::ServiceAccount> = Api::namespaced(client.clone(), &name);
+        wait_for(&format!("ServiceAccount {name}/default"), Duration::from_secs(30), || async {
+            Ok(sa.get_opt("default").await?.map(|_| ()))
+        })
+        .await?;
+        Ok(Self { name, client: client.clone() })
+    }
+
+    /// Delete it (its pods are stopped by the runner).
+    pub async fn delete(self) -> Result<()> {
+        Api::<Namespace>::all(self.client).delete(&self.name, &DeleteParams::default()).await?;
+        Ok(())
+    }
+}
+
+/// Running pods with an IP matching `selector` in `namespace`, sorted by name.
+pub async fn running_pods(client: &Client, namespace: &str, selector: &str) -> Result<Vec<Pod>> {
+    let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
+    let mut list: Vec<Pod> = pods
+        .list(&ListParams::default().labels(selector))
+        .await?
+        .items
+        .into_iter()
+        .filter(|p| p.metadata.deletion_timestamp.is_none())
+        .filter(|p| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running"))
+        .filter(|p| pod_ip(p).is_some())
+        .collect();
+    list.sort_by(|a, b| a.metadata.name.cmp(&b.metadata.name));
+    Ok(list)
+}
+
+/// A pod's IP.
+pub fn pod_ip(pod: &Pod) -> Option<IpAddr> {
+    pod.status.as_ref()?.pod_ip.as_deref()?.parse().ok()
+}
+
+/// `(pod name, pod IP)` of the running pods matching `selector`.
+pub async fn pod_ips(client: &Client, namespace: &str, selector: &str) -> Result<Vec<(String, IpAddr)>> {
+    Ok(running_pods(client, namespace, selector)
+        .await?
+        .iter()
+        .filter_map(|p| Some((p.metadata.name.clone()?, pod_ip(p)?)))
+        .collect())
+}
+
+/// A Secret's data.
+pub async fn secret_data(client: &Client, namespace: &str, name: &str) -> Result<BTreeMap<String, Vec<u8>>> {
+    let s = Api::<Secret>::namespaced(client.clone(), namespace)
+        .get(name)
+        .await
+        .with_context(|| format!("Secret {namespace}/{name}"))?;
+    Ok(s.data.unwrap_or_default().into_iter().map(|(k, v)| (k, v.0)).collect())
+}
+
+/// An HTTP response: status and body.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Response {
+    /// Status code.
+    pub status: u16,
+    /// Body as text.
+    pub body: String,
+}
+
+/// `GET http://<ip>:<port><path>` with HTTP/1.0 (so the body ends with the connection),
+/// 3 s in all.
+pub async fn http_get(ip: IpAddr, port: u16, path: &str) -> Result<Response> {
+    let addr = SocketAddr::new(ip, port);
+    let work = async {
+        let mut s = TcpStream::connect(addr).await?;
+        s.write_all(format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\nUser-Agent: switchyard-e2e\r\n\r\n").as_bytes())
+            .await?;
+        let mut buf = Vec::new();
+        s.read_to_end(&mut buf).await?;
+        parse_response(&buf)
+    };
+    tokio::time::timeout(Duration::from_secs(3), work)
+        .await
+        .map_err(|_| anyhow!("GET http://{addr}{path}: timed out"))?
+        .with_context(|| format!("GET http://{addr}{path}"))
+}
+
+/// Parse a close-delimited HTTP/1.x response.
+pub fn parse_response(buf: &[u8]) -> Result<Response> {
+    let text = String::from_utf8_lossy(buf);
+    let (head, body) = text.split_once("\r\n\r\n").ok_or_else(|| anyhow!("no end of headers in {text:?}"))?;
+    let status_line = head.lines().next().unwrap_or_default();
+    let status = status_line
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| anyhow!("bad status line {status_line:?}"))?;
+    Ok(Response { status, body: body.to_owned() })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_responses() {
+        let r = parse_response(b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nready").unwrap();
+        assert_eq!(r, Response { status: 200, body: "ready".into() });
+        assert!(parse_response(b"garbage").is_err());
+    }
+
+    #[tokio::test]
+    async fn wait_for_names_what_it_waited_for() {
+        let err = wait_for("the moon", Duration::from_millis(300), || async { Ok::<Option<()>, _>(None) })
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("waiting for the moon") && err.contains("last: not yet"), "{err}");
+        let err = wait_for("x", Duration::from_millis(300), || async { Err::<Option<()>, _>(anyhow!("boom")) })
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("last: boom"), "{err}");
+        let v = wait_for("y", Duration::from_secs(1), || async { Ok(Some(7)) }).await.unwrap();
+        assert_eq!(v, 7);
+    }
+}
