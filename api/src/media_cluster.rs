@@ -458,7 +458,7 @@ pub struct TurnServiceSpec {
     /// front of the nodes), each with the listeners' ports. Overrides the discovered
     /// address: the load balancer's, or for NodePort the nodes running turn pods.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(length(max = 16))]
+    #[schemars(length(max = 16), inner(length(max = 253)))]
     #[x_kube(validation = Rule::new("self.all(a, size(a) > 0 && size(a) <= 253 && !a.contains(':') || isIP(a))").message("turn.service.externalAddresses must be host names or IP addresses, without ports"))]
     pub external_addresses: Vec<String>,
 }
