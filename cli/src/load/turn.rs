@@ -151,7 +151,8 @@ enum Nonce {
 struct Ctx {
     server: SocketAddr,
     transport: Transport,
-    peer: SocketAddr,
+    /// The counting peer sockets; allocation i sends to `peers[i % len]`.
+    peers: Vec<SocketAddr>,
     packet_size: usize,
     allocations: usize,
     load_interval: Duration,
@@ -179,20 +180,24 @@ fn interval(packet_size: usize, total_bps: u64, n: usize) -> Option<Duration> {
 
 async fn drive(args: &TurnArgs) -> anyhow::Result<Summary> {
     let server = resolve(&args.server).await?;
-    let sink = UdpSocket::bind(args.peer).await.with_context(|| format!("binding the peer socket on {}", args.peer))?;
-    let peer = sink.local_addr()?;
     anyhow::ensure!(
-        !peer.ip().is_unspecified(),
+        !args.peer.ip().is_unspecified(),
         "--peer {}: give the address the server relays to, not a wildcard",
         args.peer
     );
-    let mut signals = Signals::new()?;
     let n = args.allocations as usize;
+    // One socket per core, so receiving is not the bottleneck (a fixed --peer port gets one).
+    let cores = std::thread::available_parallelism().map_or(1, |c| c.get());
+    let sinks = (0..if args.peer.port() == 0 { cores.min(n) } else { 1 })
+        .map(|_| peer_socket(args.peer).with_context(|| format!("binding the peer socket on {}", args.peer)))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let peers = sinks.iter().map(UdpSocket::local_addr).collect::<io::Result<Vec<_>>>()?;
+    let mut signals = Signals::new()?;
     let packet_size = usize::from(args.packet_size);
     let ctx = Arc::new(Ctx {
         server,
         transport: args.transport,
-        peer,
+        peers,
         packet_size,
         allocations: n,
         load_interval: interval(packet_size, args.rate, n).expect("rate checked above 0"),
@@ -204,7 +209,7 @@ async fn drive(args: &TurnArgs) -> anyhow::Result<Summary> {
         phase: watch::Sender::new(Phase::Quiet),
         probe: watch::Sender::new(0),
     });
-    let sink_task = tokio::spawn(count_arrivals(sink, ctx.clone()));
+    let sink_tasks: Vec<_> = sinks.into_iter().map(|s| tokio::spawn(count_arrivals(s, ctx.clone()))).collect();
     let (report_tx, mut reports) = mpsc::unbounded_channel();
     let mut tasks = JoinSet::new();
     for idx in 0..n {
@@ -303,7 +308,7 @@ async fn drive(args: &TurnArgs) -> anyhow::Result<Summary> {
         eprintln!("some allocations did not confirm deallocation within {} s", CLOSE_WAIT.as_secs());
     }
     tasks.abort_all();
-    sink_task.abort();
+    sink_tasks.iter().for_each(|t| t.abort());
     Ok(Summary {
         server,
         transport: args.transport.name(),
@@ -345,6 +350,16 @@ fn credentials(args: &TurnArgs, idx: usize) -> anyhow::Result<Credentials> {
     let username = format!("{expiry}:{}", args.user_id.replace("{n}", &idx.to_string()));
     let password = rest_password(secret.as_bytes(), &username);
     Ok(Credentials { username, password, realm, on_401: "check --secret" })
+}
+
+/// A peer socket with a receive buffer deep enough for bursts at hundreds of Mbit/s.
+fn peer_socket(addr: SocketAddr) -> io::Result<UdpSocket> {
+    let s = socket2::Socket::new(socket2::Domain::for_address(addr), socket2::Type::DGRAM, None)?;
+    // Best effort: the kernel caps it at net.core.rmem_max.
+    let _ = s.set_recv_buffer_size(4 << 20);
+    s.set_nonblocking(true)?;
+    s.bind(&addr.into())?;
+    UdpSocket::from_std(s.into())
 }
 
 /// The peer: count each datagram against the allocation it was relayed from. Echoes nothing.
@@ -423,7 +438,8 @@ async fn run_allocation(
     };
     let mut conn = Conn::connect(ctx.server, ctx.transport).await.map_err(|e| io_failure(ctx, e))?;
     let reliable = ctx.transport == Transport::Tcp;
-    let mut client = Client::new(Instant::now(), creds, ctx.peer, CHANNEL, reliable, challenge);
+    let peer = ctx.peers[idx % ctx.peers.len()];
+    let mut client = Client::new(Instant::now(), creds, peer, CHANNEL, reliable, challenge);
     let mut probe_rx = ctx.probe.subscribe();
     let frame = DataFrame::new(ctx.packet_size, client.channel(), reliable);
     let mut rbuf = vec![0u8; 65_536];
