@@ -14,12 +14,13 @@
 # picked free at `up` time, so several harnesses can coexist if each has its
 # own SWITCHYARD_E2E_DIR. Extra kube-apiserver flags: $E2E_APISERVER_ARGS
 # (word-split). Fake nodes: $E2E_NODES (default 2), node i gets the
-# podCIDR 127.1.i.0/24.
+# podCIDR $E2E_POD_NET.i.0/24 (E2E_POD_NET default 127.1).
 set -euo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 DIR=${SWITCHYARD_E2E_DIR:-/tmp/switchyard-e2e}
 NODES=${E2E_NODES:-2}
+POD_NET=${E2E_POD_NET:-127.1}
 READY_TIMEOUT=${E2E_READY_TIMEOUT:-120}
 COMPONENTS=(etcd kube-apiserver kube-controller-manager kube-scheduler kwok)
 export NO_PROXY=127.0.0.1,localhost no_proxy=127.0.0.1,localhost
@@ -200,8 +201,8 @@ metadata:
     kubernetes.io/arch: amd64
     type: kwok
 spec:
-  podCIDR: 127.1.$i.0/24
-  podCIDRs: [127.1.$i.0/24]
+  podCIDR: $POD_NET.$i.0/24
+  podCIDRs: [$POD_NET.$i.0/24]
 status:
   allocatable: {cpu: "32", memory: 256Gi, pods: "110"}
   capacity: {cpu: "32", memory: 256Gi, pods: "110"}
@@ -319,6 +320,7 @@ export SWITCHYARD_E2E_DIR=$DIR
 export E2E_KUBECTL=$BIN_kubectl
 export E2E_HELM=$BIN_helm
 export E2E_API_SERVER=https://127.0.0.1:$API_PORT
+export E2E_POD_NET=$POD_NET
 EOF
   trap - EXIT
   log "control plane up in $(elapsed "$t_cp") s (total with build and certs $(elapsed "$t_all") s)"

@@ -4,7 +4,7 @@
 //! setpriv --pdeathsig KILL --                      dies with the runner
 //!   nsenter --net=/run/netns/<pod> --              the pod's network namespace
 //!     unshare --mount --uts --propagation private -- its own mounts and hostname
-//!       sh -c '<mounts>; hostname <pod>; exec "$0" "$@"' <binary> <args…>
+//!       sh -c '<mounts>; hostname <pod>; exec env -- "$0" "$@"' <binary> <args…>
 //! ```
 //!
 //! Every tool execs the next, so the pid the runner spawned is the binary's pid. The
@@ -100,6 +100,8 @@ pub struct Tools {
     pub mkdir: PathBuf,
     /// `hostname`.
     pub hostname: PathBuf,
+    /// coreutils `env`.
+    pub env: PathBuf,
     /// util-linux `unshare`.
     pub unshare: PathBuf,
     /// util-linux `nsenter`.
@@ -123,6 +125,7 @@ impl Tools {
             mount: find("mount")?,
             mkdir: find("mkdir")?,
             hostname: find("hostname")?,
+            env: find("env")?,
             unshare: find("unshare")?,
             nsenter: find("nsenter")?,
             setpriv: find("setpriv")?,
@@ -138,6 +141,7 @@ impl Tools {
             mount: p("/usr/bin/mount"),
             mkdir: p("/usr/bin/mkdir"),
             hostname: p("/usr/bin/hostname"),
+            env: p("/usr/bin/env"),
             unshare: p("/usr/bin/unshare"),
             nsenter: p("/usr/bin/nsenter"),
             setpriv: p("/usr/bin/setpriv"),
@@ -155,8 +159,17 @@ fn q(p: &Path) -> String {
     quote(&p.to_string_lossy())
 }
 
-/// The sh script that mounts `mounts`, sets the hostname and execs `"$0" "$@"`.
-pub fn mount_script(pod_dir: &Path, mounts: &[Mount], hostname: &str, tools: &Tools) -> String {
+/// Whether sh keeps variable `name` in the environment it passes on.
+fn shell_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    chars.next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+/// The sh script that mounts `mounts`, sets the hostname and execs `"$0" "$@"` with
+/// exactly `env`: sh drops variables whose names are not shell identifiers (Kubernetes
+/// allows `CFG_config.txt`) and adds `PWD`, so the last exec goes through `env(1)`.
+pub fn mount_script(pod_dir: &Path, mounts: &[Mount], hostname: &str, tools: &Tools, env: &EnvList) -> String {
     let (mkdir, mount) = (q(&tools.mkdir), q(&tools.mount));
     let mut s = format!("set -e\nexec 3<{}\n", q(pod_dir));
     for m in mounts {
@@ -177,7 +190,18 @@ pub fn mount_script(pod_dir: &Path, mounts: &[Mount], hostname: &str, tools: &To
              {mount} --bind{ro} {src} {target}\n"
         ));
     }
-    s.push_str(&format!("{} {}\nexec 3<&-\nexec \"$0\" \"$@\"\n", q(&tools.hostname), quote(hostname)));
+    s.push_str(&format!("{} {}\nexec 3<&-\n", q(&tools.hostname), quote(hostname)));
+    let mut exec = format!("exec {}", q(&tools.env));
+    if env.get("PWD").is_none() {
+        exec.push_str(" -u PWD");
+    }
+    exec.push_str(" --");
+    for (k, v) in env.iter().filter(|(k, _)| !shell_name(k) || *k == "PWD") {
+        exec.push(' ');
+        exec.push_str(&quote(&format!("{k}={v}")));
+    }
+    s.push_str(&exec);
+    s.push_str(" \"$0\" \"$@\"\n");
     s
 }
 
@@ -286,7 +310,10 @@ mod tests {
             },
         ];
         let tools = Tools::fixed();
-        let script = mount_script(Path::new("/state/pods/ns_p_u"), &mounts, "it's", &tools);
+        let mut env = EnvList::default();
+        env.set("PATH", "/bin");
+        env.set("CFG_config.txt", "a b");
+        let script = mount_script(Path::new("/state/pods/ns_p_u"), &mounts, "it's", &tools, &env);
         assert_eq!(
             script,
             "set -e\n\
@@ -299,8 +326,9 @@ mod tests {
              '/usr/bin/mount' --bind -o ro '/proc/self/fd/3/volumes/config' '/etc/switchyard/config'\n\
              '/usr/bin/hostname' 'it'\\''s'\n\
              exec 3<&-\n\
-             exec \"$0\" \"$@\"\n"
+             exec '/usr/bin/env' -u PWD -- 'CFG_config.txt=a b' \"$0\" \"$@\"\n"
         );
+        assert!(shell_name("_A1") && !shell_name("1A") && !shell_name("a.b") && !shell_name(""));
         let argv = wrapper_argv(&tools, "sy-0123", "S".into(), Path::new("/bin/media-node"), &["--config".into()]);
         assert_eq!(
             argv,

@@ -222,7 +222,8 @@ impl Worker {
             let started = Instant::now();
             let status = match self.supervise(&mut child).await {
                 Exit::Stopped(status) => {
-                    tracing::info!("stopped {}: {} after {:.1?}", self.key, describe(status), started.elapsed());
+                    let msg = format!("stopped: {} after {:.1?}", describe(status), started.elapsed());
+                    self.note(&msg);
                     break;
                 }
                 Exit::Exited(status) => status,
@@ -230,12 +231,12 @@ impl Worker {
             let ran = started.elapsed();
             let pod = self.pod_rx.borrow().clone();
             if !restarts(&pod, status.success()) {
-                tracing::info!("exit {}: {} after {ran:.1?}; restartPolicy: no restart", self.key, describe(status));
+                self.note(&format!("exited: {} after {ran:.1?}; restartPolicy: no restart", describe(status)));
                 self.sleep_or_stop(Duration::MAX).await;
                 break;
             }
             let delay = backoff.delay(ran);
-            tracing::warn!("exit {}: {} after {ran:.1?}; restart #{starts} in {delay:?}", self.key, describe(status));
+            self.note(&format!("exited: {} after {ran:.1?}; restart #{starts} in {delay:?}", describe(status)));
             if self.sleep_or_stop(delay).await {
                 break;
             }
@@ -250,6 +251,12 @@ impl Worker {
             self.append_log(&format!("==== {} runner: {msg}\n", jiff::Timestamp::now()));
             self.last_error = Some(msg);
         }
+    }
+
+    /// A lifecycle event: one line in the runner's log and in the pod's log.
+    fn note(&self, msg: &str) {
+        tracing::info!("{} {msg}", self.key);
+        self.append_log(&format!("==== {} runner: {msg}\n", jiff::Timestamp::now()));
     }
 
     fn append_log(&self, line: &str) {
@@ -301,10 +308,10 @@ impl Worker {
         let container = spec.containers.first().ok_or_else(|| Error::Spec("no containers".into()))?;
         let name = pod.metadata.name.as_deref().unwrap_or_default();
         let host = hostname(name, spec.hostname.as_deref());
-        let home = self.dir.join("home");
-        std::fs::create_dir_all(&home).map_err(|e| io("home", e))?;
         let mut base = self.shared.base_env.clone();
-        base.push(("HOME".into(), home.display().to_string()));
+        // as a runtime does for a user without a home in the image; never the runner's
+        // HOME, whose ~/.kube/config kube-rs would prefer to the in-cluster config
+        base.push(("HOME".into(), "/".into()));
         base.push(("HOSTNAME".into(), host.clone()));
         let ctx = EnvContext {
             base,
@@ -314,7 +321,7 @@ impl Worker {
         let env = resolve_env(&pod, container, &*self.shared, &ctx)?;
         let args = resolve_args(container, &env)?;
         let mounts = mount_plan(container, &contents, &env)?;
-        let script = mount_script(&self.dir, &mounts, &host, &self.shared.tools);
+        let script = mount_script(&self.dir, &mounts, &host, &self.shared.tools, &env);
         let argv = wrapper_argv(&self.shared.tools, &self.sandbox.name, script, &self.binary, &args);
         if spec.containers.len() > 1 {
             self.error(

@@ -1,0 +1,112 @@
+//! The CRDs' CEL rules on the real apiserver: each invalid spec is rejected with its
+//! message, and nothing is stored.
+
+use std::time::Duration;
+
+use anyhow::{Result, bail};
+use kube::api::{Api, ApiResource, DynamicObject, PostParams};
+use serde_json::{Value, json};
+use switchyard_api::{MediaCluster, Room};
+use switchyard_e2e::{Env, TestNamespace, wait_for};
+
+fn object(v: Value) -> DynamicObject {
+    serde_json::from_value(v).expect("a valid object")
+}
+
+fn media_cluster(name: &str, spec: Value) -> DynamicObject {
+    object(
+        json!({"apiVersion": "switchyard.dev/v1alpha1", "kind": "MediaCluster", "metadata": {"name": name}, "spec": spec}),
+    )
+}
+
+/// Create `obj`; it must be refused with `message` in the apiserver's answer.
+async fn rejected(api: &Api<DynamicObject>, what: &str, obj: DynamicObject, message: &str) -> Result<()> {
+    match api.create(&PostParams::default(), &obj).await {
+        Ok(_) => bail!("the apiserver accepted {what}"),
+        Err(e) => {
+            let text = format!("{e}");
+            if !text.contains(message) {
+                bail!("{what} was rejected, but without {message:?}: {text}");
+            }
+            println!("rejected {what}: {message}");
+        }
+    }
+    Ok(())
+}
+
+#[tokio::test]
+#[ignore = "needs the e2e cluster: e2e/run.sh"]
+async fn e2e_crds_reject_invalid_specs() -> Result<()> {
+    let env = Env::from_env()?;
+    let client = env.client().await?;
+    let ns = TestNamespace::create(&client, "crds").await?;
+    let mcs: Api<DynamicObject> =
+        Api::namespaced_with(client.clone(), &ns.name, &ApiResource::erase::<MediaCluster>(&()));
+    let rooms: Api<DynamicObject> = Api::namespaced_with(client.clone(), &ns.name, &ApiResource::erase::<Room>(&()));
+
+    // the kind's REST mapping can lag the CRD's Established condition
+    wait_for("the MediaCluster API", Duration::from_secs(30), || async {
+        Ok(mcs.list(&Default::default()).await.ok().map(|_| ()))
+    })
+    .await?;
+
+    mcs.create(&PostParams::default(), &media_cluster("ok", json!({}))).await?;
+    let ok = mcs.get("ok").await?;
+    assert_eq!(ok.data["spec"]["sfu"]["replicas"], json!({"min": 1, "max": 1}), "defaults applied");
+
+    let cases = [
+        (
+            "sfu.replicas {min: 5, max: 2}",
+            json!({"sfu": {"replicas": {"min": 5, "max": 2}}}),
+            "replicas.min must be less than or equal to replicas.max",
+        ),
+        (
+            "a TLS listener without a cert Secret",
+            json!({"turn": {"listeners": [{"name": "tls", "protocol": "TLS", "port": 443}]}}),
+            "a TLS listener needs tlsSecretRef",
+        ),
+        (
+            "a zero targetBandwidthPerPod",
+            json!({"turn": {"targetBandwidthPerPod": "0"}}),
+            "turn.targetBandwidthPerPod must be a positive quantity",
+        ),
+        (
+            "a peer allow entry that is not a CIDR",
+            json!({"turn": {"peers": {"allow": ["not-a-cidr"]}}}),
+            "peers.allow entries must be CIDRs",
+        ),
+        (
+            "the same UDP and TCP media port",
+            json!({"media": {"udpPort": 7881, "tcpPort": 7881}}),
+            "media.udpPort and media.tcpPort must differ",
+        ),
+        (
+            "a relay port range min > max",
+            json!({"turn": {"relayPortRange": {"min": 60000, "max": 50000}}}),
+            "relayPortRange.min must be less than or equal to relayPortRange.max",
+        ),
+        (
+            "Gateway mode without TURN",
+            json!({"media": {"mode": "Gateway"}, "turn": {"replicas": {"min": 0, "max": 0}}}),
+            "turn.replicas.max must be at least 1",
+        ),
+    ];
+    for (i, (what, spec, message)) in cases.into_iter().enumerate() {
+        let name = format!("bad-{i}");
+        rejected(&mcs, what, media_cluster(&name, spec), message).await?;
+        assert!(mcs.get_opt(&name).await?.is_none(), "{what}: the invalid MediaCluster exists");
+    }
+
+    let room = |cluster: &str| {
+        object(json!({"apiVersion": "switchyard.dev/v1alpha1", "kind": "Room", "metadata": {"name": "standup"},
+            "spec": {"clusterRef": cluster, "allowedCodecs": ["VP9", "Opus"]}}))
+    };
+    rooms.create(&PostParams::default(), &room("ok")).await?;
+    let mut moved = room("elsewhere");
+    moved.metadata.resource_version = rooms.get("standup").await?.metadata.resource_version;
+    match rooms.replace("standup", &PostParams::default(), &moved).await {
+        Ok(_) => bail!("the apiserver let a Room move to another cluster"),
+        Err(e) => assert!(format!("{e}").contains("clusterRef is immutable"), "{e}"),
+    }
+    ns.delete().await
+}

@@ -1,0 +1,240 @@
+//! pod-runner, seen from inside its pods: `e2e-probe` (image `…/e2e-probe`) answers what
+//! it sees: files at their mount paths, its environment, hostname, and who the apiserver
+//! thinks it is.
+
+use std::net::IpAddr;
+use std::time::{Duration, Instant};
+
+use anyhow::{Result, bail};
+use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret};
+use kube::Client;
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
+use serde_json::{Value, json};
+use switchyard_e2e::{Env, TestNamespace, http_get, pod_ip, wait_for};
+
+const PROBE_IMAGE: &str = "registry.invalid/switchyard/e2e-probe:test";
+const PORT: u16 = 8080;
+
+/// A probe pod on `node`; `spec` is merged into the pod spec, `container` into its container.
+fn probe_pod(name: &str, node: &str, spec: Value, container: Value) -> Result<Pod> {
+    let mut c = json!({
+        "name": "probe",
+        "image": PROBE_IMAGE,
+        "args": ["--listen", "0.0.0.0:8080", "--name=$(POD_NAME)"],
+        "env": [{"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}]
+    });
+    merge(&mut c, container);
+    let mut s = json!({"nodeName": node, "containers": [c]});
+    merge(&mut s, spec);
+    Ok(serde_json::from_value(json!({"metadata": {"name": name, "labels": {"app": "probe", "zone": "a"}}, "spec": s}))?)
+}
+
+fn merge(a: &mut Value, b: Value) {
+    match (a, b) {
+        (Value::Object(a), Value::Object(b)) => {
+            for (k, v) in b {
+                merge(a.entry(k).or_insert(Value::Null), v);
+            }
+        }
+        (a, b) => *a = b,
+    }
+}
+
+/// Wait until pod `name` has an IP and its probe answers.
+async fn probe_up(client: &Client, env: &Env, ns: &str, name: &str) -> Result<IpAddr> {
+    let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
+    let what = format!("probe {ns}/{name} answering on its pod IP");
+    let got = wait_for(&what, Duration::from_secs(60), || async {
+        let Some(ip) = pods.get_opt(name).await?.as_ref().and_then(pod_ip) else { return Ok(None) };
+        Ok((http_get(ip, PORT, "/healthz").await?.status == 200).then_some(ip))
+    })
+    .await;
+    got.map_err(|e| anyhow::anyhow!("{e}\npod log:\n{}", env.pod_log(ns, name)))
+}
+
+/// GET `path` on the probe; 200 expected.
+async fn get(ip: IpAddr, path: &str) -> Result<String> {
+    let r = http_get(ip, PORT, path).await?;
+    if r.status != 200 {
+        bail!("GET {path} on {ip}: {} {}", r.status, r.body);
+    }
+    Ok(r.body)
+}
+
+async fn config_map(api: &Api<ConfigMap>, name: &str, text: &str) -> Result<()> {
+    let cm: ConfigMap = serde_json::from_value(json!({"metadata": {"name": name}, "data": {"config.txt": text}}))?;
+    api.patch(name, &PatchParams::apply("e2e").force(), &Patch::Apply(cm)).await?;
+    Ok(())
+}
+
+#[tokio::test]
+#[ignore = "needs the e2e cluster: e2e/run.sh"]
+async fn e2e_runner_pods_get_their_own_volumes_network_and_identity() -> Result<()> {
+    let env = Env::from_env()?;
+    let client = env.client().await?;
+    let ns = TestNamespace::create(&client, "runner").await?;
+    let n = ns.name.as_str();
+    let cms: Api<ConfigMap> = Api::namespaced(client.clone(), n);
+    config_map(&cms, "probe-a", "I am A").await?;
+    config_map(&cms, "probe-b", "I am B").await?;
+    let secret: Secret =
+        serde_json::from_value(json!({"metadata": {"name": "probe"}, "stringData": {"token": "s3cret"}}))?;
+    Api::<Secret>::namespaced(client.clone(), n).create(&PostParams::default(), &secret).await?;
+
+    // two pods on the same node, the same port, the same mount path, different ConfigMaps
+    let pods: Api<Pod> = Api::namespaced(client.clone(), n);
+    for (name, cm, automount) in [("probe-a", "probe-a", true), ("probe-b", "probe-b", false)] {
+        let pod = probe_pod(
+            name,
+            "kwok-node-0",
+            json!({
+                "automountServiceAccountToken": automount,
+                "volumes": [
+                    {"name": "cfg", "configMap": {"name": cm}},
+                    {"name": "sec", "secret": {"secretName": "probe"}},
+                    {"name": "tmp", "emptyDir": {}},
+                    {"name": "podinfo", "downwardAPI": {"items": [{"path": "labels", "fieldRef": {"fieldPath": "metadata.labels"}}]}}
+                ]
+            }),
+            json!({
+                "env": [
+                    {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+                    {"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}},
+                    {"name": "GREETING", "value": "hello from $(POD_IP), not $$(POD_IP)"},
+                    {"name": "SECRET", "valueFrom": {"secretKeyRef": {"name": "probe", "key": "token"}}},
+                    {"name": "ZONE", "valueFrom": {"fieldRef": {"fieldPath": "metadata.labels['zone']"}}}
+                ],
+                "envFrom": [{"configMapRef": {"name": cm}, "prefix": "CFG_"}],
+                "volumeMounts": [
+                    {"name": "cfg", "mountPath": "/etc/probe", "readOnly": true},
+                    {"name": "sec", "mountPath": "/etc/probe-secret", "readOnly": true},
+                    {"name": "tmp", "mountPath": "/tmp"},
+                    {"name": "podinfo", "mountPath": "/etc/podinfo"}
+                ]
+            }),
+        )?;
+        pods.create(&PostParams::default(), &pod).await?;
+    }
+    let a = probe_up(&client, &env, n, "probe-a").await?;
+    let b = probe_up(&client, &env, n, "probe-b").await?;
+    assert_ne!(a, b);
+
+    // each sees its own ConfigMap at the same path
+    assert_eq!(get(a, "/file/etc/probe/config.txt").await?, "I am A");
+    assert_eq!(get(b, "/file/etc/probe/config.txt").await?, "I am B");
+    assert_eq!(get(a, "/file/etc/probe-secret/token").await?, "s3cret");
+    assert_eq!(get(a, "/file/etc/podinfo/labels").await?, "app=\"probe\"\nzone=\"a\"\n");
+    assert_eq!(get(a, "/hostname").await?, "probe-a");
+    assert_eq!(get(b, "/hostname").await?, "probe-b");
+
+    let env_a = get(a, "/env").await?;
+    for want in [
+        format!("GREETING=hello from {a}, not $(POD_IP)"),
+        format!("POD_IP={a}"),
+        "POD_NAME=probe-a".into(),
+        "SECRET=s3cret".into(),
+        "ZONE=a".into(),
+        "CFG_config.txt=I am A".into(),
+        "KUBERNETES_SERVICE_HOST=127.0.0.1".into(),
+        "HOSTNAME=probe-a".into(),
+    ] {
+        assert!(env_a.lines().any(|l| l == want), "probe-a's environment lacks {want:?}:\n{env_a}");
+    }
+    assert!(!env_a.contains("KUBECONFIG"), "the runner's KUBECONFIG leaked:\n{env_a}");
+
+    // the pod's own service-account token, through the in-cluster config
+    assert_eq!(get(a, "/whoami").await?, format!("system:serviceaccount:{n}:default"));
+    assert_eq!(get(a, "/file/var/run/secrets/kubernetes.io/serviceaccount/namespace").await?, n);
+    let no_token = http_get(b, PORT, "/file/var/run/secrets/kubernetes.io/serviceaccount/token").await?;
+    assert_eq!(no_token.status, 404, "automountServiceAccountToken: false still got a token");
+
+    // the log header names the exact argv and the pod IP
+    let log = env.pod_log(n, "probe-a");
+    assert!(log.contains("--name=probe-a'") && log.contains(&format!("ip {a} ")), "{log}");
+
+    // a ConfigMap change reaches the mounted file of that pod only, within ~2 s
+    let t0 = Instant::now();
+    config_map(&cms, "probe-a", "I am A, v2").await?;
+    wait_for("probe-a's mounted config.txt to change", Duration::from_secs(5), || async {
+        Ok((get(a, "/file/etc/probe/config.txt").await? == "I am A, v2").then_some(()))
+    })
+    .await?;
+    println!("ConfigMap update visible in the pod after {:?}", t0.elapsed());
+    assert!(t0.elapsed() < Duration::from_secs(3), "took {:?}", t0.elapsed());
+    assert_eq!(get(b, "/file/etc/probe/config.txt").await?, "I am B");
+
+    ns.delete().await
+}
+
+#[tokio::test]
+#[ignore = "needs the e2e cluster: e2e/run.sh"]
+async fn e2e_runner_restarts_and_terminates_like_a_kubelet() -> Result<()> {
+    let env = Env::from_env()?;
+    let client = env.client().await?;
+    let ns = TestNamespace::create(&client, "lifecycle").await?;
+    let n = ns.name.as_str();
+    let pods: Api<Pod> = Api::namespaced(client.clone(), n);
+    // probes that ignore SIGTERM, so only SIGKILL ends them
+    let stubborn = json!({"env": [{"name": "PROBE_IGNORE_SIGTERM", "value": "1"}]});
+    pods.create(
+        &PostParams::default(),
+        &probe_pod("graceful", "kwok-node-1", json!({"terminationGracePeriodSeconds": 2}), stubborn.clone())?,
+    )
+    .await?;
+    pods.create(
+        &PostParams::default(),
+        &probe_pod("forced", "kwok-node-1", json!({"terminationGracePeriodSeconds": 30}), stubborn)?,
+    )
+    .await?;
+    let mut with_command = probe_pod("command", "kwok-node-0", json!({}), json!({}))?;
+    with_command.spec.as_mut().expect("spec").containers[0].command = Some(vec!["/bin/sh".into()]);
+    pods.create(&PostParams::default(), &with_command).await?;
+    let mut foreign = probe_pod("foreign", "kwok-node-0", json!({}), json!({}))?;
+    foreign.spec.as_mut().expect("spec").containers[0].image = Some("docker.io/library/nginx:1.27".into());
+    pods.create(&PostParams::default(), &foreign).await?;
+
+    let g = probe_up(&client, &env, n, "graceful").await?;
+    let f = probe_up(&client, &env, n, "forced").await?;
+
+    // a process that exits is restarted (restartPolicy Always)
+    let _ = http_get(g, PORT, "/exit/3").await;
+    wait_for("graceful to be restarted", Duration::from_secs(10), || async {
+        Ok(env.pod_log(n, "graceful").contains("start #2").then_some(()))
+    })
+    .await?;
+    probe_up(&client, &env, n, "graceful").await?;
+    assert!(env.pod_log(n, "graceful").contains("runner: exited: exit code 3"));
+
+    // a graceful delete: SIGTERM (ignored), SIGKILL after terminationGracePeriodSeconds
+    let t0 = Instant::now();
+    pods.delete("graceful", &DeleteParams::default()).await?;
+    wait_for("graceful's probe to stop answering", Duration::from_secs(10), || async {
+        Ok(http_get(g, PORT, "/healthz").await.is_err().then_some(()))
+    })
+    .await?;
+    let took = t0.elapsed();
+    println!("graceful delete (grace 2 s): gone after {took:?}");
+    assert!(took >= Duration::from_millis(1500), "killed before its grace period: {took:?}");
+    assert!(env.pod_log(n, "graceful").contains("runner: stopped: signal 9 (SIGKILL)"));
+
+    // --grace-period=0 --force: SIGKILL at once, although the pod's grace is 30 s
+    let t0 = Instant::now();
+    pods.delete("forced", &DeleteParams { grace_period_seconds: Some(0), ..DeleteParams::default() }).await?;
+    wait_for("forced's probe to stop answering", Duration::from_secs(10), || async {
+        Ok(http_get(f, PORT, "/healthz").await.is_err().then_some(()))
+    })
+    .await?;
+    let took = t0.elapsed();
+    println!("force delete (grace 30 s): gone after {took:?}");
+    assert!(took < Duration::from_secs(3), "force delete took {took:?}");
+    assert!(env.pod_log(n, "forced").contains("runner: stopped: signal 9 (SIGKILL)"));
+
+    // a pod that sets `command` is refused, with the reason in its log; a foreign image is left alone
+    wait_for("the refusal of a command in the pod log", Duration::from_secs(10), || async {
+        Ok(env.pod_log(n, "command").contains("sets command").then_some(()))
+    })
+    .await?;
+    assert!(env.pod_log(n, "foreign").starts_with("(no pod log"), "{}", env.pod_log(n, "foreign"));
+
+    ns.delete().await
+}
