@@ -316,7 +316,8 @@ impl Client {
                         self.peer
                     ),
                     486 => format!(
-                        "486 allocation quota reached (the server's per-user or per-node limit; {})",
+                        "486 allocation quota reached: the server's per-user or per-node limit \
+                         (--user-id 'load-{{i}}' spreads allocations over user ids; {})",
                         request.name()
                     ),
                     508 => format!(

@@ -51,8 +51,8 @@ pub(crate) struct TurnArgs {
         conflicts_with = "user"
     )]
     secret: Option<String>,
-    /// User id in REST usernames (`<expiry>:<user-id>`); `{n}` becomes the allocation's
-    /// number, e.g. `load-{n}` to stay under a per-user allocation quota.
+    /// User id in REST usernames (`<expiry>:<user-id>`); `{i}` becomes the allocation's
+    /// number, e.g. `load-{i}` to stay under a per-user allocation quota.
     #[arg(long, default_value = "load")]
     user_id: String,
     /// Static long-term credentials instead of --secret.
@@ -76,7 +76,8 @@ pub(crate) struct TurnArgs {
     /// How long to send: 500ms, 30s, 2m.
     #[arg(long, default_value = "30s", value_parser = parse_duration)]
     duration: Duration,
-    /// Where the counting peer socket binds: an address the server may relay to.
+    /// Where the counting peer binds: an address the server may relay to. Port 0 binds one
+    /// socket per core, each serving a share of the allocations.
     #[arg(long, default_value = "127.0.0.1:0")]
     peer: SocketAddr,
     /// After the load, keep the allocations alive (refreshing) until SIGINT or SIGTERM,
@@ -347,7 +348,7 @@ fn credentials(args: &TurnArgs, idx: usize) -> anyhow::Result<Credentials> {
     let now = SystemTime::now().duration_since(UNIX_EPOCH).context("system clock is before 1970")?;
     // Valid for the run and a week of holding; the server checks it at every refresh.
     let expiry = (now + args.duration + Duration::from_secs(7 * 86_400)).as_secs();
-    let username = format!("{expiry}:{}", args.user_id.replace("{n}", &idx.to_string()));
+    let username = format!("{expiry}:{}", args.user_id.replace("{i}", &idx.to_string()));
     let password = rest_password(secret.as_bytes(), &username);
     Ok(Credentials { username, password, realm, on_401: "check --secret" })
 }

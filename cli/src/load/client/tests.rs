@@ -256,6 +256,7 @@ fn quota_fails_with_486() {
     let f = net.failure(b);
     assert_eq!(f.code, Some(486));
     assert!(f.message.starts_with("486 allocation quota reached"), "{}", f.message);
+    assert!(f.message.contains("--user-id 'load-{i}'"), "{}", f.message);
 }
 
 #[test]
