@@ -187,6 +187,9 @@ pub struct Config {
     pub drain_grace_seconds: u64,
     /// Worker threads, each with its own sockets (0: one per CPU).
     pub workers: usize,
+    /// The file this configuration was read from, re-read while running for `peers`.
+    #[serde(skip)]
+    pub source: Option<PathBuf>,
 }
 
 impl Default for Config {
@@ -203,6 +206,7 @@ impl Default for Config {
             admin_address: "0.0.0.0:9090".parse().expect("literal"),
             drain_grace_seconds: 3600,
             workers: 0,
+            source: None,
         }
     }
 }
@@ -397,7 +401,7 @@ impl Args {
     /// The file config with flags and env applied, validated.
     pub fn into_config(self) -> Result<Config> {
         let mut c = match &self.config {
-            Some(p) => Config::from_file(p)?,
+            Some(p) => Config { source: Some(p.clone()), ..Config::from_file(p)? },
             None => Config::default(),
         };
         if let Some(r) = self.realm {

@@ -32,7 +32,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::auth::{Credentials, Key, NonceCheck, NonceMinter, Rejection};
-use crate::filter::PeerFilter;
+use crate::filter::LiveFilter;
 use crate::metrics::{AllocResult, Direction, DropReason, Metrics};
 use crate::stun::{self, Class, Kind, Message, MessageWriter, attr, method};
 
@@ -201,8 +201,8 @@ pub struct Shared {
     pub credentials: Credentials,
     /// Nonces.
     pub nonces: NonceMinter,
-    /// Peer filter.
-    pub filter: PeerFilter,
+    /// Peer filter (its rules may be replaced while running).
+    pub filter: LiveFilter,
     /// Limits.
     pub limits: Limits,
     /// Quota counters.

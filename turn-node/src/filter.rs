@@ -72,6 +72,40 @@ fn denied_by_default(ip: IpAddr) -> bool {
     }
 }
 
+/// The filter a running server checks, replaced whole when its config file's `peers`
+/// change (the operator edits the allow list as SFU pods come and go).
+#[derive(Debug, Default)]
+pub struct LiveFilter(std::sync::RwLock<PeerFilter>);
+
+impl From<PeerFilter> for LiveFilter {
+    fn from(f: PeerFilter) -> Self {
+        LiveFilter(std::sync::RwLock::new(f))
+    }
+}
+
+impl LiveFilter {
+    fn current(&self) -> std::sync::RwLockReadGuard<'_, PeerFilter> {
+        self.0.read().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// [`PeerFilter::permits_addr`] of the current rules.
+    pub fn permits_addr(&self, addr: SocketAddr) -> bool {
+        self.current().permits_addr(addr)
+    }
+
+    /// Replace the allow and deny CIDRs (the server's own addresses stay refused).
+    /// Returns false when they were already these.
+    pub fn set_rules(&self, allow: Vec<IpNet>, deny: Vec<IpNet>) -> bool {
+        let mut f = self.0.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if f.allow == allow && f.deny == deny {
+            return false;
+        }
+        f.allow = allow;
+        f.deny = deny;
+        true
+    }
+}
+
 impl PeerFilter {
     /// A filter with allow CIDRs (win), extra deny CIDRs, and the node's own
     /// addresses (denied unless allowed, so a client cannot loop the relay
@@ -177,5 +211,20 @@ mod tests {
         assert!(!f.permits_addr("[::ffff:10.244.1.7]:3478".parse().unwrap()));
         assert!(f.permits_addr("10.244.1.7:50000".parse().unwrap()), "relay ports stay reachable");
         assert!(f.permits_addr("10.244.2.9:3478".parse().unwrap()));
+    }
+
+    #[test]
+    fn live_rules_change_while_running() {
+        let live = LiveFilter::from(
+            PeerFilter::new(vec![], vec!["0.0.0.0/0".parse().unwrap()], vec!["10.0.0.9".parse().unwrap()])
+                .with_blocked(["10.0.0.9:3478".parse().unwrap()]),
+        );
+        let sfu: SocketAddr = "10.244.1.7:7882".parse().unwrap();
+        assert!(!live.permits_addr(sfu), "Gateway mode before the SFU pod's IP is known");
+        assert!(live.set_rules(vec!["10.244.1.7/32".parse().unwrap()], vec!["0.0.0.0/0".parse().unwrap()]));
+        assert!(live.permits_addr(sfu));
+        assert!(!live.set_rules(vec!["10.244.1.7/32".parse().unwrap()], vec!["0.0.0.0/0".parse().unwrap()]));
+        assert!(live.set_rules(vec!["10.0.0.0/8".parse().unwrap()], vec![]));
+        assert!(!live.permits_addr("10.0.0.9:3478".parse().unwrap()), "own listener stays blocked");
     }
 }

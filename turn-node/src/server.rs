@@ -327,7 +327,8 @@ impl TurnServer {
             credentials: Credentials::new(&config.realm, secrets, &static_users),
             nonces: NonceMinter::new(rand::random(), config.auth.nonce_lifetime_seconds),
             filter: PeerFilter::new(config.peers.allow.clone(), config.peers.deny.clone(), vec![relay_ip])
-                .with_blocked(own_udp),
+                .with_blocked(own_udp)
+                .into(),
             limits: Limits {
                 max_allocations_per_user: config.quotas.max_allocations_per_user,
                 max_allocations: config.quotas.max_allocations,
@@ -404,6 +405,10 @@ async fn housekeeping(control: Arc<Control>, config: Config) {
     let mtime = |p: &std::path::Path| std::fs::metadata(p).and_then(|m| Ok((m.modified()?, m.len()))).ok();
     let mut seen_mtime = secrets_file.as_deref().and_then(mtime);
     let mut last_poll = Instant::now();
+    // The config file's `peers` are re-read while running: in Gateway mode the operator
+    // keeps the allow list equal to the SFU pods' IPs, which change as pods come and go.
+    let mut seen_config = config.source.as_deref().and_then(mtime);
+    let mut last_config_poll = Instant::now();
     loop {
         tokio::select! {
             _ = tick.tick() => {}
@@ -430,6 +435,23 @@ async fn housekeeping(control: Arc<Control>, config: Config) {
                     }
                     Err(e) => tracing::warn!(error = %e, "secrets file unreadable; keeping the old secrets"),
                 }
+            }
+        }
+        if let Some(path) = &config.source
+            && last_config_poll.elapsed() >= Duration::from_secs(1)
+            && {
+                last_config_poll = Instant::now();
+                mtime(path) != seen_config
+            }
+        {
+            seen_config = mtime(path);
+            match Config::from_file(path) {
+                Ok(c) => {
+                    if shared.filter.set_rules(c.peers.allow.clone(), c.peers.deny.clone()) {
+                        tracing::info!(allow = ?c.peers.allow, deny = ?c.peers.deny, "reloaded peer rules");
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "config file unreadable; keeping the old peer rules"),
             }
         }
         let deadline = *control.drain_deadline.lock().unwrap_or_else(|e| e.into_inner());

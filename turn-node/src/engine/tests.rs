@@ -3,6 +3,7 @@
 
 use super::*;
 use crate::auth::{long_term_key, rest_password};
+use crate::filter::PeerFilter;
 use crate::stun::{MAX_DATA_INDICATION_OVERHEAD, parse};
 
 const REALM: &str = "switchyard.test";
@@ -37,7 +38,7 @@ fn shared_with(limits: Limits, filter: PeerFilter) -> Arc<Shared> {
     Arc::new(Shared {
         credentials: Credentials::new(REALM, vec![SECRET.to_vec()], &[]),
         nonces: NonceMinter::new([9; 32], 3600),
-        filter,
+        filter: filter.into(),
         limits,
         quotas: Quotas::default(),
         metrics: Arc::new(Metrics::new()),

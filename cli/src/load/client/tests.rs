@@ -43,7 +43,7 @@ impl Net {
         let shared = Arc::new(Shared {
             credentials: ServerCredentials::new(REALM, vec![SECRET.as_bytes().to_vec()], &[]),
             nonces: NonceMinter::new([9; 32], nonce_lifetime_secs),
-            filter: PeerFilter::new(vec![], vec![], vec![]),
+            filter: PeerFilter::new(vec![], vec![], vec![]).into(),
             limits,
             quotas: Quotas::default(),
             metrics: Arc::new(Metrics::new()),
