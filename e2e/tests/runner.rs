@@ -52,6 +52,14 @@ async fn probe_up(client: &Client, env: &Env, ns: &str, name: &str) -> Result<Ip
     got.map_err(|e| anyhow::anyhow!("{e}\npod log:\n{}", env.pod_log(ns, name)))
 }
 
+/// Wait (briefly) until the runner's log of pod `name` contains `text`.
+async fn log_says(env: &Env, ns: &str, name: &str, text: &str) -> Result<()> {
+    let what = format!("{text:?} in the log of {ns}/{name}");
+    wait_for(&what, Duration::from_secs(10), || async { Ok(env.pod_log(ns, name).contains(text).then_some(())) })
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}\n{}", env.pod_log(ns, name)))
+}
+
 /// GET `path` on the probe; 200 expected.
 async fn get(ip: IpAddr, path: &str) -> Result<String> {
     let r = http_get(ip, PORT, path).await?;
@@ -198,12 +206,9 @@ async fn e2e_runner_restarts_and_terminates_like_a_kubelet() -> Result<()> {
 
     // a process that exits is restarted (restartPolicy Always)
     let _ = http_get(g, PORT, "/exit/3").await;
-    wait_for("graceful to be restarted", Duration::from_secs(10), || async {
-        Ok(env.pod_log(n, "graceful").contains("start #2").then_some(()))
-    })
-    .await?;
+    log_says(&env, n, "graceful", "start #2").await?;
     probe_up(&client, &env, n, "graceful").await?;
-    assert!(env.pod_log(n, "graceful").contains("runner: exited: exit code 3"));
+    log_says(&env, n, "graceful", "runner: exited: exit code 3").await?;
 
     // a graceful delete: SIGTERM (ignored), SIGKILL after terminationGracePeriodSeconds
     let t0 = Instant::now();
@@ -215,7 +220,7 @@ async fn e2e_runner_restarts_and_terminates_like_a_kubelet() -> Result<()> {
     let took = t0.elapsed();
     println!("graceful delete (grace 2 s): gone after {took:?}");
     assert!(took >= Duration::from_millis(1500), "killed before its grace period: {took:?}");
-    assert!(env.pod_log(n, "graceful").contains("runner: stopped: signal 9 (SIGKILL)"));
+    log_says(&env, n, "graceful", "runner: stopped: signal 9 (SIGKILL)").await?;
 
     // --grace-period=0 --force: SIGKILL at once, although the pod's grace is 30 s
     let t0 = Instant::now();
@@ -227,13 +232,10 @@ async fn e2e_runner_restarts_and_terminates_like_a_kubelet() -> Result<()> {
     let took = t0.elapsed();
     println!("force delete (grace 30 s): gone after {took:?}");
     assert!(took < Duration::from_secs(3), "force delete took {took:?}");
-    assert!(env.pod_log(n, "forced").contains("runner: stopped: signal 9 (SIGKILL)"));
+    log_says(&env, n, "forced", "runner: stopped: signal 9 (SIGKILL)").await?;
 
     // a pod that sets `command` is refused, with the reason in its log; a foreign image is left alone
-    wait_for("the refusal of a command in the pod log", Duration::from_secs(10), || async {
-        Ok(env.pod_log(n, "command").contains("sets command").then_some(()))
-    })
-    .await?;
+    log_says(&env, n, "command", "sets command").await?;
     assert!(env.pod_log(n, "foreign").starts_with("(no pod log"), "{}", env.pod_log(n, "foreign"));
 
     ns.delete().await
