@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use anyhow::{Result, bail};
-use kube::api::{Api, ApiResource, DynamicObject, PostParams};
+use kube::api::{Api, ApiResource, DynamicObject, Patch, PatchParams, PostParams};
 use serde_json::{Value, json};
 use switchyard_api::{MediaCluster, Room};
 use switchyard_e2e::{Env, TestNamespace, wait_for};
@@ -97,14 +97,12 @@ async fn e2e_crds_reject_invalid_specs() -> Result<()> {
         assert!(mcs.get_opt(&name).await?.is_none(), "{what}: the invalid MediaCluster exists");
     }
 
-    let room = |cluster: &str| {
-        object(json!({"apiVersion": "switchyard.dev/v1alpha1", "kind": "Room", "metadata": {"name": "standup"},
-            "spec": {"clusterRef": cluster, "allowedCodecs": ["VP9", "Opus"]}}))
-    };
-    rooms.create(&PostParams::default(), &room("ok")).await?;
-    let mut moved = room("elsewhere");
-    moved.metadata.resource_version = rooms.get("standup").await?.metadata.resource_version;
-    match rooms.replace("standup", &PostParams::default(), &moved).await {
+    let room = object(json!({"apiVersion": "switchyard.dev/v1alpha1", "kind": "Room", "metadata": {"name": "standup"},
+        "spec": {"clusterRef": "ok", "allowedCodecs": ["VP9", "Opus"]}}));
+    rooms.create(&PostParams::default(), &room).await?;
+    // a patch, not a replace: the operator may update the Room in between
+    let moved = Patch::Merge(json!({"spec": {"clusterRef": "elsewhere"}}));
+    match rooms.patch("standup", &PatchParams::default(), &moved).await {
         Ok(_) => bail!("the apiserver let a Room move to another cluster"),
         Err(e) => assert!(format!("{e}").contains("clusterRef is immutable"), "{e}"),
     }
