@@ -29,6 +29,7 @@ use webrtc::peer_connection::RTCPeerConnection;
 use webrtc::peer_connection::configuration::RTCConfiguration;
 use webrtc::peer_connection::policy::ice_transport_policy::RTCIceTransportPolicy;
 use webrtc::peer_connection::sdp::session_description::RTCSessionDescription;
+use webrtc::peer_connection::signaling_state::RTCSignalingState;
 use webrtc::rtp_transceiver::RTCRtpTransceiverInit;
 use webrtc::rtp_transceiver::rtp_codec::RTCRtpCodecCapability;
 use webrtc::rtp_transceiver::rtp_transceiver_direction::RTCRtpTransceiverDirection;
@@ -327,6 +328,12 @@ impl Peer {
                             .await
                             .unwrap();
                     }
+                    // Glare: while our own offer waits for its answer, the server's offer
+                    // is ignored (as the browser SDK does): the server sees our offer,
+                    // withdraws its own, answers, and offers again. Applying it here
+                    // would roll our offer back and answer with fresh ICE credentials,
+                    // which the server must refuse.
+                    ServerMessage::Offer(_) if pc2.signaling_state() == RTCSignalingState::HaveLocalOffer => {}
                     ServerMessage::Offer(o) => {
                         pc2.set_remote_description(RTCSessionDescription::offer(o.sdp.clone()).unwrap()).await.unwrap();
                         let answer = pc2.create_answer(None).await.unwrap();
