@@ -60,12 +60,17 @@ dump_logs() {
   } >&2
 }
 
-stop_pid() { # <pid> <seconds before SIGKILL>
-  local pid=$1 i
-  kill -0 "$pid" 2>/dev/null || return 0
-  kill "$pid" 2>/dev/null || true
-  for ((i = 0; i < $2 * 10; i++)); do kill -0 "$pid" 2>/dev/null || return 0; sleep 0.1; done
-  kill -9 "$pid" 2>/dev/null || true
+stop_pid() { # <name> <pid> <seconds before SIGKILL>: SIGTERM, wait, SIGKILL; says how it ended
+  local name=$1 pid=$2 i code
+  kill "$pid" 2>/dev/null || return 0
+  for ((i = 0; i < $3 * 10; i++)); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+  if kill -0 "$pid" 2>/dev/null; then
+    say "$name did not stop in $3 s: SIGKILL"
+    kill -9 "$pid" 2>/dev/null || true
+  fi
+  code=0
+  wait "$pid" 2>/dev/null || code=$?
+  say "$name stopped (exit $code)"
 }
 
 cleanup() {
@@ -92,9 +97,9 @@ cleanup() {
   else
     local t0
     t0=$(now)
-    if [[ -n $OPERATOR_PID ]]; then stop_pid "$OPERATOR_PID" 5; fi
+    if [[ -n $OPERATOR_PID ]]; then stop_pid operator "$OPERATOR_PID" 5; fi
     # the runner stops every pod process (SIGTERM, SIGKILL after 5 s)
-    if [[ -n $RUNNER_PID ]]; then stop_pid "$RUNNER_PID" 15; fi
+    if [[ -n $RUNNER_PID ]]; then stop_pid pod-runner "$RUNNER_PID" 15; fi
     "$HERE/cluster.sh" down 2>/dev/null || true
     say "teardown: $(elapsed "$t0") s"
   fi
