@@ -9,6 +9,7 @@
 #   e2e/cluster.sh env     print `export KUBECONFIG=...` etc. for the running cluster
 #   e2e/cluster.sh down    stop every process this harness started, delete state
 #   e2e/cluster.sh logs    print the logs of every component
+#   e2e/cluster.sh restart <component>   stop and start one component (same flags)
 #
 # State lives in $SWITCHYARD_E2E_DIR (default /tmp/switchyard-e2e). Ports are
 # picked free at `up` time, so several harnesses can coexist if each has its
@@ -78,8 +79,26 @@ down() {
 start() {
   local name=$1
   shift
-  setsid "$@" >"$DIR/logs/$name.log" 2>&1 </dev/null &
+  mkdir -p "$DIR/cmds"
+  printf '%q ' "$@" >"$DIR/cmds/$name" # for `restart`
+  setsid "$@" >>"$DIR/logs/$name.log" 2>&1 </dev/null &
   echo $! >"$DIR/pids/$name"
+}
+
+# restart <component>: stop it (SIGTERM, SIGKILL after 5 s) and start it again with the
+# same command line, as a supervisor would after a crash or an upgrade.
+restart() {
+  local name=${1:?usage: cluster.sh restart <component>} pid t0
+  [[ -f $DIR/cmds/$name ]] || { log "no component $name in $DIR"; return 1; }
+  t0=$(now)
+  pid=$(cat "$DIR/pids/$name")
+  kill "$pid" 2>/dev/null || true
+  for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+  kill -9 "$pid" 2>/dev/null || true
+  echo "===== restarted by cluster.sh at $(date -u +%FT%TZ)" >>"$DIR/logs/$name.log"
+  eval "setsid $(cat "$DIR/cmds/$name") >>\"$DIR/logs/$name.log\" 2>&1 </dev/null &"
+  echo $! >"$DIR/pids/$name"
+  log "$name restarted (pid $!) in $(elapsed "$t0") s"
 }
 
 alive() { # fail fast if a component died
@@ -331,6 +350,7 @@ case ${1:-} in
 up) up ;;
 down) down ;;
 env) env_out ;;
+restart) restart "${2:-}" ;;
 logs) logs ;;
 *)
   echo "usage: $0 up|down|env|logs" >&2

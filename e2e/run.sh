@@ -199,7 +199,7 @@ if [[ -n ${E2E_FILTER:-} ]]; then filter=("$E2E_FILTER"); fi
 set +e
 (cd "$ROOT" && E2E_KUBECONFIG=$KUBECONFIG E2E_STATE_DIR=$DIR E2E_RUNNER_DIR=$DIR/runner \
   E2E_OPERATOR_MODE=$OPERATOR_MODE E2E_OPERATOR_NAMESPACE=$OPERATOR_NS E2E_K8S_VERSION=$K8S_VERSION \
-  cargo test -q -p switchyard-e2e --tests --no-fail-fast -- --ignored --test-threads=1 "${filter[@]}")
+  cargo test -q -p switchyard-e2e --tests --no-fail-fast -- --ignored --test-threads=1 --show-output "${filter[@]}")
 status=$?
 set -e
 exit "$status"

@@ -455,3 +455,118 @@ async fn rejoin(url: &str, id: u8, since: Instant, within: Duration) -> Result<P
         }
     }
 }
+
+/// Scenario 8: during a call, the leading operator replica is deleted (the standby takes
+/// the Lease) and the kube-apiserver is restarted. Media never stops (the data plane does
+/// not depend on the control plane), and the control plane works afterwards.
+#[tokio::test]
+#[ignore = "needs the e2e cluster: e2e/run.sh"]
+async fn e2e_call_survives_operator_and_apiserver_restarts() -> Result<()> {
+    let f = Fixture::gateway("e2e-restarts", 2, json!({})).await?;
+    let result = restarts(&f).await;
+    f.finish(result).await
+}
+
+/// The packets each peer has received from the other, summed.
+fn received(a: &Peer, b: &Peer) -> u64 {
+    [TrackKind::Audio, TrackKind::Video].iter().map(|&k| a.valid_from(k, b.id) + b.valid_from(k, a.id)).sum()
+}
+
+async fn restarts(f: &Fixture) -> Result<()> {
+    use k8s_openapi::api::coordination::v1::Lease;
+    let room = "allhands";
+    let a = join(&f.url(f.sfu[0].1, "alice", room), 1).await?;
+    let b = join(&f.url(f.sfu[1].1, "bob", room), 2).await?;
+    let (ma, mb) = (a.start_media(Duration::from_secs(90)), b.start_media(Duration::from_secs(90)));
+    ensure!(media_flows(&a, &b, Duration::from_secs(20)).await, "no call before the restarts");
+
+    // Watch the media in the background: the longest stretch without a new packet.
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let longest = Arc::new(Mutex::new(Duration::ZERO));
+    let sampler = {
+        let (stop, longest) = (stop.clone(), longest.clone());
+        let (ra, rb, ida, idb) = (a.received.clone(), b.received.clone(), a.id, b.id);
+        tokio::spawn(async move {
+            let count = || {
+                let (ra, rb) = (ra.lock().unwrap(), rb.lock().unwrap());
+                ra.valid.iter().filter(|((_, s), _)| *s == idb).map(|(_, n)| n).sum::<u64>()
+                    + rb.valid.iter().filter(|((_, s), _)| *s == ida).map(|(_, n)| n).sum::<u64>()
+            };
+            let (mut last, mut since) = (count(), Instant::now());
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                let now = count();
+                if now > last {
+                    last = now;
+                    since = Instant::now();
+                }
+                let mut l = longest.lock().unwrap();
+                *l = (*l).max(since.elapsed());
+            }
+        })
+    };
+
+    // 1. The leading operator replica goes away at once; the standby must take over.
+    let ns = &f.env.operator_namespace;
+    let leases: Api<Lease> = Api::namespaced(f.client.clone(), ns);
+    let holder = || async {
+        Ok::<_, anyhow::Error>(
+            leases
+                .get_opt("switchyard-operator")
+                .await?
+                .and_then(|l| l.spec?.holder_identity)
+                .filter(|h| !h.is_empty()),
+        )
+    };
+    let leader = wait_for("the operator Lease's holder", Duration::from_secs(30), holder).await?;
+    let before = received(&a, &b);
+    let t0 = Instant::now();
+    if f.env.operator_mode == switchyard_e2e::support::OperatorMode::Helm {
+        let pods: Api<Pod> = Api::namespaced(f.client.clone(), ns);
+        pods.delete(&leader, &DeleteParams { grace_period_seconds: Some(0), ..DeleteParams::default() }).await?;
+        let next = wait_for("another replica to take the Lease", Duration::from_secs(60), || async {
+            Ok(holder().await?.filter(|h| *h != leader))
+        })
+        .await?;
+        println!("e2e restarts: leader {leader} deleted; {next} leads after {:.1?}", t0.elapsed());
+    }
+
+    // 2. The apiserver restarts (same flags, same etcd).
+    let cluster_sh = concat!(env!("CARGO_MANIFEST_DIR"), "/cluster.sh");
+    let t1 = Instant::now();
+    let status = std::process::Command::new("bash")
+        .args([cluster_sh, "restart", "kube-apiserver"])
+        .env("SWITCHYARD_E2E_DIR", &f.env.state_dir)
+        .status()?;
+    ensure!(status.success(), "cluster.sh restart kube-apiserver: {status}");
+    wait_for("the apiserver to serve again", Duration::from_secs(60), || async {
+        Ok(f.rooms().get_opt(room).await.ok().map(|_| ()))
+    })
+    .await?;
+    println!("e2e restarts: kube-apiserver back after {:.1?}", t1.elapsed());
+
+    // 3. The control plane works again: a new Room is placed, and the hosting node's
+    // status reports still land.
+    let obj: Room = serde_json::from_value(json!({
+        "apiVersion": "switchyard.dev/v1alpha1", "kind": "Room",
+        "metadata": { "name": "after-restarts" }, "spec": { "clusterRef": CLUSTER }
+    }))?;
+    f.rooms().create(&PostParams::default(), &obj).await?;
+    wait_for("a Room created after the restarts to be placed", Duration::from_secs(60), || async {
+        Ok(f.rooms().get("after-restarts").await?.status.and_then(|s| s.node))
+    })
+    .await?;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    sampler.await?;
+    let gap = *longest.lock().unwrap();
+    let during = received(&a, &b) - before;
+    println!("e2e restarts: {during} packets received during the restarts; longest gap {gap:.2?}");
+    // Audio alone is 50 packets a second each way: a gap beyond a second is an outage.
+    ensure!(gap < Duration::from_secs(1), "media stopped for {gap:?} during the restarts");
+    ma.abort();
+    mb.abort();
+    a.close().await;
+    b.close().await;
+    Ok(())
+}
