@@ -27,6 +27,7 @@ use webrtc::interceptor::registry::Registry;
 use webrtc::media::Sample;
 use webrtc::peer_connection::RTCPeerConnection;
 use webrtc::peer_connection::configuration::RTCConfiguration;
+use webrtc::peer_connection::peer_connection_state::RTCPeerConnectionState;
 use webrtc::peer_connection::policy::ice_transport_policy::RTCIceTransportPolicy;
 use webrtc::peer_connection::sdp::session_description::RTCSessionDescription;
 use webrtc::peer_connection::signaling_state::RTCSignalingState;
@@ -324,9 +325,12 @@ impl Peer {
                 let msg: ServerMessage = serde_json::from_str(&t).unwrap();
                 match &msg {
                     ServerMessage::Answer(a) => {
-                        pc2.set_remote_description(RTCSessionDescription::answer(a.sdp.clone()).unwrap())
-                            .await
-                            .unwrap();
+                        let answer = RTCSessionDescription::answer(a.sdp.clone()).unwrap();
+                        if let Err(e) = pc2.set_remote_description(answer).await {
+                            // A closed peer (the test is over) stops here; anything else is a bug.
+                            assert!(pc2.connection_state() == RTCPeerConnectionState::Closed, "answer refused: {e}");
+                            break;
+                        }
                     }
                     // Glare: while our own offer waits for its answer, the server's offer
                     // is ignored (as the browser SDK does): the server sees our offer,
@@ -335,9 +339,16 @@ impl Peer {
                     // which the server must refuse.
                     ServerMessage::Offer(_) if pc2.signaling_state() == RTCSignalingState::HaveLocalOffer => {}
                     ServerMessage::Offer(o) => {
-                        pc2.set_remote_description(RTCSessionDescription::offer(o.sdp.clone()).unwrap()).await.unwrap();
-                        let answer = pc2.create_answer(None).await.unwrap();
-                        pc2.set_local_description(answer).await.unwrap();
+                        let offer = RTCSessionDescription::offer(o.sdp.clone()).unwrap();
+                        let applied = async {
+                            pc2.set_remote_description(offer).await?;
+                            let answer = pc2.create_answer(None).await?;
+                            pc2.set_local_description(answer).await
+                        };
+                        if let Err(e) = applied.await {
+                            assert!(pc2.connection_state() == RTCPeerConnectionState::Closed, "offer refused: {e}");
+                            break;
+                        }
                         let sdp = local_description(&pc2).await;
                         let _ = out2.send(ClientMessage::Answer(SessionDescription { sdp, id: o.id }));
                     }
