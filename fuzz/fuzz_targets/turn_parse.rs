@@ -32,7 +32,7 @@ fuzz_target!(|data: &[u8]| {
     let shared = Arc::new(Shared {
         credentials: Credentials::new(REALM, vec![b"s".to_vec()], &[("u".into(), "p".into())]),
         nonces: NonceMinter::new([1; 32], 3600),
-        filter: PeerFilter::new(vec!["127.0.0.0/8".parse().unwrap()], vec![], vec![]),
+        filter: PeerFilter::new(vec!["127.0.0.0/8".parse().unwrap()], vec![], vec![]).into(),
         limits: Limits {
             max_allocations_per_user: 3,
             bandwidth_per_allocation: 10_000,
