@@ -131,6 +131,7 @@ step "cargo build (media-node, turn-node, operator, pod-runner, e2e-probe, scena
 (
   cd "$ROOT"
   cargo build -q -p switchyard-media-node -p switchyard-turn-node -p switchyard-operator -p switchyard-e2e --bins
+  cargo build -q -p switchyard-cli --bin switchyard # the load generator of the autoscale scenario
   cargo test -q -p switchyard-e2e --tests --no-run
 )
 for b in media-node turn-node switchyard-operator pod-runner e2e-probe; do
