@@ -42,7 +42,7 @@ use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::{ConfigMap, Service};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::Api;
-use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::events::Reporter;
 use kube::runtime::{Controller, watcher};
 use kube::{Client, ResourceExt};
 use kube_lease_manager::LeaseManagerBuilder;
@@ -187,14 +187,11 @@ impl Args {
         if let Some(i) = &self.turn_node_image {
             images.turn_node = i.clone();
         }
-        let recorder = Recorder::new(
-            client.clone(),
-            Reporter { controller: FIELD_MANAGER.into(), instance: Some(identity.to_owned()) },
-        );
+        let reporter = Reporter { controller: FIELD_MANAGER.into(), instance: Some(identity.to_owned()) };
         let service_monitor_crd = detect_service_monitor_crd(client.clone()).await;
         let ctx = Arc::new(Context::new(
             client,
-            recorder,
+            reporter,
             metrics,
             Arc::new(HttpNodeApi::new(Duration::from_millis(self.node_timeout_ms))),
             images,

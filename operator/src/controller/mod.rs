@@ -10,10 +10,11 @@ pub mod room;
 use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::SystemTime;
+use std::time::{Duration, Instant, SystemTime};
 
+use k8s_openapi::api::core::v1::ObjectReference;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
-use kube::runtime::events::{Event, EventType, Recorder};
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Client, Resource};
 use rand::SeedableRng;
@@ -32,7 +33,7 @@ pub struct Context {
     /// The API client.
     pub client: Client,
     /// Publishes Kubernetes Events.
-    pub recorder: Recorder,
+    pub events: Events,
     /// Metrics.
     pub metrics: Arc<Metrics>,
     /// The nodes' internal API.
@@ -60,7 +61,7 @@ impl Context {
     #[allow(clippy::too_many_arguments)]
     pub fn new(
         client: Client,
-        recorder: Recorder,
+        reporter: Reporter,
         metrics: Arc<Metrics>,
         nodes: Arc<dyn NodeApi>,
         images: Images,
@@ -70,8 +71,8 @@ impl Context {
         seed: u64,
     ) -> Self {
         Self {
+            events: Events::new(client.clone(), reporter),
             client,
-            recorder,
             metrics,
             nodes,
             images,
@@ -104,7 +105,7 @@ impl Context {
         note: String,
     ) {
         let ev = Event { type_, reason: reason.into(), note: Some(note), action: action.into(), secondary: None };
-        if let Err(e) = self.recorder.publish(&ev, &obj.object_ref(&())).await {
+        if let Err(e) = self.events.publish(&ev, &obj.object_ref(&())).await {
             tracing::warn!(error = %e, reason, "publishing event failed");
         }
     }
@@ -115,6 +116,68 @@ impl Context {
         let state = clusters.entry(cluster).or_default();
         state.nodes = nodes;
         state.observed = true;
+    }
+}
+
+/// Publishes Kubernetes Events, one series per object, reason and note.
+///
+/// kube's `Recorder` folds every Event with the same object, reason and action into one
+/// series whatever its note says: "turn: 1 → 2 replicas" and then "turn: 2 → 3" would
+/// read as the first one twice, and the second drained pod would never be named. Here
+/// each distinct note gets its own series (its own `Recorder`), and a true repeat still
+/// only bumps its series' count.
+pub struct Events {
+    client: Client,
+    reporter: Reporter,
+    series: Mutex<HashMap<SeriesKey, (Recorder, Instant)>>,
+}
+
+/// The object (uid), reason and note of an Event series.
+type SeriesKey = (String, String, String);
+
+/// How long a series is remembered (kube's `Recorder` keeps its cache as long).
+const SERIES_TTL: Duration = Duration::from_secs(6 * 60);
+
+/// At most this many series are remembered; the oldest go first.
+const MAX_SERIES: usize = 4096;
+
+impl Events {
+    /// Publish as `reporter`.
+    pub fn new(client: Client, reporter: Reporter) -> Self {
+        Self { client, reporter, series: Mutex::default() }
+    }
+
+    fn recorder(&self, key: SeriesKey) -> Recorder {
+        let mut series = self.series.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        series.retain(|_, (_, at)| at.elapsed() < SERIES_TTL);
+        if series.len() >= MAX_SERIES
+            && let Some(oldest) = series.iter().min_by_key(|(_, (_, at))| *at).map(|(k, _)| k.clone())
+        {
+            series.remove(&oldest);
+        }
+        let entry = series
+            .entry(key)
+            .or_insert_with(|| (Recorder::new(self.client.clone(), self.reporter.clone()), Instant::now()));
+        entry.1 = Instant::now();
+        entry.0.clone()
+    }
+
+    /// Publish `ev` about `reference`.
+    pub async fn publish(&self, ev: &Event, reference: &ObjectReference) -> Result<(), kube::Error> {
+        let object = reference.uid.clone().or_else(|| reference.name.clone()).unwrap_or_default();
+        let recorder = self.recorder((object, ev.reason.clone(), ev.note.clone().unwrap_or_default()));
+        recorder.publish(ev, reference).await
+    }
+
+    /// Series remembered now (for tests).
+    pub fn series(&self) -> usize {
+        self.series.lock().unwrap_or_else(std::sync::PoisonError::into_inner).len()
+    }
+}
+
+impl std::fmt::Debug for Events {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Events").field("series", &self.series()).finish()
     }
 }
 

@@ -7,7 +7,7 @@ use futures::future::BoxFuture;
 use http::{Request, Response};
 use kube::Client;
 use kube::client::Body;
-use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::events::Reporter;
 use kube::runtime::reflector::store::Writer;
 use kube::runtime::watcher;
 use serde_json::{Value, json};
@@ -156,7 +156,7 @@ pub(crate) fn context(
     let (service, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
     let server = serve(handle, respond);
     let client = Client::new(service, "default");
-    let recorder = Recorder::new(client.clone(), Reporter { controller: "switchyard-operator".into(), instance: None });
+    let reporter = Reporter { controller: "switchyard-operator".into(), instance: None };
     let mut mc_writer = Writer::<MediaCluster>::default();
     for c in clusters {
         mc_writer.apply_watcher_event(&watcher::Event::Apply(c.clone()));
@@ -167,7 +167,7 @@ pub(crate) fn context(
     }
     let ctx = Context::new(
         client,
-        recorder,
+        reporter,
         Arc::new(Metrics::new()),
         nodes,
         Images { media_node: "media-node:test".into(), turn_node: "turn-node:test".into() },

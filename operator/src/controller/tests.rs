@@ -3,6 +3,7 @@
 use std::sync::Arc;
 
 use kube::runtime::controller::Action;
+use kube::runtime::events::EventType;
 use kube::runtime::reflector::ObjectRef;
 use serde_json::{Value, json};
 use switchyard_api::node::{MediaNodeStatus, TurnNodeStatus};
@@ -532,4 +533,30 @@ async fn switching_to_direct_prunes_the_owned_network_policy_only() {
     let seen = finish(ctx, server).await;
     let deletes: Vec<String> = seen.iter().filter(|s| s.method == "DELETE").map(Seen::line).collect();
     assert_eq!(deletes, vec!["DELETE /apis/networking.k8s.io/v1/namespaces/media/networkpolicies/edge-turn-egress"]);
+}
+
+/// Events with different notes are different Events (each drained pod is named, each
+/// scaling step told); only a true repeat bumps a series' count.
+#[tokio::test]
+async fn events_are_one_series_per_note() {
+    let (ctx, server) = context(echo, Arc::new(FakeNodes::default()), &[], &[]);
+    let mc = cluster(json!({}));
+    for note in ["turn: 1 → 2 replicas", "turn: 2 → 3 replicas", "turn: 2 → 3 replicas"] {
+        ctx.event(&mc, EventType::Normal, "ScalingUp", "Scale", note.into()).await;
+    }
+    assert_eq!(ctx.events.series(), 2);
+    let seen = finish(ctx, server).await;
+    let events: Vec<(String, Value)> = seen
+        .iter()
+        .filter(|s| s.path.contains("/events"))
+        .map(|s| (s.method.clone(), s.body["note"].clone()))
+        .collect();
+    assert_eq!(
+        events,
+        vec![
+            ("POST".into(), json!("turn: 1 → 2 replicas")),
+            ("POST".into(), json!("turn: 2 → 3 replicas")),
+            ("PATCH".into(), json!("turn: 2 → 3 replicas")),
+        ]
+    );
 }
