@@ -49,6 +49,6 @@ async fn status(State(c): State<Arc<Control>>) -> Response {
 }
 
 async fn drain(State(c): State<Arc<Control>>) -> Response {
-    c.drain();
+    c.drain(false);
     (StatusCode::ACCEPTED, axum::Json(c.status())).into_response()
 }

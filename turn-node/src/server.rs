@@ -74,12 +74,20 @@ pub(crate) struct Control {
     pub(crate) shared: Arc<Shared>,
     shutdown: watch::Sender<bool>,
     drain_deadline: Mutex<Option<Instant>>,
+    /// Stop once drained (SIGTERM, [`TurnHandle::drain`]); a drain through the admin API
+    /// leaves the node up, drained, until the pod is deleted: a process that exited would
+    /// be restarted by the kubelet as a fresh node taking new allocations.
+    exit_when_drained: std::sync::atomic::AtomicBool,
     grace: Duration,
 }
 
 impl Control {
-    /// Start draining (idempotent): refuse new allocations, keep existing ones.
-    pub(crate) fn drain(&self) {
+    /// Start draining (idempotent): refuse new allocations, keep existing ones; with
+    /// `exit`, stop once the last allocation ends or the grace period is over.
+    pub(crate) fn drain(&self, exit: bool) {
+        if exit {
+            self.exit_when_drained.store(true, Ordering::SeqCst);
+        }
         let mut deadline = self.drain_deadline.lock().unwrap_or_else(|e| e.into_inner());
         if deadline.is_none() {
             *deadline = Some(Instant::now() + self.grace);
@@ -140,7 +148,7 @@ impl TurnHandle {
     /// Start draining: new allocations are refused; the server stops when the
     /// last allocation ends or the grace period runs out.
     pub fn drain(&self) {
-        self.control.drain();
+        self.control.drain(true);
     }
 
     /// Stop now, dropping every allocation.
@@ -356,6 +364,7 @@ impl TurnServer {
             shared: shared.clone(),
             shutdown,
             drain_deadline: Mutex::new(None),
+            exit_when_drained: false.into(),
             grace: Duration::from_secs(config.drain_grace_seconds),
         });
         let ports = Arc::new(Ports {
@@ -409,6 +418,7 @@ async fn housekeeping(control: Arc<Control>, config: Config) {
     // keeps the allow list equal to the SFU pods' IPs, which change as pods come and go.
     let mut seen_config = config.source.as_deref().and_then(mtime);
     let mut last_config_poll = Instant::now();
+    let mut drained_logged = false;
     loop {
         tokio::select! {
             _ = tick.tick() => {}
@@ -458,9 +468,15 @@ async fn housekeeping(control: Arc<Control>, config: Config) {
         if let Some(deadline) = deadline {
             let live = shared.quotas.total();
             if live == 0 || Instant::now() >= deadline {
-                tracing::info!(live, "drain finished; stopping");
-                control.shutdown();
-                return;
+                if control.exit_when_drained.load(Ordering::SeqCst) {
+                    tracing::info!(live, "drain finished; stopping");
+                    control.shutdown();
+                    return;
+                }
+                if !drained_logged {
+                    drained_logged = true;
+                    tracing::info!(live, "drain finished; staying up (drained) until told to stop");
+                }
             }
         }
     }
@@ -808,7 +824,7 @@ pub async fn run_until_signal(config: Config) -> Result<()> {
         }
         #[cfg(not(unix))]
         let _ = tokio::signal::ctrl_c().await;
-        control.drain();
+        control.drain(true);
     });
     handle.wait().await
 }

@@ -345,7 +345,7 @@ async fn malformed_input_gets_400_or_is_dropped_and_the_server_survives() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn drain_refuses_new_allocations_keeps_refreshing_and_exits_when_the_last_ends() {
+async fn drain_refuses_new_allocations_keeps_refreshing_and_stays_drained_until_stopped() {
     let dir = tempfile::tempdir().unwrap();
     let server = start(loopback_config(dir.path())).await;
     let addr = server.addrs().udp[0];
@@ -367,10 +367,16 @@ async fn drain_refuses_new_allocations_keeps_refreshing_and_exits_when_the_last_
     assert_eq!(late.allocate().await.code(), Some(508), "no new allocations while draining");
     assert_eq!(c.refresh(600).await.code(), None, "existing allocations keep refreshing");
     assert_eq!(c.refresh(0).await.code(), None);
-    tokio::time::timeout(Duration::from_secs(5), server.wait())
-        .await
-        .expect("exits once the last allocation ended")
-        .unwrap();
+    // Drained through the admin API, the node stays up (a process that exited would be
+    // restarted as a fresh node) until it is stopped, and then stops at once.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let (code, body) = http("GET", admin, "/internal/status").await;
+    assert_eq!(code, 200, "still up after the last allocation ended");
+    let status: switchyard_api::node::TurnNodeStatus = serde_json::from_str(&body).unwrap();
+    assert!(status.draining && status.allocations == 0, "{status:?}");
+    assert_eq!(http("GET", admin, "/readyz").await.0, 503);
+    server.drain();
+    tokio::time::timeout(Duration::from_secs(5), server.wait()).await.expect("a drained node stops at once").unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
