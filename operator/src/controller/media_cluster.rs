@@ -197,6 +197,13 @@ fn lb_host(svc: &Service) -> Option<String> {
     ing.hostname.clone().or_else(|| ing.ip.clone())
 }
 
+/// A pod's load for drain decisions. A pod whose status could not be read is assumed
+/// busy: it is never picked as the emptiest, and a draining pod that stops answering is
+/// waited for until its grace deadline instead of being removed with its sessions.
+pub(crate) fn known_load(reported: Option<u64>) -> u64 {
+    reported.unwrap_or(u64::MAX)
+}
+
 /// The outcome of one fleet's autoscaling and drain step.
 struct FleetPlan {
     replicas: u32,
@@ -292,7 +299,7 @@ async fn reconcile_inner(mc: &MediaCluster, ctx: &Context) -> Result<Action> {
         .zip(&media_status)
         .map(|(p, s)| PodLoad {
             name: p.name.clone(),
-            load: s.as_ref().map_or(0, |s| s.participants),
+            load: known_load(s.as_ref().map(|s| s.participants)),
             draining: s.as_ref().is_some_and(|s| s.draining),
         })
         .collect();
@@ -301,7 +308,7 @@ async fn reconcile_inner(mc: &MediaCluster, ctx: &Context) -> Result<Action> {
         .zip(&turn_status)
         .map(|(p, s)| PodLoad {
             name: p.name.clone(),
-            load: s.as_ref().map_or(0, |s| s.allocations),
+            load: known_load(s.as_ref().map(|s| s.allocations)),
             draining: s.as_ref().is_some_and(|s| s.draining),
         })
         .collect();

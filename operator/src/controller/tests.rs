@@ -560,3 +560,14 @@ async fn events_are_one_series_per_note() {
         ]
     );
 }
+
+#[test]
+fn an_unreachable_pod_counts_as_busy() {
+    use crate::decide::autoscale::{PodLoad, turn_victim};
+    let load = super::media_cluster::known_load;
+    let pods = [
+        PodLoad { name: "t-a".into(), load: load(None), draining: false },
+        PodLoad { name: "t-b".into(), load: load(Some(3)), draining: false },
+    ];
+    assert_eq!(turn_victim(&pods).unwrap().name, "t-b", "the pod that did not answer may hold allocations");
+}
