@@ -459,7 +459,7 @@ async fn rejoin(url: &str, id: u8, since: Instant, within: Duration) -> Result<P
 /// Scenario 8: during a call, the leading operator replica is deleted (the standby takes
 /// the Lease) and the kube-apiserver is restarted. Media never stops (the data plane does
 /// not depend on the control plane), and the control plane works afterwards.
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs the e2e cluster: e2e/run.sh"]
 async fn e2e_call_survives_operator_and_apiserver_restarts() -> Result<()> {
     let f = Fixture::gateway("e2e-restarts", 2, json!({})).await?;
@@ -537,10 +537,12 @@ async fn restarts(f: &Fixture) -> Result<()> {
     // 2. The apiserver restarts (same flags, same etcd).
     let cluster_sh = concat!(env!("CARGO_MANIFEST_DIR"), "/cluster.sh");
     let t1 = Instant::now();
-    let status = std::process::Command::new("bash")
+    // Async: a blocking wait here would stall the peers running on this runtime.
+    let status = tokio::process::Command::new("bash")
         .args([cluster_sh, "restart", "kube-apiserver"])
         .env("SWITCHYARD_E2E_DIR", &f.env.state_dir)
-        .status()?;
+        .status()
+        .await?;
     ensure!(status.success(), "cluster.sh restart kube-apiserver: {status}");
     wait_for("the apiserver to serve again", Duration::from_secs(60), || async {
         Ok(f.rooms().get_opt(room).await.ok().map(|_| ()))
