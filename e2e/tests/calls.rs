@@ -70,7 +70,7 @@ impl Fixture {
         api.patch(CLUSTER, &PatchParams::apply("e2e").force(), &Patch::Apply(&mc)).await?;
 
         let n = &ns.name;
-        let turn = wait_for("the turn pod", Duration::from_secs(90), || async {
+        let turn = wait_for("the turn pod", Duration::from_secs(120), || async {
             Ok(pod_ips(&client, n, &selector("turn")).await?.into_iter().next())
         })
         .await?;
@@ -561,7 +561,28 @@ async fn restarts(f: &Fixture) -> Result<()> {
         Ok(f.rooms().get("after-restarts").await?.status.and_then(|s| s.node))
     })
     .await?;
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // The whole control plane is back (controller-manager, scheduler and kwok re-watch
+    // with backoff): a new Deployment gets a running pod. Later tests need this.
+    let deployments: Api<k8s_openapi::api::apps::v1::Deployment> = Api::namespaced(f.client.clone(), &f.ns.name);
+    let probe = serde_json::from_value(json!({
+        "apiVersion": "apps/v1", "kind": "Deployment", "metadata": { "name": "after-restarts" },
+        "spec": {
+            "selector": { "matchLabels": { "app": "after-restarts" } },
+            "template": {
+                "metadata": { "labels": { "app": "after-restarts" } },
+                "spec": { "containers": [{ "name": "pause", "image": "registry.k8s.io/pause:3.10" }] }
+            }
+        }
+    }))?;
+    deployments.create(&PostParams::default(), &probe).await?;
+    wait_for("a new Deployment's pod to run after the restart", Duration::from_secs(180), || async {
+        Ok(pod_ips(&f.client, &f.ns.name, "app=after-restarts").await?.into_iter().next())
+    })
+    .await?;
+    println!(
+        "e2e restarts: controllers, scheduler and kwok serve again {:.1?} after the apiserver restart",
+        t1.elapsed()
+    );
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     sampler.await?;
     let gap = *longest.lock().unwrap();
