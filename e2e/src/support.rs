@@ -105,6 +105,19 @@ impl Env {
     }
 }
 
+/// Merge `b` into `a` as a JSON merge patch would, without deleting on null (objects are
+/// merged key by key; anything else replaces).
+pub fn merge(a: &mut serde_json::Value, b: serde_json::Value) {
+    match (a, b) {
+        (serde_json::Value::Object(a), serde_json::Value::Object(b)) => {
+            for (k, v) in b {
+                merge(a.entry(k).or_insert(serde_json::Value::Null), v);
+            }
+        }
+        (a, b) => *a = b,
+    }
+}
+
 /// Poll `check` every 200 ms until it returns `Ok(Some(v))`. `Ok(None)` and `Err` mean
 /// "not yet"; on timeout the error names `what` and the last thing `check` said.
 pub async fn wait_for<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> Result<T>

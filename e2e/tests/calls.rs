@@ -20,7 +20,7 @@ use switchyard_api::signal::{ErrorCode, LeaveReason, ServerMessage, TrackKind};
 use switchyard_api::token::{Claims, Grants, mint};
 use switchyard_api::webhook::{EventKind, WebhookEvent};
 use switchyard_api::{MediaCluster, Room};
-use switchyard_e2e::support::{Env, TestNamespace, http_get, pod_ips, secret_data, wait_for};
+use switchyard_e2e::support::{Env, TestNamespace, http_get, merge, pod_ips, secret_data, wait_for};
 
 const CLUSTER: &str = "edge";
 const SIGNALING_PORT: u16 = 7880;
@@ -140,17 +140,6 @@ impl Fixture {
             Ok(()) => self.ns.delete().await,
             Err(e) => Err(e.context(self.logs())),
         }
-    }
-}
-
-fn merge(a: &mut serde_json::Value, b: serde_json::Value) {
-    match (a, b) {
-        (serde_json::Value::Object(a), serde_json::Value::Object(b)) => {
-            for (k, v) in b {
-                merge(a.entry(k).or_insert(serde_json::Value::Null), v);
-            }
-        }
-        (a, b) => *a = b,
     }
 }
 

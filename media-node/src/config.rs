@@ -334,20 +334,22 @@ impl Config {
 mod tests {
     use super::*;
 
-    /// The ConfigMap the operator renders (its golden file) is a config media-node reads.
-    #[test]
-    fn reads_the_config_the_operator_renders() {
-        let golden = std::fs::read_to_string(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/../operator/tests/golden/gateway-defaults.yaml"
-        ))
-        .unwrap();
+    /// media-node's `config.yaml` from one of the operator's golden files.
+    fn golden_config(file: &str) -> String {
+        let path = format!("{}/../operator/tests/golden/{file}", env!("CARGO_MANIFEST_DIR"));
+        let golden = std::fs::read_to_string(&path).unwrap();
         let doc = golden
             .split("\n---\n")
             .find(|d| d.contains("kind: ConfigMap") && d.contains("signalingPort"))
             .expect("the media-node ConfigMap");
         let cm: serde_json::Value = serde_saphyr::from_str(doc).unwrap();
-        let yaml = cm["data"]["config.yaml"].as_str().unwrap();
+        cm["data"]["config.yaml"].as_str().unwrap().to_owned()
+    }
+
+    /// The ConfigMap the operator renders (its golden file) is a config media-node reads.
+    #[test]
+    fn reads_the_config_the_operator_renders() {
+        let yaml = golden_config("gateway-defaults.yaml");
 
         let dir = std::env::temp_dir().join(format!("mn-config-{}", std::process::id()));
         let keys = dir.join("keys");
@@ -428,16 +430,8 @@ mod tests {
     #[test]
     fn reads_the_webhooks_the_operator_renders() {
         use switchyard_api::media_cluster::WebhookEvent;
-        let golden =
-            std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../operator/tests/golden/direct-full.yaml"))
-                .unwrap();
-        let doc = golden
-            .split("\n---\n")
-            .find(|d| d.contains("kind: ConfigMap") && d.contains("signalingPort"))
-            .expect("the media-node ConfigMap");
-        let cm: serde_json::Value = serde_saphyr::from_str(doc).unwrap();
-        let yaml = cm["data"]["config.yaml"].as_str().unwrap();
-        let file: FileConfig = serde_saphyr::from_str(yaml).unwrap();
+        let yaml = golden_config("direct-full.yaml");
+        let file: FileConfig = serde_saphyr::from_str(&yaml).unwrap();
         assert!(file.webhooks.is_empty(), "the golden cluster has none");
 
         let specs = vec![

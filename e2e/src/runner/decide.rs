@@ -106,19 +106,8 @@ mod tests {
             "spec": {"nodeName": "kwok-node-0", "containers": [{"name": "c", "image": "ghcr.io/x/media-node:1"}]},
             "status": {"phase": "Running", "podIP": "127.1.0.4"}
         });
-        merge(&mut v, patch);
+        crate::support::merge(&mut v, patch);
         serde_json::from_value(v).unwrap()
-    }
-
-    fn merge(a: &mut serde_json::Value, b: serde_json::Value) {
-        match (a, b) {
-            (serde_json::Value::Object(a), serde_json::Value::Object(b)) => {
-                for (k, v) in b {
-                    merge(a.entry(k).or_insert(serde_json::Value::Null), v);
-                }
-            }
-            (a, b) => *a = b,
-        }
     }
 
     #[test]
