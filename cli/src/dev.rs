@@ -40,6 +40,9 @@ pub(crate) struct DevArgs {
     /// API secret for tokens (random when absent).
     #[arg(long)]
     api_secret: Option<String>,
+    /// POST every room event to this URL, signed with the API key (repeatable).
+    #[arg(long = "webhook", value_name = "URL")]
+    webhooks: Vec<String>,
 }
 
 pub(crate) fn run(args: DevArgs) -> anyhow::Result<()> {
@@ -60,6 +63,11 @@ pub(crate) fn run(args: DevArgs) -> anyhow::Result<()> {
     cfg.ice_tcp_only = args.ice_tcp_only;
     cfg.shards = 0;
     cfg.node_name = "dev".into();
+    cfg.webhooks = args
+        .webhooks
+        .iter()
+        .map(|url| switchyard_api::media_cluster::WebhookSpec { url: url.clone(), events: vec![], api_key: None })
+        .collect();
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     runtime.block_on(async move {
         let media_ip = cfg.advertise_ips.first().copied().unwrap_or(if args.bind.is_unspecified() {
@@ -102,6 +110,9 @@ pub(crate) fn run(args: DevArgs) -> anyhow::Result<()> {
                 a.tcp,
                 if args.relay_only { "  (relay only)" } else { "" }
             );
+        }
+        for url in &args.webhooks {
+            println!("  webhook     {url}   (every event, signed with {})", args.api_key);
         }
         println!("  API key     {}", args.api_key);
         println!("  API secret  {secret}");

@@ -1,0 +1,7 @@
+// @switchyard/server: what an app's backend needs from Switchyard — access tokens for its
+// users, verification of tokens, and a receiver for signed webhooks.
+
+export { AccessToken, TokenError, TokenVerifier, parseTtl } from "./token.js";
+export type { AccessTokenOptions, Claims, Grants, TokenErrorCode, TokenVerifierOptions, TrackSource } from "./token.js";
+export { WEBHOOK_CONTENT_TYPE, WEBHOOK_EVENTS, WebhookError, WebhookReceiver, bodyHash } from "./webhook.js";
+export type { ReceiveOptions, WebhookErrorCode, WebhookEvent, WebhookEventKind } from "./webhook.js";
