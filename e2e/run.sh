@@ -6,6 +6,9 @@
 #   E2E_FILTER=media e2e/run.sh    only tests whose name contains "media"
 #   E2E_KEEP=1 e2e/run.sh          leave cluster, runner and operator up for debugging
 #   E2E_OPERATOR=local e2e/run.sh  the operator as a local process instead of the chart
+#   E2E_IMAGES=1 e2e/run.sh        pods run from the images scripts/images builds (their
+#                                  entrypoint, user and root filesystem, under the pods'
+#                                  securityContext) instead of the debug binaries
 #
 # Needs root (pod-runner creates network and mount namespaces). Exit code: the tests'.
 # State: $SWITCHYARD_E2E_DIR (default /tmp/switchyard-e2e-run); logs of a failed run are
@@ -157,8 +160,16 @@ step "pod-runner"
 mkdir -p "$DIR/runner"
 # RUST_LOG reaches the pods (media-node logs nothing below error without it); the
 # runner's own filter is POD_RUNNER_LOG.
+images=()
+if [[ -n ${E2E_IMAGES:-} ]]; then
+  IMAGES_DIR=${SWITCHYARD_CACHE:-$HOME/.cache/switchyard}/images
+  if ! ls "$IMAGES_DIR"/{switchyard-operator,media-node,turn-node}.tar >/dev/null 2>&1; then
+    "$ROOT/scripts/images"
+  fi
+  images=(--images "$IMAGES_DIR")
+fi
 RUST_LOG=${RUST_LOG:-info} setsid "$BIN/pod-runner" --kubeconfig "$KUBECONFIG" --state-dir "$DIR/runner" \
-  --bin-dir "$BIN" --binary "e2e-probe=$BIN/e2e-probe" >"$DIR/runner.log" 2>&1 </dev/null &
+  --bin-dir "$BIN" --binary "e2e-probe=$BIN/e2e-probe" "${images[@]}" >"$DIR/runner.log" 2>&1 </dev/null &
 RUNNER_PID=$!
 for _ in $(seq 150); do
   [[ -f $DIR/runner/ready ]] && break

@@ -33,6 +33,11 @@ impl BinaryMap {
         Ok(Self(map))
     }
 
+    /// Play image `name` with `path` (an unpacked image's root filesystem).
+    pub fn set(&mut self, name: &str, path: PathBuf) {
+        self.0.insert(name.to_owned(), path);
+    }
+
     /// The binary that plays `image`, if any.
     pub fn binary_for(&self, image: &str) -> Option<&Path> {
         self.0.get(image_name(image)).map(PathBuf::as_path)

@@ -110,6 +110,8 @@ pub struct Tools {
     pub setpriv: PathBuf,
     /// iproute2 `ip`.
     pub ip: PathBuf,
+    /// coreutils `chroot` (image containers).
+    pub chroot: PathBuf,
 }
 
 impl Tools {
@@ -130,6 +132,7 @@ impl Tools {
             nsenter: find("nsenter")?,
             setpriv: find("setpriv")?,
             ip: find("ip")?,
+            chroot: find("chroot")?,
         })
     }
 
@@ -146,6 +149,7 @@ impl Tools {
             nsenter: p("/usr/bin/nsenter"),
             setpriv: p("/usr/bin/setpriv"),
             ip: p("/usr/sbin/ip"),
+            chroot: p("/usr/sbin/chroot"),
         }
     }
 }
@@ -202,6 +206,105 @@ pub fn mount_script(pod_dir: &Path, mounts: &[Mount], hostname: &str, tools: &To
     }
     s.push_str(&exec);
     s.push_str(" \"$0\" \"$@\"\n");
+    s
+}
+
+/// The devices an image container sees in its `/dev` (a tmpfs), as a runtime gives them.
+const DEVICES: [&str; 6] = ["null", "zero", "full", "random", "urandom", "tty"];
+
+/// The directory, under the pod's state dir, of an image container's root: `root/` (the
+/// overlay it runs in), `upper/` and `work/` (the overlay's writable layer, fresh on
+/// every start).
+pub const ROOT_DIR: &str = "rootfs";
+
+/// The sh script for a container of an image: an overlay of the image's `rootfs` (shared,
+/// never written) at `<pod>/rootfs/root`; the mount points of its volumes, `/dev` and
+/// `/proc` made in it; then, with `readOnlyRootFilesystem`, the root bound read-only over
+/// itself before anything is mounted on it, so the volumes keep their own flags; a tmpfs
+/// `/dev` with the usual devices and `/dev/shm`, `/proc`, the volumes; the hostname; and
+/// last `chroot --userspec` into it as the container's user (`setpriv --no-new-privs`
+/// first when privilege escalation is off) with exactly `env`. The change from root to a
+/// non-root uid clears every capability, as `drop: [ALL]` asks.
+pub fn image_script(
+    pod_dir: &Path,
+    rootfs: &Path,
+    security: &super::oci::Security,
+    mounts: &[Mount],
+    hostname: &str,
+    tools: &Tools,
+    env: &EnvList,
+) -> String {
+    let (mkdir, mount) = (q(&tools.mkdir), q(&tools.mount));
+    let dir = pod_dir.join(ROOT_DIR);
+    let root = dir.join("root");
+    let r = q(&root);
+    let inside = |p: &Path| root.join(p.strip_prefix("/").unwrap_or(p));
+    let mut s = format!("set -e\nexec 3<{}\n", q(pod_dir));
+    s.push_str(&format!(
+        "{mount} -t overlay overlay -o {} {r}\n",
+        quote(&format!(
+            "lowerdir={},upperdir={},workdir={}",
+            rootfs.display(),
+            dir.join("upper").display(),
+            dir.join("work").display()
+        ))
+    ));
+    s.push_str(&format!("{mkdir} -p {} {}\n", q(&inside(Path::new("/dev"))), q(&inside(Path::new("/proc")))));
+    let source = |m: &Mount| match &m.source {
+        Source::Pod(rel) => Some(q(&Path::new("/proc/self/fd/3").join(rel))),
+        Source::Host(p) => Some(q(p)),
+        Source::Tmpfs => None,
+    };
+    for m in mounts {
+        let target = q(&inside(&m.target));
+        match source(m) {
+            None => s.push_str(&format!("{mkdir} -p {target}\n")),
+            Some(src) => {
+                let parent = q(&inside(m.target.parent().unwrap_or(Path::new("/"))));
+                s.push_str(&format!(
+                    "if [ -d {src} ]; then {mkdir} -p {target}; else {mkdir} -p {parent}; [ -e {target} ] || : > {target}; fi\n"
+                ));
+            }
+        }
+    }
+    if security.read_only_root {
+        s.push_str(&format!("{mount} --bind {r} {r}\n{mount} -o remount,bind,ro {r}\n"));
+    }
+    let dev = q(&inside(Path::new("/dev")));
+    s.push_str(&format!("{mount} -t tmpfs -o mode=755,nosuid tmpfs {dev}\n"));
+    for d in DEVICES {
+        let target = q(&inside(&Path::new("/dev").join(d)));
+        s.push_str(&format!(": > {target}\n{mount} --bind {} {target}\n", quote(&format!("/dev/{d}"))));
+    }
+    let shm = q(&inside(Path::new("/dev/shm")));
+    s.push_str(&format!("{mkdir} -p {shm}\n{mount} -t tmpfs -o mode=1777,nosuid,nodev tmpfs {shm}\n"));
+    s.push_str(&format!("{mount} -t proc -o nosuid,nodev,noexec proc {}\n", q(&inside(Path::new("/proc")))));
+    for m in mounts {
+        let target = q(&inside(&m.target));
+        let ro = if m.read_only { " -o ro" } else { "" };
+        match source(m) {
+            None => s.push_str(&format!("{mount} -t tmpfs{ro} -o mode=1777 tmpfs {target}\n")),
+            Some(src) => s.push_str(&format!("{mount} --bind{ro} {src} {target}\n")),
+        }
+    }
+    s.push_str(&format!("{} {}\nexec 3<&-\n", q(&tools.hostname), quote(hostname)));
+    let mut exec = format!("exec {} -i --", q(&tools.env));
+    for (k, v) in env.iter() {
+        exec.push(' ');
+        exec.push_str(&quote(&format!("{k}={v}")));
+    }
+    if security.no_new_privs {
+        exec.push_str(&format!(" {} --no-new-privs --", q(&tools.setpriv)));
+    }
+    let groups: Vec<String> = security.groups.iter().map(u32::to_string).collect();
+    exec.push_str(&format!(
+        " {} --userspec={}:{} --groups={} {r} \"$0\" \"$@\"\n",
+        q(&tools.chroot),
+        security.uid,
+        security.gid,
+        groups.join(",")
+    ));
+    s.push_str(&exec);
     s
 }
 
@@ -353,6 +456,58 @@ mod tests {
                 "--config"
             ]
         );
+    }
+
+    #[test]
+    fn image_script_mounts_the_root_first_and_enters_it_last_as_the_user() {
+        let mounts = vec![
+            Mount { source: Source::Pod("volumes/tmp".into()), target: "/tmp".into(), read_only: false },
+            Mount {
+                source: Source::Pod("volumes/config".into()),
+                target: "/etc/switchyard/config".into(),
+                read_only: true,
+            },
+        ];
+        let sec = crate::runner::oci::Security {
+            uid: 65532,
+            gid: 65532,
+            groups: vec![65532, 7],
+            read_only_root: true,
+            no_new_privs: true,
+        };
+        let mut env = EnvList::default();
+        env.set("PATH", "/usr/local/bin");
+        env.set("CFG_config.txt", "a b");
+        let tools = Tools::fixed();
+        let script = image_script(Path::new("/s/p"), Path::new("/img/rootfs"), &sec, &mounts, "h", &tools, &env);
+        let lines: Vec<&str> = script.lines().collect();
+        let at = |needle: &str| {
+            lines
+                .iter()
+                .position(|l| l.contains(needle))
+                .unwrap_or_else(|| panic!("no line with {needle:?} in\n{script}"))
+        };
+        assert_eq!(
+            lines[2],
+            "'/usr/bin/mount' -t overlay overlay -o 'lowerdir=/img/rootfs,upperdir=/s/p/rootfs/upper,workdir=/s/p/rootfs/work' '/s/p/rootfs/root'"
+        );
+        // mount points exist before the root turns read-only; mounts come after it
+        let ro = at("remount,bind,ro '/s/p/rootfs/root'");
+        assert!(at("-p '/s/p/rootfs/root/etc/switchyard/config'") < ro);
+        assert!(at("-p '/s/p/rootfs/root/tmp'") < ro);
+        assert!(ro < at("tmpfs -o mode=755,nosuid tmpfs '/s/p/rootfs/root/dev'"));
+        assert!(ro < at("--bind '/dev/urandom' '/s/p/rootfs/root/dev/urandom'"));
+        assert!(ro < at("-t proc"));
+        assert!(ro < at("--bind -o ro '/proc/self/fd/3/volumes/config' '/s/p/rootfs/root/etc/switchyard/config'"));
+        assert_eq!(
+            *lines.last().unwrap(),
+            "exec '/usr/bin/env' -i -- 'PATH=/usr/local/bin' 'CFG_config.txt=a b' '/usr/bin/setpriv' --no-new-privs -- \
+             '/usr/sbin/chroot' --userspec=65532:65532 --groups=65532,7 '/s/p/rootfs/root' \"$0\" \"$@\""
+        );
+
+        let writable = crate::runner::oci::Security { read_only_root: false, no_new_privs: false, ..sec };
+        let script = image_script(Path::new("/s/p"), Path::new("/img/rootfs"), &writable, &mounts, "h", &tools, &env);
+        assert!(!script.contains("remount") && !script.contains("setpriv"));
     }
 
     #[test]

@@ -24,6 +24,7 @@ pub mod expand;
 pub mod image;
 pub mod launch;
 pub mod net;
+pub mod oci;
 mod pod;
 pub mod volumes;
 
@@ -91,6 +92,12 @@ pub struct Args {
     /// or digest) is <image-name>. Repeatable; overrides the defaults.
     #[arg(long = "binary")]
     pub binaries: Vec<String>,
+    /// A directory of OCI archives (`<image-name>.tar`, as `scripts/images` writes them):
+    /// containers of those images run from the image's root filesystem, with its
+    /// entrypoint, environment and user, under the pod's securityContext, instead of a
+    /// binary on the host.
+    #[arg(long)]
+    pub images: Option<PathBuf>,
     /// KUBERNETES_SERVICE_HOST for pods; default: the kubeconfig server's host.
     #[arg(long)]
     pub api_host: Option<String>,
@@ -119,9 +126,18 @@ impl Args {
                 .and_then(|p| p.parent().map(PathBuf::from))
                 .ok_or_else(|| Error::Setup("--bin-dir: cannot find the runner's own directory".into()))?,
         };
-        let binaries = BinaryMap::new(&bin_dir, &self.binaries).map_err(Error::Setup)?;
+        let mut binaries = BinaryMap::new(&bin_dir, &self.binaries).map_err(Error::Setup)?;
+        let images = match &self.images {
+            Some(dir) => oci::unpack_dir(dir, &self.state_dir.join("images"))?,
+            None => Default::default(),
+        };
+        for image in images.values() {
+            tracing::info!("image {} {} unpacked at {}", image.name, image.digest, image.rootfs.display());
+            binaries.set(&image.name, image.rootfs.clone());
+        }
+        let images = images.into_iter().map(|(k, v)| (k, Arc::new(v))).collect();
         for (name, path) in binaries.entries() {
-            if !path.is_file() {
+            if !path.is_file() && !path.is_dir() {
                 tracing::warn!("binary for image {name}: {} does not exist (pods with it will fail)", path.display());
             }
         }
@@ -170,6 +186,7 @@ impl Args {
             config_maps,
             secrets,
             nodes,
+            images,
         });
         pod::remove_stale_sandboxes(&shared).await;
 

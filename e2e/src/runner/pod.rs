@@ -31,8 +31,11 @@ use tokio::time::{Instant, sleep_until};
 use super::Error;
 use super::decide::{Backoff, restarts};
 use super::env::{EnvContext, EnvList, Objects, resolve_args, resolve_env};
-use super::launch::{Tools, hostname, mount_plan, mount_script, quote, volume_dir, wrapper_argv};
+use super::launch::{
+    ROOT_DIR, Tools, hostname, image_script, mount_plan, mount_script, quote, volume_dir, wrapper_argv,
+};
 use super::net::{self, Sandbox};
+use super::oci::{Image, Security, container_argv, image_env, security};
 use super::volumes::{Content, Payload, TokenKey, tokens_needed, volume_content, write_atomic};
 
 /// What every worker shares.
@@ -47,6 +50,8 @@ pub(crate) struct Shared {
     pub(crate) config_maps: Store<ConfigMap>,
     pub(crate) secrets: Store<Secret>,
     pub(crate) nodes: Store<Node>,
+    /// Unpacked images by name: a container of one runs from its root filesystem.
+    pub(crate) images: BTreeMap<String, Arc<Image>>,
 }
 
 impl Objects for Shared {
@@ -118,7 +123,15 @@ pub(crate) fn spawn(
         // decide() only runs pods with an IP; a non-IPv4 one fails the sandbox loudly
         Ipv4Addr::UNSPECIFIED,
     );
+    let image = pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.containers.first())
+        .and_then(|c| c.image.as_deref())
+        .and_then(|i| shared.images.get(super::image::image_name(i)).cloned());
     let worker = Worker {
+        image,
+        security: None,
         dir: shared.state_dir.join("pods").join(format!("{ns}_{name}_{uid}")),
         log_path: shared.state_dir.join("logs").join(format!("{ns}_{name}.log")),
         sandbox: Sandbox::new(&uid, ip),
@@ -141,6 +154,10 @@ pub(crate) fn spawn(
 }
 
 struct Worker {
+    /// The image the container runs from; `None`: the binary runs on the host's root.
+    image: Option<Arc<Image>>,
+    /// How the image container runs (decided in `prepare`).
+    security: Option<Security>,
     shared: Arc<Shared>,
     pod_rx: watch::Receiver<Arc<Pod>>,
     stop_rx: watch::Receiver<Option<Instant>>,
@@ -303,12 +320,39 @@ impl Worker {
     /// Tokens, volumes, environment, argv.
     async fn prepare(&mut self) -> Result<Launch, Error> {
         let pod = self.pod_rx.borrow().clone();
-        let contents = self.sync_volumes(&pod).await?;
         let spec = pod.spec.as_ref().ok_or_else(|| Error::Spec("no spec".into()))?;
         let container = spec.containers.first().ok_or_else(|| Error::Spec("no containers".into()))?;
+        // The kubelet refuses a container it cannot run as asked before it touches volumes.
+        let image_security = match &self.image {
+            Some(image) => {
+                let passwd = std::fs::read_to_string(image.rootfs.join("etc/passwd")).unwrap_or_default();
+                let wd =
+                    container.working_dir.as_deref().filter(|w| !w.is_empty()).unwrap_or(&image.config.working_dir);
+                if !matches!(wd, "" | "/") {
+                    return Err(Error::Spec(format!("working directory {wd:?}: only / is supported")));
+                }
+                Some(security(
+                    spec.security_context.as_ref(),
+                    container.security_context.as_ref(),
+                    &image.config,
+                    &passwd,
+                )?)
+            }
+            None => None,
+        };
+        self.security = image_security.clone();
+        let contents = self.sync_volumes(&pod).await?;
         let name = pod.metadata.name.as_deref().unwrap_or_default();
         let host = hostname(name, spec.hostname.as_deref());
-        let mut base = self.shared.base_env.clone();
+        let mut base = match &self.image {
+            // the image's ENV, and the runner's RUST_LOG / RUST_BACKTRACE (never its PATH)
+            Some(image) => {
+                let mut env = image_env(&image.config);
+                env.extend(self.shared.base_env.iter().filter(|(k, _)| k != "PATH").cloned());
+                env
+            }
+            None => self.shared.base_env.clone(),
+        };
         // as a runtime does for a user without a home in the image; never the runner's
         // HOME, whose ~/.kube/config kube-rs would prefer to the in-cluster config
         base.push(("HOME".into(), "/".into()));
@@ -321,8 +365,18 @@ impl Worker {
         let env = resolve_env(&pod, container, &*self.shared, &ctx)?;
         let args = resolve_args(container, &env)?;
         let mounts = mount_plan(container, &contents, &env)?;
-        let script = mount_script(&self.dir, &mounts, &host, &self.shared.tools, &env);
-        let argv = wrapper_argv(&self.shared.tools, &self.sandbox.name, script, &self.binary, &args);
+        let argv = match (&self.image, &image_security) {
+            (Some(image), Some(sec)) => {
+                self.fresh_root()?;
+                let argv = container_argv(container, &image.config, &args)?;
+                let script = image_script(&self.dir, &image.rootfs, sec, &mounts, &host, &self.shared.tools, &env);
+                wrapper_argv(&self.shared.tools, &self.sandbox.name, script, Path::new(&argv[0]), &argv[1..])
+            }
+            _ => {
+                let script = mount_script(&self.dir, &mounts, &host, &self.shared.tools, &env);
+                wrapper_argv(&self.shared.tools, &self.sandbox.name, script, &self.binary, &args)
+            }
+        };
         if spec.containers.len() > 1 {
             self.error(
                 "containers",
@@ -330,6 +384,61 @@ impl Worker {
             );
         }
         Ok(Launch { argv, env, args })
+    }
+
+    /// A fresh writable layer for an image container's overlay (a restarted container
+    /// starts from the image again, as with a runtime).
+    fn fresh_root(&self) -> Result<(), Error> {
+        let dir = self.dir.join(ROOT_DIR);
+        let _ = std::fs::remove_dir_all(&dir);
+        for d in ["root", "upper", "work"] {
+            std::fs::create_dir_all(dir.join(d)).map_err(|e| io("container root", e))?;
+        }
+        Ok(())
+    }
+
+    /// Volume ownership as the kubelet sets it for a non-root container: with `fsGroup`,
+    /// every volume file is group-owned by it and group-readable, and emptyDirs are
+    /// group-writable; without it, a projected service account token is owned by the
+    /// container's user. emptyDirs are 0777 either way.
+    fn own_volumes(&self, pod: &Pod, sec: &Security) -> Result<(), Error> {
+        use std::os::unix::fs::{PermissionsExt, chown};
+        let fs_group = pod.spec.as_ref().and_then(|s| s.security_context.as_ref()).and_then(|c| c.fs_group);
+        let fs_group = fs_group.and_then(|g| u32::try_from(g).ok());
+        for v in pod.spec.iter().flat_map(|s| s.volumes.iter().flatten()) {
+            let dir = self.dir.join(volume_dir(&v.name));
+            if v.empty_dir.is_some() {
+                std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777))
+                    .map_err(|e| io("emptyDir mode", e))?;
+                continue;
+            }
+            let tokens: Vec<&str> = v
+                .projected
+                .iter()
+                .flat_map(|p| p.sources.iter().flatten())
+                .filter_map(|s| s.service_account_token.as_ref().map(|t| t.path.as_str()))
+                .collect();
+            let Ok(data) = std::fs::canonicalize(dir.join("..data")) else { continue };
+            let mut stack = vec![data];
+            while let Some(d) = stack.pop() {
+                for entry in std::fs::read_dir(&d).map_err(|e| io("volume", e))?.flatten() {
+                    let path = entry.path();
+                    let meta = entry.metadata().map_err(|e| io("volume", e))?;
+                    if meta.is_dir() {
+                        stack.push(path.clone());
+                    }
+                    if let Some(g) = fs_group {
+                        chown(&path, None, Some(g)).map_err(|e| io("volume fsGroup", e))?;
+                        let mode = meta.permissions().mode() | if meta.is_dir() { 0o050 } else { 0o040 };
+                        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode))
+                            .map_err(|e| io("volume mode", e))?;
+                    } else if tokens.iter().any(|t| path.ends_with(t)) {
+                        chown(&path, Some(sec.uid), Some(sec.gid)).map_err(|e| io("token owner", e))?;
+                    }
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Bring tokens and the volumes' files up to date; returns every volume's content.
@@ -358,6 +467,9 @@ impl Worker {
                 Content::EmptyDir { memory: true } | Content::HostPath(_) => {}
             }
             contents.insert(v.name.clone(), content);
+        }
+        if let Some(sec) = &self.security {
+            self.own_volumes(pod, sec)?;
         }
         Ok(contents)
     }
