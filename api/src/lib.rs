@@ -14,10 +14,14 @@ pub mod crd;
 mod error;
 pub mod media_cluster;
 pub mod node;
+pub mod node_config;
 pub mod quantity;
+pub mod random;
+pub mod rate;
 pub mod room;
 pub mod signal;
 pub mod token;
+pub mod turn_rest;
 pub mod webhook;
 
 pub use error::{Error, Result};
