@@ -56,6 +56,22 @@ pub enum Error {
     /// A generated artefact could not be rendered.
     #[error("cannot render: {0}")]
     Render(String),
+    /// A node config document did not parse (bad YAML, a wrong type, an unknown field).
+    #[error("config {file}: {message}")]
+    ConfigParse {
+        /// The file it was read from.
+        file: String,
+        /// The parser's message, naming the field and line.
+        message: String,
+    },
+    /// A node config document parsed but is inconsistent.
+    #[error("invalid configuration: `{field}`: {message}")]
+    InvalidConfig {
+        /// Dotted field path, e.g. `relay.portMin`.
+        field: String,
+        /// What is wrong with it.
+        message: String,
+    },
 }
 
 impl Error {
@@ -74,6 +90,8 @@ impl Error {
             Error::Mint(_) => "mint_failed",
             Error::InvalidQuantity(_) => "invalid_quantity",
             Error::Render(_) => "render_failed",
+            Error::ConfigParse { .. } => "config_parse",
+            Error::InvalidConfig { .. } => "invalid_config",
         }
     }
 }

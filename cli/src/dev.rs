@@ -4,7 +4,6 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
-use rand::Rng;
 use switchyard_api::token::{Claims, Grants, mint};
 use switchyard_media_node::{Config, Node};
 
@@ -130,8 +129,7 @@ pub(crate) fn run(args: DevArgs) -> anyhow::Result<()> {
 }
 
 fn random_secret() -> String {
-    let mut rng = rand::rng();
-    (0..32).map(|_| char::from(b"abcdefghijklmnopqrstuvwxyz0123456789"[rng.random_range(0..36)])).collect()
+    switchyard_api::random::token(&mut rand::rng(), 32)
 }
 
 /// The embedded TURN server: UDP and TCP on `--turn-port`, relaying only to the SFU.

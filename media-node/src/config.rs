@@ -1,12 +1,13 @@
-//! media-node configuration: flags and environment (the operator sets the environment).
+//! media-node configuration: flags and environment, or the config file the operator
+//! renders (`switchyard_api::node_config::MediaNodeConfig`), whose settings win.
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use clap::Parser;
-use serde::Deserialize;
 use switchyard_api::media_cluster::WebhookSpec;
+use switchyard_api::node_config::MediaNodeConfig;
 
 use crate::{Error, Result};
 
@@ -118,60 +119,29 @@ pub struct Config {
     /// Token clock leeway, seconds.
     #[arg(long, env = "SWITCHYARD_TOKEN_LEEWAY", default_value_t = 10)]
     pub token_leeway_seconds: u64,
+    /// Node limits, from the config file's `capacity` (no flags: the operator sets them).
+    #[arg(skip)]
+    pub capacity: Capacity,
 }
 
-/// The file the operator renders (`operator::render::config::MediaNodeConfig`).
-#[derive(Debug, Clone, Deserialize, PartialEq)]
-#[serde(rename_all = "camelCase")]
-pub struct FileConfig {
-    /// The MediaCluster name.
-    pub cluster: String,
-    /// Signaling HTTP port.
-    pub signaling_port: u16,
-    /// Admin port.
-    pub admin_port: u16,
-    /// `Gateway` (clients relay through TURN) or `Direct`.
-    pub mode: switchyard_api::media_cluster::ExposureMode,
-    /// Shared UDP media port.
-    pub udp_port: u16,
-    /// ICE-TCP port.
-    pub tcp_port: u16,
-    /// Addresses to advertise; empty: the pod IP (Gateway) or host IP (Direct).
-    #[serde(default)]
-    pub advertised_addresses: Vec<IpAddr>,
-    /// One file per API key, holding its secret.
-    pub keys_dir: PathBuf,
-    /// TURN servers for clients.
-    pub turn: FileTurn,
-    /// Room defaults.
-    pub room_defaults: switchyard_api::media_cluster::RoomDefaults,
-    /// How long a drain waits for rooms to empty.
-    pub drain_grace_seconds: u64,
-    /// Webhook receivers.
-    #[serde(default)]
-    pub webhooks: Vec<WebhookSpec>,
+/// Read and parse the config file the operator renders (`MediaNodeConfig`, defined once in
+/// `api` for both sides); errors name the file and the field (an unknown field is an
+/// error, so a setting is never silently ignored).
+pub fn read_file(path: &Path) -> Result<MediaNodeConfig> {
+    let text = std::fs::read_to_string(path).map_err(|e| Error::Config(format!("config {}: {e}", path.display())))?;
+    MediaNodeConfig::from_yaml(&text, path).map_err(|e| Error::Config(e.to_string()))
 }
 
-/// TURN settings in the file.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
-#[serde(rename_all = "camelCase")]
-pub struct FileTurn {
-    /// URIs handed to clients.
-    #[serde(default)]
-    pub uris: Vec<String>,
-    /// The shared secret file (first non-comment line).
-    pub secret_file: PathBuf,
-    /// Lifetime of minted credentials.
-    pub credential_ttl_seconds: u64,
-}
-
-impl FileConfig {
-    /// Read and parse the file; errors name the file and the field.
-    pub fn read(path: &Path) -> Result<Self> {
-        let text =
-            std::fs::read_to_string(path).map_err(|e| Error::Config(format!("config {}: {e}", path.display())))?;
-        serde_saphyr::from_str(&text).map_err(|e| Error::Config(format!("config {}: {e}", path.display())))
-    }
+/// Limits this node enforces itself (from the config file's `capacity`); 0 means no
+/// limit.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Capacity {
+    /// Rooms hosted at once.
+    pub rooms: u32,
+    /// Participants connected at once.
+    pub participants: u32,
+    /// Media bandwidth, bits/s.
+    pub bandwidth_bps: u64,
 }
 
 /// Read a secret file: the first line that is not empty or a `#` comment.
@@ -216,7 +186,7 @@ fn parse_key(s: &str) -> std::result::Result<(String, String), String> {
 impl Config {
     /// Apply a config file on top of flags and environment. `env` looks up `POD_IP`,
     /// `HOST_IP` and `POD_NAME`.
-    pub fn apply_file(&mut self, file: &FileConfig, env: impl Fn(&str) -> Option<String>) -> Result<()> {
+    pub fn apply_file(&mut self, file: &MediaNodeConfig, env: impl Fn(&str) -> Option<String>) -> Result<()> {
         let any = self.bind_ip.unwrap_or(IpAddr::from([0, 0, 0, 0]));
         self.http_addr = SocketAddr::new(any, file.signaling_port);
         self.admin_addr = SocketAddr::new(any, file.admin_port);
@@ -239,11 +209,13 @@ impl Config {
         self.turn_ttl_seconds = file.turn.credential_ttl_seconds;
         self.relay_only = gateway;
         self.auto_create = file.room_defaults.auto_create;
-        self.empty_timeout_seconds = u64::try_from(file.room_defaults.empty_timeout_seconds).unwrap_or(0);
-        self.max_participants = u32::try_from(file.room_defaults.max_participants).unwrap_or(0);
+        self.empty_timeout_seconds = file.room_defaults.empty_timeout_seconds;
+        self.max_participants = file.room_defaults.max_participants;
         self.drain_grace_seconds = file.drain_grace_seconds;
         self.cluster = file.cluster.clone();
-        self.webhooks = file.webhooks.clone();
+        self.webhooks = file.webhooks.iter().map(WebhookSpec::from).collect();
+        let c = &file.capacity;
+        self.capacity = Capacity { rooms: c.rooms, participants: c.participants, bandwidth_bps: c.bandwidth_bps };
         self.kubernetes = match env("POD_NAMESPACE") {
             Some(namespace) if !self.standalone => Some(crate::cluster::KubeMode {
                 namespace,
@@ -362,7 +334,7 @@ mod tests {
         let path = dir.join("config.yaml");
         std::fs::write(&path, yaml).unwrap();
 
-        let file = FileConfig::read(&path).unwrap();
+        let file = read_file(&path).unwrap();
         assert_eq!(file.cluster, "edge");
         let mut c = Config::parse_from(["media-node"]);
         let env = |k: &str| match k {
@@ -400,13 +372,59 @@ mod tests {
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
+    /// `capacity` as the operator renders it reaches the runtime config (the limits the
+    /// node enforces); a file without it means no limits.
+    #[test]
+    fn capacity_survives_into_the_runtime_config() {
+        let dir = std::env::temp_dir().join(format!("mn-capacity-{}", std::process::id()));
+        std::fs::create_dir_all(dir.join("keys")).unwrap();
+        std::fs::write(dir.join("keys/APIedge"), "s3cret\n").unwrap();
+        std::fs::write(dir.join("turn-secret"), "turnsecret\n").unwrap();
+        let yaml = golden_config("direct-full.yaml")
+            .replace("/etc/switchyard/keys", dir.join("keys").to_str().unwrap())
+            .replace("/etc/switchyard/turn/secret", dir.join("turn-secret").to_str().unwrap());
+        let path = dir.join("config.yaml");
+        std::fs::write(&path, &yaml).unwrap();
+        let mut c = Config::parse_from(["media-node"]);
+        assert_eq!(c.capacity, Capacity::default(), "flags alone: no limits");
+        c.apply_file(&read_file(&path).unwrap(), |_| None).unwrap();
+        assert_eq!(c.capacity, Capacity { rooms: 50, participants: 400, bandwidth_bps: 800_000_000 });
+
+        let start = yaml.find("capacity:").unwrap();
+        let end = yaml.find("keysDir:").unwrap();
+        std::fs::write(&path, format!("{}{}", &yaml[..start], &yaml[end..])).unwrap();
+        c.apply_file(&read_file(&path).unwrap(), |_| None).unwrap();
+        assert_eq!(c.capacity, Capacity::default());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// A field media-node does not know fails its start-up, naming the field and the file.
+    #[test]
+    fn an_unknown_field_is_a_start_up_error() {
+        let dir = std::env::temp_dir().join(format!("mn-unknown-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("config.yaml");
+        for (from, to, field) in [
+            ("drainGraceSeconds:", "maxRooms: 3\ndrainGraceSeconds:", "maxRooms"),
+            ("  credentialTtlSeconds:", "  credentialTTL: 60\n  credentialTtlSeconds:", "credentialTTL"),
+        ] {
+            let yaml = golden_config("gateway-defaults.yaml");
+            assert!(yaml.contains(from));
+            std::fs::write(&path, yaml.replacen(from, to, 1)).unwrap();
+            let err = read_file(&path).unwrap_err().to_string();
+            assert!(err.contains(&format!("unknown field `{field}`")), "{err}");
+            assert!(err.contains(path.to_str().unwrap()), "{err}");
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
     #[test]
     fn a_bad_config_file_names_the_problem() {
         let dir = std::env::temp_dir().join(format!("mn-bad-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("config.yaml");
         std::fs::write(&path, "cluster: edge\nsignalingPort: seventy\n").unwrap();
-        let err = FileConfig::read(&path).unwrap_err().to_string();
+        let err = read_file(&path).unwrap_err().to_string();
         assert!(err.contains("config.yaml") && err.contains("signalingPort"), "{err}");
         std::fs::remove_dir_all(&dir).unwrap();
     }
@@ -431,7 +449,7 @@ mod tests {
     fn reads_the_webhooks_the_operator_renders() {
         use switchyard_api::media_cluster::WebhookEvent;
         let yaml = golden_config("direct-full.yaml");
-        let file: FileConfig = serde_saphyr::from_str(&yaml).unwrap();
+        let file = MediaNodeConfig::from_yaml(&yaml, Path::new("direct-full.yaml")).unwrap();
         assert!(file.webhooks.is_empty(), "the golden cluster has none");
 
         let specs = vec![
@@ -454,8 +472,8 @@ mod tests {
             .replace("/etc/switchyard/turn/secret", dir.join("turn-secret").to_str().unwrap());
         let path = dir.join("config.yaml");
         std::fs::write(&path, yaml).unwrap();
-        let file = FileConfig::read(&path).unwrap();
-        assert_eq!(file.webhooks, specs);
+        let file = read_file(&path).unwrap();
+        assert_eq!(file.webhooks.iter().map(WebhookSpec::from).collect::<Vec<_>>(), specs);
 
         let mut c = Config::parse_from(["media-node", "--webhook", "http://127.0.0.1:9/ignored"]);
         c.apply_file(&file, |_| None).unwrap();

@@ -25,7 +25,6 @@ mod metrics;
 mod node;
 mod proxy;
 mod session;
-mod turn_credentials;
 mod webhook;
 
 pub use cluster::KubeMode;

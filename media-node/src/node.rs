@@ -102,7 +102,7 @@ impl Shared {
         let (username, credential) = match &secret {
             Some(secret) => {
                 let expires = unix_now() + cfg.turn_ttl_seconds;
-                let (u, p) = crate::turn_credentials::rest_credentials(secret, identity, expires);
+                let (u, p) = switchyard_api::turn_rest::mint(secret.as_bytes(), identity, expires);
                 (Some(u), Some(p))
             }
             None => (None, None),
@@ -273,7 +273,7 @@ async fn watch_config(shared: Arc<Shared>, path: std::path::PathBuf) {
     let mut last = None;
     loop {
         tick.tick().await;
-        let Ok(file) = crate::config::FileConfig::read(&path) else { continue };
+        let Ok(file) = crate::config::read_file(&path) else { continue };
         let Ok(secret) = crate::config::read_secret(&file.turn.secret_file) else { continue };
         let next = (file.turn.uris.clone(), Some(secret));
         if last.as_ref() != Some(&next) {

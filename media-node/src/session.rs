@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
 use futures_util::StreamExt;
+use switchyard_api::rate::TokenBucket;
 use switchyard_api::signal::{ClientMessage, ErrorCode, ErrorMessage, LeaveReason, Ping, ServerMessage};
 use switchyard_api::token::Claims;
 use tokio::sync::mpsc;
@@ -18,28 +19,21 @@ use crate::proxy::Upstream;
 /// How long a new connection may take to send `join`.
 const JOIN_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// A token bucket: `rate` per second, bursts up to `2 × rate`.
+/// The message rate limit: `rate` per second, bursts up to `2 × rate` (the shared
+/// token bucket).
 struct RateLimit {
-    tokens: f64,
+    bucket: TokenBucket,
     rate: f64,
-    last: Instant,
 }
 
 impl RateLimit {
     fn new(rate: u32) -> Self {
-        Self { tokens: f64::from(rate) * 2.0, rate: f64::from(rate), last: Instant::now() }
+        let rate = f64::from(rate);
+        Self { bucket: TokenBucket::full(Instant::now(), rate * 2.0), rate }
     }
 
     fn allow(&mut self, now: Instant) -> bool {
-        let elapsed = now.duration_since(self.last).as_secs_f64();
-        self.last = now;
-        self.tokens = (self.tokens + elapsed * self.rate).min(self.rate * 2.0);
-        if self.tokens >= 1.0 {
-            self.tokens -= 1.0;
-            true
-        } else {
-            false
-        }
+        self.bucket.take(now, self.rate, self.rate * 2.0, 1.0)
     }
 }
 
@@ -273,7 +267,7 @@ mod tests {
     #[test]
     fn rate_limit_allows_a_burst_then_the_rate() {
         let mut r = RateLimit::new(5);
-        let t0 = r.last;
+        let t0 = Instant::now();
         let burst = (0..20).filter(|_| r.allow(t0)).count();
         assert_eq!(burst, 10, "burst is twice the rate");
         assert!(!r.allow(t0));

@@ -26,7 +26,6 @@ use hyper_util::rt::TokioExecutor;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::histogram::Histogram;
-use rand::Rng;
 use switchyard_api::media_cluster::WebhookSpec;
 use switchyard_api::webhook::{self, EventKind, WebhookEvent, WebhookParticipant, WebhookRoom, WebhookTrack};
 use tokio::sync::mpsc;
@@ -126,8 +125,7 @@ fn describe(e: &RoomEvent) -> (EventKind, &str, Option<&str>, Option<&str>) {
 }
 
 fn event_id() -> String {
-    let tail: String = rand::rng().sample_iter(rand::distr::Alphanumeric).take(20).map(char::from).collect();
-    format!("EV_{tail}")
+    format!("EV_{}", switchyard_api::random::token(&mut rand::rng(), 20))
 }
 
 /// One event on its way to one receiver.

@@ -2,7 +2,8 @@
 //! usernames, and stateless nonces.
 //!
 //! REST credentials: `username = "<expiry-unix>:<user-id>"`,
-//! `password = base64(HMAC-SHA1(secret, username))`. Several secrets are live
+//! `password = base64(HMAC-SHA1(secret, username))`, defined once in
+//! `switchyard_api::turn_rest` (media-node mints with it). Several secrets are live
 //! at once so a secret can be rotated without cutting anyone off; the set is
 //! swapped atomically when the secrets file changes.
 //!
@@ -12,10 +13,14 @@
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
-use base64::Engine as _;
 use hmac::{Hmac, Mac};
 use md5::{Digest, Md5};
 use sha1::Sha1;
+/// Why a username has no usable key.
+pub use switchyard_api::turn_rest::Rejection;
+use switchyard_api::turn_rest::check_expiry;
+/// The REST API password for a username under a secret.
+pub use switchyard_api::turn_rest::password as rest_password;
 
 type HmacSha1 = Hmac<Sha1>;
 
@@ -31,22 +36,6 @@ pub fn long_term_key(username: &str, realm: &str, password: &str) -> Key {
     h.update(b":");
     h.update(password.as_bytes());
     h.finalize().into()
-}
-
-/// The REST API password for `username` under `secret`.
-pub fn rest_password(secret: &[u8], username: &str) -> String {
-    let mut mac = HmacSha1::new_from_slice(secret).expect("HMAC takes any key length");
-    mac.update(username.as_bytes());
-    base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes())
-}
-
-/// Why a username has no usable key.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Rejection {
-    /// A REST username whose expiry has passed.
-    Expired,
-    /// Not a REST username and not a static user (or no secret configured).
-    Unknown,
 }
 
 /// The credential store shared by all shards.
@@ -88,13 +77,7 @@ impl Credentials {
             out.push(*key);
             return Ok(());
         }
-        let expiry = username.split(':').next().unwrap_or("");
-        let Ok(expiry) = expiry.parse::<u64>() else {
-            return Err(Rejection::Unknown);
-        };
-        if expiry <= now_unix {
-            return Err(Rejection::Expired);
-        }
+        check_expiry(username, now_unix)?;
         let secrets = self.secrets.read().unwrap_or_else(|e| e.into_inner()).clone();
         for s in secrets.iter() {
             out.push(long_term_key(username, &self.realm, &rest_password(s, username)));
@@ -175,6 +158,22 @@ mod tests {
         assert_eq!(creds.keys("alice", 0, &mut keys), Err(Rejection::Unknown));
         creds.set_secrets(vec![]);
         assert_eq!(creds.keys(user, 0, &mut keys), Err(Rejection::Unknown));
+    }
+
+    /// The shared vectors (media-node mints with the same module): each verifies under
+    /// its secret until its expiry, and not under another secret.
+    #[test]
+    fn the_shared_rest_vectors_verify() {
+        let mut keys = Vec::new();
+        for v in switchyard_api::turn_rest::VECTORS {
+            let creds = Credentials::new("r", vec![b"other".to_vec(), v.secret.as_bytes().to_vec()], &[]);
+            creds.keys(v.username, v.expires_at - 1, &mut keys).unwrap();
+            assert!(keys.contains(&long_term_key(v.username, "r", v.password)), "{}", v.username);
+            assert_eq!(creds.keys(v.username, v.expires_at, &mut keys), Err(Rejection::Expired));
+            let wrong = Credentials::new("r", vec![b"other".to_vec()], &[]);
+            wrong.keys(v.username, 0, &mut keys).unwrap();
+            assert!(!keys.contains(&long_term_key(v.username, "r", v.password)));
+        }
     }
 
     #[test]

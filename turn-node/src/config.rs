@@ -1,322 +1,26 @@
-//! Configuration: a YAML file, overridden by environment variables and flags
-//! (clap reads both), then validated as a whole. Field names in the YAML are
-//! camelCase to match the `MediaCluster` resource the operator renders them from.
+//! Configuration: a YAML file (the `TurnNodeConfig` document in `api`, which the operator
+//! renders), overridden by environment variables and flags (clap reads both), then
+//! validated as a whole. Field names in the YAML are camelCase to match the
+//! `MediaCluster` resource the operator renders them from.
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
-use std::str::FromStr;
-use std::time::Duration;
 
 use ipnet::IpNet;
-use serde::Deserialize;
+pub use switchyard_api::node_config::turn_node::{
+    AuthConfig, LifetimeConfig, Listener, PeerConfig, Protocol, QuotaConfig, RelayConfig, StaticUser, TlsConfig,
+};
 
 use crate::error::{Error, Result};
 
-/// Client transport of a listener.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Protocol {
-    /// TURN over UDP.
-    Udp,
-    /// TURN over TCP.
-    Tcp,
-    /// TURN over TLS (e.g. port 443 or 5349).
-    Tls,
-}
+/// The whole configuration: the document the operator renders
+/// (`switchyard_api::node_config::TurnNodeConfig`), defined once in `api` and used as is.
+pub type Config = switchyard_api::node_config::TurnNodeConfig;
 
-/// One listener.
-#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct Listener {
-    /// Transport.
-    pub protocol: Protocol,
-    /// Bind address (port 0 picks a free port; the bound one is reported).
-    pub address: SocketAddr,
-}
-
-impl FromStr for Listener {
-    type Err = String;
-
-    /// `udp://0.0.0.0:3478`, `tcp://…`, `tls://…`.
-    fn from_str(s: &str) -> Result<Self, String> {
-        let (proto, addr) =
-            s.split_once("://").ok_or_else(|| format!("`{s}`: expected PROTO://ADDR:PORT (udp, tcp or tls)"))?;
-        let protocol = match proto {
-            "udp" => Protocol::Udp,
-            "tcp" => Protocol::Tcp,
-            "tls" => Protocol::Tls,
-            p => return Err(format!("`{s}`: unknown protocol `{p}` (udp, tcp or tls)")),
-        };
-        let address = addr.parse().map_err(|e| format!("`{s}`: {e}"))?;
-        Ok(Listener { protocol, address })
-    }
-}
-
-/// TLS certificate and key (PEM files).
-#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct TlsConfig {
-    /// Certificate chain, PEM.
-    pub cert_file: PathBuf,
-    /// Private key, PEM.
-    pub key_file: PathBuf,
-}
-
-/// Relay sockets.
-#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
-pub struct RelayConfig {
-    /// The address clients are told to reach their relay at (the pod IP).
-    /// Defaults to the first listener's address when that is not a wildcard.
-    pub address: Option<IpAddr>,
-    /// Where relay sockets bind; defaults to `address`.
-    pub bind_address: Option<IpAddr>,
-    /// Lowest relay port (0 with `portMax` 0: let the kernel pick).
-    pub port_min: u16,
-    /// Highest relay port.
-    pub port_max: u16,
-}
-
-impl Default for RelayConfig {
-    fn default() -> Self {
-        RelayConfig { address: None, bind_address: None, port_min: 49152, port_max: 65535 }
-    }
-}
-
-/// A fixed user (testing).
-#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct StaticUser {
-    /// Username.
-    pub username: String,
-    /// Password.
-    pub password: String,
-}
-
-/// Authentication.
-#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
-pub struct AuthConfig {
-    /// TURN REST API shared secrets; all are accepted (rotation).
-    pub secrets: Vec<String>,
-    /// File with one secret per line ('#' comments), re-read when it changes.
-    pub secrets_file: Option<PathBuf>,
-    /// How often to look at the secrets file's mtime.
-    pub secrets_poll_seconds: u64,
-    /// Static users (for testing).
-    pub static_users: Vec<StaticUser>,
-    /// Nonce lifetime.
-    pub nonce_lifetime_seconds: u64,
-}
-
-impl Default for AuthConfig {
-    fn default() -> Self {
-        AuthConfig {
-            secrets: Vec::new(),
-            secrets_file: None,
-            secrets_poll_seconds: 5,
-            static_users: Vec::new(),
-            nonce_lifetime_seconds: 3600,
-        }
-    }
-}
-
-/// Peer filtering on top of the built-in deny list.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
-pub struct PeerConfig {
-    /// CIDRs always allowed (win over every deny rule).
-    pub allow: Vec<IpNet>,
-    /// Extra CIDRs denied (e.g. the cluster's service CIDR).
-    pub deny: Vec<IpNet>,
-}
-
-/// Quotas (0 = unlimited).
-#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
-pub struct QuotaConfig {
-    /// Allocations per user id.
-    pub max_allocations_per_user: usize,
-    /// Allocations per node.
-    pub max_allocations: usize,
-    /// Relayed bandwidth per allocation, bits per second, both directions.
-    pub bandwidth_per_allocation_bps: u64,
-    /// Failed-authentication requests per second per source IP.
-    pub unauthenticated_requests_per_second: u32,
-}
-
-/// Allocation lifetimes.
-#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
-pub struct LifetimeConfig {
-    /// Default allocation lifetime.
-    pub default_seconds: u64,
-    /// Maximum allocation lifetime.
-    pub max_seconds: u64,
-}
-
-impl Default for LifetimeConfig {
-    fn default() -> Self {
-        LifetimeConfig { default_seconds: 600, max_seconds: 3600 }
-    }
-}
-
-/// The whole configuration.
-#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
-pub struct Config {
-    /// Realm for long-term credentials.
-    pub realm: String,
-    /// Listeners (several at once).
-    pub listeners: Vec<Listener>,
-    /// TLS material (required with a TLS listener).
-    pub tls: Option<TlsConfig>,
-    /// Relay sockets.
-    pub relay: RelayConfig,
-    /// Authentication.
-    pub auth: AuthConfig,
-    /// Peer filter.
-    pub peers: PeerConfig,
-    /// Quotas.
-    pub quotas: QuotaConfig,
-    /// Lifetimes.
-    pub lifetimes: LifetimeConfig,
-    /// Admin HTTP address (metrics, health, status, drain).
-    pub admin_address: SocketAddr,
-    /// Longest a drain waits for allocations to end.
-    pub drain_grace_seconds: u64,
-    /// Worker threads, each with its own sockets (0: one per CPU).
-    pub workers: usize,
-    /// The file this configuration was read from, re-read while running for `peers`.
-    #[serde(skip)]
-    pub source: Option<PathBuf>,
-}
-
-impl Default for Config {
-    fn default() -> Self {
-        Config {
-            realm: "switchyard".into(),
-            listeners: vec![Listener { protocol: Protocol::Udp, address: "0.0.0.0:3478".parse().expect("literal") }],
-            tls: None,
-            relay: RelayConfig::default(),
-            auth: AuthConfig::default(),
-            peers: PeerConfig::default(),
-            quotas: QuotaConfig::default(),
-            lifetimes: LifetimeConfig::default(),
-            admin_address: "0.0.0.0:9090".parse().expect("literal"),
-            drain_grace_seconds: 3600,
-            workers: 0,
-            source: None,
-        }
-    }
-}
-
-impl Config {
-    /// A loopback-only configuration for `switchyard dev` (everything on one
-    /// host): UDP and TCP on `127.0.0.1:port` (0 picks one), relays on
-    /// 127.0.0.1 with kernel-chosen ports, loopback peers allowed (the SFU
-    /// runs on the same host), the admin API on an ephemeral port.
-    pub fn dev(port: u16, secret: &str) -> Self {
-        let listen = |protocol| Listener { protocol, address: SocketAddr::from(([127, 0, 0, 1], port)) };
-        let mut c = Config {
-            realm: "switchyard.dev".into(),
-            listeners: vec![listen(Protocol::Udp), listen(Protocol::Tcp)],
-            admin_address: SocketAddr::from(([127, 0, 0, 1], 0)),
-            workers: 1,
-            ..Config::default()
-        };
-        c.relay = RelayConfig { address: Some([127, 0, 0, 1].into()), bind_address: None, port_min: 0, port_max: 0 };
-        c.auth.secrets = vec![secret.to_owned()];
-        c.peers.allow = vec!["127.0.0.0/8".parse().expect("literal")];
-        c
-    }
-
-    /// Parse YAML text.
-    pub fn from_yaml(text: &str, path: &Path) -> Result<Self> {
-        serde_saphyr::from_str(text).map_err(|e| Error::Parse { path: path.to_owned(), message: e.to_string() })
-    }
-
-    /// Read and parse a YAML file.
-    pub fn from_file(path: &Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path).map_err(|source| Error::Read { path: path.to_owned(), source })?;
-        Self::from_yaml(&text, path)
-    }
-
-    /// The relay address clients are told about.
-    pub fn relay_address(&self) -> Option<IpAddr> {
-        self.relay.address.or_else(|| self.listeners.iter().map(|l| l.address.ip()).find(|ip| !ip.is_unspecified()))
-    }
-
-    /// Check the configuration as a whole; errors name the field.
-    pub fn validate(&self) -> Result<()> {
-        if self.realm.is_empty() {
-            return Err(Error::config("realm", "must not be empty"));
-        }
-        if self.listeners.is_empty() {
-            return Err(Error::config("listeners", "at least one listener is required"));
-        }
-        for (i, l) in self.listeners.iter().enumerate() {
-            if l.protocol == Protocol::Tls && self.tls.is_none() {
-                return Err(Error::config(
-                    format!("listeners[{i}]"),
-                    "a tls listener needs `tls.certFile` and `tls.keyFile`",
-                ));
-            }
-        }
-        let Some(relay) = self.relay_address() else {
-            return Err(Error::config(
-                "relay.address",
-                "required when every listener binds a wildcard address (set it to the pod IP)",
-            ));
-        };
-        if relay.is_unspecified() {
-            return Err(Error::config("relay.address", "must be a concrete address, not a wildcard"));
-        }
-        if let Some(bind) = self.relay.bind_address
-            && bind.is_ipv4() != relay.is_ipv4()
-        {
-            return Err(Error::config("relay.bindAddress", "must be the same family as relay.address"));
-        }
-        let (min, max) = (self.relay.port_min, self.relay.port_max);
-        if min > max {
-            return Err(Error::config("relay.portMin", format!("{min} is above relay.portMax {max}")));
-        }
-        if min == 0 && max != 0 {
-            return Err(Error::config(
-                "relay.portMin",
-                "0 is only allowed together with portMax 0 (kernel-chosen ports)",
-            ));
-        }
-        let auth = &self.auth;
-        if auth.secrets.is_empty() && auth.secrets_file.is_none() && auth.static_users.is_empty() {
-            return Err(Error::config(
-                "auth",
-                "no credentials: set auth.secrets, auth.secretsFile or auth.staticUsers",
-            ));
-        }
-        if auth.secrets.iter().any(String::is_empty) {
-            return Err(Error::config("auth.secrets", "empty secret"));
-        }
-        if auth.nonce_lifetime_seconds == 0 {
-            return Err(Error::config("auth.nonceLifetimeSeconds", "must be positive"));
-        }
-        if auth.secrets_poll_seconds == 0 {
-            return Err(Error::config("auth.secretsPollSeconds", "must be positive"));
-        }
-        let lt = &self.lifetimes;
-        if lt.default_seconds == 0 || lt.default_seconds > lt.max_seconds {
-            return Err(Error::config(
-                "lifetimes.defaultSeconds",
-                format!("must be in 1..=lifetimes.maxSeconds ({})", lt.max_seconds),
-            ));
-        }
-        Ok(())
-    }
-
-    /// Default lifetime.
-    pub fn default_lifetime(&self) -> Duration {
-        Duration::from_secs(self.lifetimes.default_seconds)
-    }
+/// Read and parse a YAML config file; an unknown field is an error naming it and the file.
+pub fn read(path: &Path) -> Result<Config> {
+    let text = std::fs::read_to_string(path).map_err(|source| Error::Read { path: path.to_owned(), source })?;
+    Ok(Config::from_yaml(&text, path)?)
 }
 
 /// Read a secrets file: one secret per line, blank lines and `#` comments skipped.
@@ -401,7 +105,7 @@ impl Args {
     /// The file config with flags and env applied, validated.
     pub fn into_config(self) -> Result<Config> {
         let mut c = match &self.config {
-            Some(p) => Config { source: Some(p.clone()), ..Config::from_file(p)? },
+            Some(p) => Config { source: Some(p.clone()), ..read(p)? },
             None => Config::default(),
         };
         if let Some(r) = self.realm {
@@ -476,56 +180,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn yaml_parses_and_validates() {
-        let yaml = r#"
-realm: example.org
-listeners:
-  - { protocol: udp, address: "10.0.0.5:3478" }
-  - { protocol: tls, address: "10.0.0.5:443" }
-tls: { certFile: /c.pem, keyFile: /k.pem }
-relay: { portMin: 50000, portMax: 50100 }
-auth: { secrets: [a, b] }
-peers: { allow: ["10.244.0.0/16"], deny: ["10.96.0.0/12"] }
-quotas: { maxAllocationsPerUser: 10 }
-"#;
-        let c = Config::from_yaml(yaml, Path::new("t.yaml")).unwrap();
-        c.validate().unwrap();
-        assert_eq!(c.relay_address(), Some("10.0.0.5".parse().unwrap()));
-        assert_eq!(c.quotas.max_allocations_per_user, 10);
-        assert_eq!(c.listeners[1].protocol, Protocol::Tls);
-    }
-
-    #[test]
-    fn errors_name_the_field() {
-        let err = |yaml: &str| {
-            let c = Config::from_yaml(yaml, Path::new("t.yaml"));
-            match c.and_then(|c| c.validate()) {
-                Err(e) => e.to_string(),
-                Ok(()) => panic!("accepted: {yaml}"),
-            }
-        };
-        assert!(err("auth: { secrets: [a] }").contains("relay.address"));
-        assert!(
-            err("relay: { address: 10.0.0.1, portMin: 9, portMax: 8 }\nauth: { secrets: [a] }")
-                .contains("relay.portMin")
-        );
-        assert!(err("relay: { address: 10.0.0.1 }").contains("`auth`"));
-        assert!(
-            err("relay: { address: 10.0.0.1 }\nauth: { secrets: [a] }\nlisteners: [{ protocol: tls, address: '0.0.0.0:443' }]")
-                .contains("listeners[0]")
-        );
-        assert!(err("relayy: {}").contains("relayy"), "unknown fields are named");
-    }
-
-    #[test]
-    fn dev_config_is_valid_and_loopback_only() {
-        let c = Config::dev(0, "s");
-        c.validate().unwrap();
-        assert!(c.listeners.iter().all(|l| l.address.ip().is_loopback()));
-        assert!(c.relay_address().unwrap().is_loopback());
-    }
-
-    #[test]
     fn flags_override_file() {
         let args = Args {
             listen: vec!["tcp://127.0.0.1:0".parse().unwrap()],
@@ -551,5 +205,57 @@ quotas: { maxAllocationsPerUser: 10 }
         assert_eq!(c.listeners[0].address, "127.1.0.7:3478".parse().unwrap());
         assert_eq!(c.listeners[1].address, "10.0.0.9:3478".parse().unwrap(), "an explicit address stays");
         assert_eq!(c.admin_address, "127.1.0.7:9090".parse().unwrap());
+    }
+
+    /// turn-node's `config.yaml` from one of the operator's golden files.
+    fn golden_config(file: &str) -> String {
+        let path = format!("{}/../operator/tests/golden/{file}", env!("CARGO_MANIFEST_DIR"));
+        let golden = std::fs::read_to_string(&path).unwrap();
+        let doc = golden
+            .split("\n---\n")
+            .find(|d| d.contains("kind: ConfigMap") && d.contains("name: edge-turn-config"))
+            .expect("the turn-node ConfigMap");
+        let cm: serde_json::Value = serde_saphyr::from_str(doc).unwrap();
+        cm["data"]["config.yaml"].as_str().unwrap().to_owned()
+    }
+
+    /// The ConfigMaps the operator renders (its golden files) start a node: they parse,
+    /// and with the relay address the pod gets from its environment they validate.
+    #[test]
+    fn reads_the_config_the_operator_renders() {
+        let dir = tempfile::tempdir().unwrap();
+        for golden in ["gateway-defaults.yaml", "direct-full.yaml"] {
+            let path = dir.path().join(golden);
+            std::fs::write(&path, golden_config(golden)).unwrap();
+            let args = Args {
+                config: Some(path.clone()),
+                relay_address: Some("10.244.2.9".parse().unwrap()),
+                ..Args::default()
+            };
+            let c = args.into_config().unwrap_or_else(|e| panic!("{golden}: {e}"));
+            assert_eq!(c.source.as_deref(), Some(path.as_path()));
+            assert_eq!(c.auth.secrets_file.as_deref(), Some(Path::new("/etc/switchyard/turn/secret")));
+            assert_eq!(c.lifetimes, LifetimeConfig::default(), "left to the node");
+            assert!(c.listeners.iter().all(|l| l.address.ip().is_unspecified()), "{golden}");
+        }
+        let direct = read(&dir.path().join("direct-full.yaml")).unwrap();
+        assert_eq!(direct.peers.deny, vec!["10.96.0.0/12".parse::<IpNet>().unwrap()]);
+        assert_eq!(direct.quotas.bandwidth_per_allocation_bps, 10_000_000);
+        assert!(direct.tls.is_some());
+    }
+
+    #[test]
+    fn an_unknown_field_fails_start_up_naming_it_and_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("config.yaml");
+        let yaml = golden_config("gateway-defaults.yaml").replace("quotas:\n", "quotas:\n  maxAllocationsPerIp: 3\n");
+        std::fs::write(&path, yaml).unwrap();
+        let args =
+            Args { config: Some(path.clone()), relay_address: Some("10.0.0.1".parse().unwrap()), ..Args::default() };
+        let err = args.into_config().unwrap_err().to_string();
+        assert!(err.contains("unknown field `maxAllocationsPerIp`"), "{err}");
+        assert!(err.contains(&path.display().to_string()), "{err}");
+        let missing = read(&dir.path().join("absent.yaml")).unwrap_err().to_string();
+        assert!(missing.contains("absent.yaml"), "{missing}");
     }
 }

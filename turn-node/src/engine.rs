@@ -31,6 +31,8 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use switchyard_api::rate::TokenBucket;
+
 use crate::auth::{Credentials, Key, NonceCheck, NonceMinter, Rejection};
 use crate::filter::LiveFilter;
 use crate::metrics::{AllocResult, Direction, DropReason, Metrics};
@@ -213,30 +215,6 @@ pub struct Shared {
     pub draining: AtomicBool,
     /// The relay address clients are told about.
     pub relay_ip: IpAddr,
-}
-
-#[derive(Debug)]
-struct TokenBucket {
-    tokens: f64,
-    last: Instant,
-}
-
-impl TokenBucket {
-    fn new(now: Instant, burst: f64) -> Self {
-        TokenBucket { tokens: burst, last: now }
-    }
-
-    fn take(&mut self, now: Instant, rate: f64, burst: f64, cost: f64) -> bool {
-        let dt = now.saturating_duration_since(self.last).as_secs_f64();
-        self.last = now;
-        self.tokens = (self.tokens + dt * rate).min(burst);
-        if self.tokens >= cost {
-            self.tokens -= cost;
-            true
-        } else {
-            false
-        }
-    }
 }
 
 #[derive(Debug)]
@@ -674,7 +652,7 @@ impl Engine {
             return false;
         }
         let (rate, burst) = (f64::from(rate), f64::from(rate) * 2.0);
-        let bucket = self.rate.entry(ip).or_insert_with(|| TokenBucket::new(now, burst));
+        let bucket = self.rate.entry(ip).or_insert_with(|| TokenBucket::full(now, burst));
         if bucket.take(now, rate, burst, 1.0) {
             false
         } else {
@@ -821,7 +799,7 @@ impl Engine {
                 cooldown: Vec::new(),
                 allocate_tid: msg.transaction_id,
                 allocate_response: Vec::new(),
-                bucket: TokenBucket::new(now, self.shared.limits.bandwidth_per_allocation as f64),
+                bucket: TokenBucket::full(now, self.shared.limits.bandwidth_per_allocation as f64),
             },
         );
         self.by_five.insert(*five, id);

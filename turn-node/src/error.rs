@@ -43,6 +43,9 @@ pub enum Error {
     /// TLS setup failed.
     #[error("TLS setup: {0}")]
     Tls(String),
+    /// The config document is invalid or did not parse (`switchyard_api::node_config`).
+    #[error(transparent)]
+    Document(#[from] switchyard_api::Error),
     /// A runtime/thread failure.
     #[error("runtime: {0}")]
     Runtime(String),

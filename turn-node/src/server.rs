@@ -455,7 +455,7 @@ async fn housekeeping(control: Arc<Control>, config: Config) {
             }
         {
             seen_config = mtime(path);
-            match Config::from_file(path) {
+            match crate::config::read(path) {
                 Ok(c) => {
                     if shared.filter.set_rules(c.peers.allow.clone(), c.peers.deny.clone()) {
                         tracing::info!(allow = ?c.peers.allow, deny = ?c.peers.deny, "reloaded peer rules");

@@ -11,7 +11,6 @@ use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
-use switchyard_turn_node::auth::rest_password;
 use switchyard_turn_node::stun;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpStream, UdpSocket};
@@ -348,8 +347,8 @@ fn credentials(args: &TurnArgs, idx: usize) -> anyhow::Result<Credentials> {
     let now = SystemTime::now().duration_since(UNIX_EPOCH).context("system clock is before 1970")?;
     // Valid for the run and a week of holding; the server checks it at every refresh.
     let expiry = (now + args.duration + Duration::from_secs(7 * 86_400)).as_secs();
-    let username = format!("{expiry}:{}", args.user_id.replace("{i}", &idx.to_string()));
-    let password = rest_password(secret.as_bytes(), &username);
+    let user_id = args.user_id.replace("{i}", &idx.to_string());
+    let (username, password) = switchyard_api::turn_rest::mint(secret.as_bytes(), &user_id, expiry);
     Ok(Credentials { username, password, realm, on_401: "check --secret" })
 }
 

@@ -302,10 +302,7 @@ fn unix_ms() -> u64 {
 }
 
 fn random_token(len: usize) -> String {
-    use rand::Rng;
-    const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789";
-    let mut rng = rand::rng();
-    (0..len).map(|_| ALPHABET[rng.random_range(0..ALPHABET.len())] as char).collect()
+    switchyard_api::random::token(&mut rand::rng(), len)
 }
 
 fn err(code: ErrorCode, message: impl Into<String>, request: &str) -> ServerMessage {

@@ -23,8 +23,6 @@ use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
 use kube::runtime::reflector::ObjectRef;
 use kube::{Resource, ResourceExt};
-use rand::Rng;
-use rand::distr::Alphanumeric;
 use serde_json::json;
 use switchyard_api::media_cluster::{Endpoints, ExposureMode, FleetStatus, MediaClusterStatus, NodeLoad, ServiceType};
 use switchyard_api::quantity::parse_quantity;
@@ -90,7 +88,7 @@ fn observe_pod(p: &Pod) -> PodObs {
 }
 
 fn random_string(len: usize) -> String {
-    rand::rng().sample_iter(&Alphanumeric).take(len).map(char::from).collect()
+    switchyard_api::random::token(&mut rand::rng(), len)
 }
 
 fn secret_value(s: &Secret, key: &str) -> Option<String> {

@@ -1,10 +1,15 @@
 //! The `config.yaml` each node reads (`--config /etc/switchyard/config/config.yaml`), rendered
-//! from the MediaCluster. Field names are camelCase like the CRD. `turnNode` follows
-//! turn-node's existing configuration file exactly; `mediaNode` is the contract media-node
-//! implements.
+//! from the MediaCluster. The documents are defined once, in `switchyard_api::node_config`,
+//! and the nodes parse them with the same types (refusing unknown fields).
 
-use serde::Serialize;
-use switchyard_api::media_cluster::{ExposureMode, TurnListener, TurnProtocol, WebhookSpec};
+use std::net::{IpAddr, SocketAddr};
+
+use switchyard_api::media_cluster::{ExposureMode, TurnListener, TurnProtocol};
+use switchyard_api::node_config::media_node::{Capacity, RoomDefaults, TurnClient, Webhook};
+use switchyard_api::node_config::turn_node::{
+    AuthConfig, IpNet, Listener, PeerConfig, Protocol, QuotaConfig, RelayConfig, TlsConfig,
+};
+pub use switchyard_api::node_config::{MediaNodeConfig, TurnNodeConfig};
 use switchyard_api::quantity::parse_quantity;
 use switchyard_api::{MediaCluster, quantity};
 
@@ -34,217 +39,123 @@ fn bandwidth(q: &Option<k8s_openapi::apimachinery::pkg::api::resource::Quantity>
     }
 }
 
-/// media-node's configuration.
-#[derive(Clone, Debug, PartialEq, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct MediaNodeConfig {
-    /// The MediaCluster name (Rooms with this `clusterRef` are served).
-    pub cluster: String,
-    /// Signaling HTTP port (`/rtc`, room API).
-    pub signaling_port: i32,
-    /// Admin port (health, metrics, internal status, drain).
-    pub admin_port: i32,
-    /// `Gateway` or `Direct`.
-    pub mode: ExposureMode,
-    /// The shared UDP media port.
-    pub udp_port: i32,
-    /// The ICE-TCP port.
-    pub tcp_port: i32,
-    /// Addresses to advertise (Direct mode); empty: `HOST_IP`.
-    pub advertised_addresses: Vec<String>,
-    /// Limits the node enforces itself (0: none).
-    pub capacity: CapacityConfig,
-    /// API keys directory.
-    pub keys_dir: String,
-    /// TURN servers handed to clients, and the secret to mint their credentials.
-    pub turn: TurnClientConfig,
-    /// Defaults for rooms.
-    pub room_defaults: switchyard_api::media_cluster::RoomDefaults,
-    /// Webhook receivers.
-    pub webhooks: Vec<WebhookSpec>,
-    /// How long a drain waits for rooms to empty.
-    pub drain_grace_seconds: i64,
+fn invalid(what: &'static str, message: impl std::fmt::Display) -> Error {
+    Error::Invalid { what, message: message.to_string() }
 }
 
-/// Per-node limits.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct CapacityConfig {
-    /// Rooms.
-    pub rooms: i32,
-    /// Participants.
-    pub participants: i32,
-    /// Bits/s.
-    pub bandwidth_bps: u64,
+/// A number from the spec as the unsigned type the document holds (the CRD's CEL rules
+/// already keep it in range; this catches a spec that bypassed them).
+fn unsigned<T: TryFrom<i64>>(v: impl Into<i64>, what: &'static str) -> Result<T> {
+    let v = v.into();
+    T::try_from(v).map_err(|_| invalid(what, format!("{v} is out of range")))
 }
 
-/// What media-node needs to hand out TURN servers.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct TurnClientConfig {
-    /// The TURN URIs (`turn:host:3478?transport=udp`).
-    pub uris: Vec<String>,
-    /// The realm.
-    pub realm: String,
-    /// The shared secret file.
-    pub secret_file: String,
-    /// Lifetime of minted TURN credentials.
-    pub credential_ttl_seconds: u64,
+/// CIDRs from the spec.
+pub(super) fn cidrs(list: &[String], what: &'static str) -> Result<Vec<IpNet>> {
+    list.iter().map(|c| c.parse().map_err(|e| invalid(what, format!("{c:?}: {e}")))).collect()
 }
 
 /// Render media-node's config. `turn_uris` come from the TURN Service's address.
 pub fn media_node(mc: &MediaCluster, cluster: &str, turn_uris: Vec<String>) -> Result<MediaNodeConfig> {
     let s = &mc.spec;
+    let advertised_addresses = s
+        .media
+        .advertised_addresses
+        .iter()
+        .map(|a| a.parse().map_err(|e| invalid("media.advertisedAddresses", format!("{a:?}: {e}"))))
+        .collect::<Result<_>>()?;
     Ok(MediaNodeConfig {
         cluster: cluster.to_owned(),
-        signaling_port: s.signaling.port,
-        admin_port: super::ADMIN_PORT,
+        signaling_port: unsigned(s.signaling.port, "signaling.port")?,
+        admin_port: super::ADMIN_PORT as u16,
         mode: s.media.mode,
-        udp_port: s.media.udp_port,
-        tcp_port: s.media.tcp_port,
-        advertised_addresses: s.media.advertised_addresses.clone(),
-        capacity: CapacityConfig {
-            rooms: s.sfu.capacity.rooms,
-            participants: s.sfu.capacity.participants,
+        udp_port: unsigned(s.media.udp_port, "media.udpPort")?,
+        tcp_port: unsigned(s.media.tcp_port, "media.tcpPort")?,
+        advertised_addresses,
+        capacity: Capacity {
+            rooms: unsigned(s.sfu.capacity.rooms, "sfu.capacity.rooms")?,
+            participants: unsigned(s.sfu.capacity.participants, "sfu.capacity.participants")?,
             bandwidth_bps: bandwidth(&s.sfu.capacity.bandwidth, "sfu.capacity.bandwidth")?,
         },
         keys_dir: paths::KEYS_DIR.into(),
-        turn: TurnClientConfig {
+        turn: TurnClient {
             uris: turn_uris,
             realm: s.turn.realm.clone(),
             secret_file: paths::TURN_SECRET.into(),
             credential_ttl_seconds: 86_400,
         },
-        room_defaults: s.room_defaults.clone(),
-        webhooks: s.webhooks.clone(),
-        drain_grace_seconds: s.sfu.drain_grace_period_seconds,
+        room_defaults: RoomDefaults {
+            auto_create: s.room_defaults.auto_create,
+            empty_timeout_seconds: unsigned(s.room_defaults.empty_timeout_seconds, "roomDefaults.emptyTimeoutSeconds")?,
+            max_participants: unsigned(s.room_defaults.max_participants, "roomDefaults.maxParticipants")?,
+        },
+        webhooks: s.webhooks.iter().map(Webhook::from).collect(),
+        drain_grace_seconds: unsigned(s.sfu.drain_grace_period_seconds, "sfu.drainGracePeriodSeconds")?,
     })
 }
 
-/// turn-node's configuration (its `Config` struct, field for field).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct TurnNodeConfig {
-    /// Realm.
-    pub realm: String,
-    /// Listeners.
-    pub listeners: Vec<TurnListenerConfig>,
-    /// TLS files (first TLS listener's Secret; turn-node has one certificate).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub tls: Option<TlsConfig>,
-    /// Relay ports (the relay address comes from `SWITCHYARD_TURN_RELAY_ADDRESS`).
-    pub relay: RelayConfig,
-    /// Credentials.
-    pub auth: AuthConfig,
-    /// Peer filter.
-    pub peers: PeersConfig,
-    /// Quotas.
-    pub quotas: QuotaConfig,
-    /// Admin address.
-    pub admin_address: String,
-    /// Drain grace.
-    pub drain_grace_seconds: i64,
-}
-
-#[allow(missing_docs)]
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct TurnListenerConfig {
-    pub protocol: &'static str,
-    pub address: String,
-}
-
-#[allow(missing_docs)]
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct TlsConfig {
-    pub cert_file: String,
-    pub key_file: String,
-}
-
-#[allow(missing_docs)]
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct RelayConfig {
-    pub port_min: i32,
-    pub port_max: i32,
-}
-
-#[allow(missing_docs)]
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct AuthConfig {
-    pub secrets_file: String,
-}
-
-#[allow(missing_docs)]
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct PeersConfig {
-    pub allow: Vec<String>,
-    pub deny: Vec<String>,
-}
-
-#[allow(missing_docs)]
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct QuotaConfig {
-    pub max_allocations_per_user: i32,
-    pub max_allocations: i32,
-    pub bandwidth_per_allocation_bps: u64,
-    pub unauthenticated_requests_per_second: i32,
-}
-
-fn protocol(p: TurnProtocol) -> &'static str {
+fn protocol(p: TurnProtocol) -> Protocol {
     match p {
-        TurnProtocol::UDP => "udp",
-        TurnProtocol::TCP => "tcp",
-        TurnProtocol::TLS => "tls",
+        TurnProtocol::UDP => Protocol::Udp,
+        TurnProtocol::TCP => Protocol::Tcp,
+        TurnProtocol::TLS => Protocol::Tls,
     }
 }
 
 /// Render turn-node's config. In Gateway mode every peer is denied except the SFU pods
 /// (`sfu_pod_ips`, as host routes) and the user's allow list: TURN is then a gateway
-/// into the media fleet, not an open relay into the pod network.
+/// into the media fleet, not an open relay into the pod network. Settings the spec does
+/// not cover (lifetimes, workers, …) keep turn-node's defaults and are not rendered.
 pub fn turn_node(mc: &MediaCluster, sfu_pod_ips: &[String]) -> Result<TurnNodeConfig> {
     let t = &mc.spec.turn;
     let tls = t.listeners.iter().find(|l| l.protocol == TurnProtocol::TLS).map(|l| TlsConfig {
-        cert_file: format!("{}/{}/tls.crt", paths::TLS_DIR, l.name),
-        key_file: format!("{}/{}/tls.key", paths::TLS_DIR, l.name),
+        cert_file: format!("{}/{}/tls.crt", paths::TLS_DIR, l.name).into(),
+        key_file: format!("{}/{}/tls.key", paths::TLS_DIR, l.name).into(),
     });
-    let mut allow = t.peers.allow.clone();
-    let mut deny = t.peers.deny.clone();
+    let mut allow = cidrs(&t.peers.allow, "turn.peers.allow")?;
+    let mut deny = cidrs(&t.peers.deny, "turn.peers.deny")?;
     if mc.spec.media.mode == ExposureMode::Gateway {
-        let mut ips: Vec<String> = sfu_pod_ips
+        let mut ips = sfu_pod_ips
             .iter()
-            .map(|ip| if ip.contains(':') { format!("{ip}/128") } else { format!("{ip}/32") })
-            .collect();
-        ips.sort();
+            .map(|ip| ip.parse::<IpAddr>().map(IpNet::from).map_err(|e| invalid("SFU pod IP", format!("{ip:?}: {e}"))))
+            .collect::<Result<Vec<_>>>()?;
+        ips.sort_by_key(|n| n.to_string());
         allow.extend(ips);
-        deny.extend(["0.0.0.0/0".to_owned(), "::/0".to_owned()]);
+        deny.extend(["0.0.0.0/0", "::/0"].map(|n| n.parse::<IpNet>().expect("literal")));
     }
+    let any = |port| SocketAddr::from(([0, 0, 0, 0], port));
     Ok(TurnNodeConfig {
         realm: t.realm.clone(),
         listeners: t
             .listeners
             .iter()
-            .map(|l| TurnListenerConfig { protocol: protocol(l.protocol), address: format!("0.0.0.0:{}", l.port) })
-            .collect(),
+            .map(|l| {
+                Ok(Listener { protocol: protocol(l.protocol), address: any(unsigned(l.port, "turn.listeners.port")?) })
+            })
+            .collect::<Result<_>>()?,
         tls,
-        relay: RelayConfig { port_min: t.relay_port_range.min, port_max: t.relay_port_range.max },
-        auth: AuthConfig { secrets_file: paths::TURN_SECRET.into() },
-        peers: PeersConfig { allow, deny },
+        relay: RelayConfig {
+            port_min: unsigned(t.relay_port_range.min, "turn.relayPortRange.min")?,
+            port_max: unsigned(t.relay_port_range.max, "turn.relayPortRange.max")?,
+            ..RelayConfig::default()
+        },
+        auth: AuthConfig { secrets_file: Some(paths::TURN_SECRET.into()), ..AuthConfig::default() },
+        peers: PeerConfig { allow, deny },
         quotas: QuotaConfig {
-            max_allocations_per_user: t.quotas.allocations_per_user,
-            max_allocations: t.quotas.total_allocations,
+            max_allocations_per_user: unsigned(t.quotas.allocations_per_user, "turn.quotas.allocationsPerUser")?,
+            max_allocations: unsigned(t.quotas.total_allocations, "turn.quotas.totalAllocations")?,
             bandwidth_per_allocation_bps: bandwidth(
                 &t.quotas.bandwidth_per_allocation,
                 "turn.quotas.bandwidthPerAllocation",
             )?,
-            unauthenticated_requests_per_second: t.quotas.unauthenticated_requests_per_second,
+            unauthenticated_requests_per_second: unsigned(
+                t.quotas.unauthenticated_requests_per_second,
+                "turn.quotas.unauthenticatedRequestsPerSecond",
+            )?,
         },
-        admin_address: format!("0.0.0.0:{}", super::ADMIN_PORT),
-        drain_grace_seconds: t.drain_grace_period_seconds,
+        admin_address: any(super::ADMIN_PORT as u16),
+        drain_grace_seconds: unsigned(t.drain_grace_period_seconds, "turn.drainGracePeriodSeconds")?,
+        ..TurnNodeConfig::default()
     })
 }
 

@@ -244,6 +244,48 @@ fn gateway_turn_reaches_only_sfu_pods() {
     assert!(text.contains("- 0.0.0.0/0"), "{text}");
 }
 
+/// The config documents in the rendered ConfigMaps (the golden files) are what the nodes
+/// parse: text → `api::node_config` types (which refuse unknown fields) gives back exactly
+/// what the operator rendered, and rendering that again gives the same text.
+#[test]
+fn config_maps_round_trip_through_the_node_documents() {
+    use std::path::Path;
+
+    use switchyard_api::node_config::{self, MediaNodeConfig, TurnNodeConfig};
+    let ips = ["10.244.1.7".to_owned(), "10.244.0.5".to_owned()];
+    for mc in [gateway(), direct_full()] {
+        let objects = render_with(&mc, false);
+        let text =
+            |name: &str| typed::<ConfigMap>(find(&objects, "ConfigMap", name)).data.unwrap()["config.yaml"].clone();
+
+        let media = text("edge-sfu-config");
+        let parsed = MediaNodeConfig::from_yaml(&media, Path::new("sfu/config.yaml")).unwrap();
+        let uris = super::config::turn_uris(&mc, "turn.example.com");
+        assert_eq!(parsed, super::config::media_node(&mc, "edge", uris).unwrap());
+        assert_eq!(node_config::to_yaml(&parsed).unwrap(), media);
+
+        let turn = text("edge-turn-config");
+        let parsed = TurnNodeConfig::from_yaml(&turn, Path::new("turn/config.yaml")).unwrap();
+        assert_eq!(parsed, super::config::turn_node(&mc, &ips).unwrap());
+        assert_eq!(node_config::to_yaml(&parsed).unwrap(), turn);
+    }
+}
+
+#[test]
+fn a_spec_value_the_node_cannot_take_is_a_render_error() {
+    let mut mc = direct_full();
+    mc.spec.media.advertised_addresses = vec!["example.com".into()];
+    let err = super::config::media_node(&mc, "edge", vec![]).unwrap_err().to_string();
+    assert!(err.contains("media.advertisedAddresses") && err.contains("example.com"), "{err}");
+    let mut mc = direct_full();
+    mc.spec.media.udp_port = 70_000;
+    assert!(super::config::media_node(&mc, "edge", vec![]).unwrap_err().to_string().contains("media.udpPort"));
+    let mut mc = direct_full();
+    mc.spec.turn.peers.deny = vec!["10.96.0.0/33".into()];
+    let err = super::config::turn_node(&mc, &[]).unwrap_err().to_string();
+    assert!(err.contains("turn.peers.deny") && err.contains("10.96.0.0/33"), "{err}");
+}
+
 #[test]
 fn dynamic_config_does_not_roll_pods() {
     let mc = gateway();

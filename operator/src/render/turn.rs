@@ -25,7 +25,7 @@ pub(super) fn render(ctx: &Ctx<'_>) -> Result<Vec<Object>> {
         serde_saphyr::to_string(c).map_err(|e| Error::Invalid { what: "turn-node config", message: e.to_string() })
     };
     let text = yaml(&cfg)?;
-    cfg.peers.allow = t.peers.allow.clone();
+    cfg.peers.allow = config::cidrs(&t.peers.allow, "turn.peers.allow")?;
     let hash = fnv1a(yaml(&cfg)?.as_bytes());
     out.push(Object::new(
         "v1",

@@ -51,9 +51,7 @@ pub async fn start(config: Config) -> TurnHandle {
 /// TURN REST API credentials valid for `ttl`.
 pub fn rest_credentials(secret: &str, user: &str, ttl: Duration) -> (String, String) {
     let expiry = SystemTime::now().duration_since(UNIX_EPOCH).unwrap() + ttl;
-    let username = format!("{}:{user}", expiry.as_secs());
-    let password = switchyard_turn_node::auth::rest_password(secret.as_bytes(), &username);
-    (username, password)
+    switchyard_api::turn_rest::mint(secret.as_bytes(), user, expiry.as_secs())
 }
 
 /// A UDP echo peer on 127.0.0.1; returns its address.
