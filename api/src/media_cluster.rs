@@ -70,6 +70,8 @@ use serde::{Deserialize, Serialize};
 )]
 #[x_kube(validation = Rule::new("self.media.mode != 'Gateway' || self.turn.replicas.min >= 1")
     .message("media.mode Gateway sends all media through TURN: turn.replicas.min must be at least 1"))]
+#[x_kube(validation = Rule::new("self.sfu.replicas.max == 0 || self.sfu.replicas.min >= 1")
+    .message("sfu.replicas.min must be at least 1 unless sfu.replicas.max is 0 (parked): the autoscaler scales on participants, and none can join without a media-node"))]
 #[x_kube(validation = Rule::new("self.signaling.port != self.media.tcpPort")
     .message("signaling.port and media.tcpPort must differ: media-node listens on both over TCP"))]
 #[x_kube(validation = Rule::new(format!("self.signaling.port != {ADMIN_PORT} && self.media.tcpPort != {ADMIN_PORT}"))
@@ -241,7 +243,7 @@ pub struct MediaExposure {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 8), inner(length(max = 45)))]
     #[x_kube(validation = Rule::new("self.all(a, isIP(a))")
-        .message(Message::Expression("'media.advertisedAddresses must be IP addresses; not: ' + self.filter(a, !isIP(a)).join(', ')".into())))]
+        .message(Message::Expression(name_bad("media.advertisedAddresses must be IP addresses; not: ", "self.filter(x, !isIP(x))"))))]
     pub advertised_addresses: Vec<String>,
 }
 
@@ -292,7 +294,7 @@ pub struct TurnSpec {
     #[x_kube(validation = Rule::new("self.all(l, self.exists_one(m, m.port == l.port && (m.protocol == 'UDP') == (l.protocol == 'UDP')))")
         .message("turn.listeners must not share a port on the same transport"))]
     #[x_kube(validation = Rule::new("self.all(l, self.exists_one(m, m.name == l.name))")
-        .message(Message::Expression("'turn.listeners names must be unique (each names a Service port); repeated: ' + self.filter(l, !self.exists_one(m, m.name == l.name)).map(l, l.name).join(', ')".into())))]
+        .message("turn.listeners names must be unique: each names a Service port"))]
     #[x_kube(validation = Rule::new(format!("self.all(l, l.protocol == 'UDP' || l.port != {ADMIN_PORT})"))
         .message(Message::Message(format!("turn.listeners: a TCP or TLS listener must not use port {ADMIN_PORT}, turn-node's admin port"))))]
     pub listeners: Vec<TurnListener>,
@@ -435,6 +437,13 @@ pub const BUILT_IN_DENIED: [&str; 11] = [
     "ff00::/8",
 ];
 
+/// A CEL `messageExpression`: `prefix` and the first two entries of the list `bad`
+/// (then `, …`). `join` would name them all, but the apiserver cannot bound its cost and
+/// refuses the CRD.
+fn name_bad(prefix: &str, bad: &str) -> String {
+    format!("'{prefix}' + {bad}[0] + (size({bad}) > 1 ? ', ' + {bad}[1] : '') + (size({bad}) > 2 ? ', …' : '')")
+}
+
 /// CEL: true when CIDR `c` overlaps a built-in denied range.
 fn overlaps_built_in(c: &str) -> String {
     let list = BUILT_IN_DENIED.map(|b| format!("'{b}'")).join(", ");
@@ -445,7 +454,7 @@ fn overlaps_built_in(c: &str) -> String {
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]
 #[serde(rename_all = "camelCase")]
 #[x_kube(validation = Rule::new(format!("(has(self.unsafeLiftBuiltInDenies) && self.unsafeLiftBuiltInDenies) || !has(self.allow) || !self.allow.exists(c, {})", overlaps_built_in("c")))
-    .message(Message::Expression(format!("'peers.allow entries that overlap the built-in denies (loopback, link-local incl. 169.254.169.254, multicast, reserved, IPv6 ULA) let clients relay into the TURN pods\\' own network: set peers.unsafeLiftBuiltInDenies: true to mean that; overlapping: ' + self.allow.filter(c, {}).join(', ')", overlaps_built_in("c")))))]
+    .message(Message::Expression(name_bad("peers.allow entries that overlap the built-in denies (loopback, link-local incl. 169.254.169.254, multicast, reserved, IPv6 ULA) let clients relay into the TURN pods\\' own network: set peers.unsafeLiftBuiltInDenies: true to mean that; overlapping: ", &format!("self.allow.filter(x, {})", overlaps_built_in("x"))))))]
 pub struct PeerPolicy {
     /// CIDRs that are allowed even if a listed deny rule matches. In Gateway mode the
     /// operator adds the SFU pods' addresses here. An entry that overlaps a built-in denied
@@ -453,13 +462,13 @@ pub struct PeerPolicy {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 64), inner(length(max = 49)))]
     #[x_kube(validation = Rule::new("self.all(c, isCIDR(c))")
-        .message(Message::Expression("'peers.allow entries must be CIDRs such as 10.0.0.0/8; not: ' + self.filter(c, !isCIDR(c)).join(', ')".into())))]
+        .message(Message::Expression(name_bad("peers.allow entries must be CIDRs such as 10.0.0.0/8; not: ", "self.filter(x, !isCIDR(x))"))))]
     pub allow: Vec<String>,
     /// Extra CIDRs to deny, such as the cluster's Service CIDR.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 64), inner(length(max = 49)))]
     #[x_kube(validation = Rule::new("self.all(c, isCIDR(c))")
-        .message(Message::Expression("'peers.deny entries must be CIDRs such as 10.96.0.0/12; not: ' + self.filter(c, !isCIDR(c)).join(', ')".into())))]
+        .message(Message::Expression(name_bad("peers.deny entries must be CIDRs such as 10.96.0.0/12; not: ", "self.filter(x, !isCIDR(x))"))))]
     pub deny: Vec<String>,
     /// Let `allow` lift the built-in denies (loopback, link-local and metadata addresses,
     /// multicast…): clients may then relay into the TURN pods' own network. Off unless you
@@ -525,7 +534,7 @@ pub struct TurnServiceSpec {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 16), inner(length(max = 253)))]
     #[x_kube(validation = Rule::new(format!("self.all(a, isIP(a) || a.matches('{HOST_NAME_PATTERN}'))"))
-        .message(Message::Expression(format!("'turn.service.externalAddresses must be DNS names or IP addresses, without ports or paths; not: ' + self.filter(a, !(isIP(a) || a.matches('{HOST_NAME_PATTERN}'))).join(', ')"))))]
+        .message(Message::Expression(name_bad("turn.service.externalAddresses must be DNS names or IP addresses, without ports or paths; not: ", &format!("self.filter(x, !(isIP(x) || x.matches('{HOST_NAME_PATTERN}')))")))))]
     pub external_addresses: Vec<String>,
 }
 
@@ -897,6 +906,22 @@ mod tests {
         }
     }
 
+    /// Issue 18, finding 5: an SFU fleet that may scale to zero never comes back (no
+    /// participant can join to make load); parked at 0/0 is allowed (and not Ready).
+    #[test]
+    fn the_sfu_fleet_scales_from_one_or_is_parked() {
+        let mut spec = default_spec();
+        spec.sfu.replicas = ReplicaRange { min: 0, max: 4 };
+        assert_eq!(
+            violations(spec.clone()),
+            vec![
+                "sfu.replicas.min must be at least 1 unless sfu.replicas.max is 0 (parked): the autoscaler scales on participants, and none can join without a media-node"
+            ]
+        );
+        spec.sfu.replicas = ReplicaRange::fixed(0);
+        assert_eq!(violations(spec), Vec::<String>::new());
+    }
+
     fn named(name: &str) -> MediaCluster {
         MediaCluster::new(name, default_spec())
     }
@@ -921,10 +946,7 @@ mod tests {
     fn listener_names_and_ports_that_clash_are_refused() {
         let mut spec = default_spec();
         spec.turn.listeners[1].name = "udp".into();
-        assert_eq!(
-            violations(spec),
-            vec!["turn.listeners names must be unique (each names a Service port); repeated: udp, udp"]
-        );
+        assert_eq!(violations(spec), vec!["turn.listeners names must be unique: each names a Service port"]);
 
         let mut spec = default_spec();
         spec.turn.listeners[1].port = ADMIN_PORT;
@@ -979,10 +1001,11 @@ mod tests {
                 "peers.allow entries that overlap the built-in denies (loopback, link-local incl. 169.254.169.254, multicast, reserved, IPv6 ULA) let clients relay into the TURN pods' own network: set peers.unsafeLiftBuiltInDenies: true to mean that; overlapping: {entries}"
             )
         };
-        let cases: [(&[&str], Option<&str>); 7] = [
+        let cases: [(&[&str], Option<&str>); 8] = [
             (&["0.0.0.0/0"], Some("0.0.0.0/0")),
             (&["10.0.0.0/8", "169.254.169.254/32"], Some("169.254.169.254/32")),
             (&["127.0.0.1/32", "::/0"], Some("127.0.0.1/32, ::/0")),
+            (&["0.0.0.0/1", "fe80::/64", "ff02::1/128"], Some("0.0.0.0/1, fe80::/64, …")),
             (&["128.0.0.0/1"], Some("128.0.0.0/1")), // holds multicast and reserved
             (&["fd00::/8"], Some("fd00::/8")),
             (&["10.0.0.0/8", "192.168.0.0/16", "2001:db8::/32"], None),
@@ -1094,25 +1117,24 @@ mod tests {
         assert_eq!(violations(spec.clone()), Vec::<String>::new());
         spec.turn.service.external_addresses = vec!["turn".into(), "a-1.b2.example".into()];
         assert_eq!(violations(spec.clone()), Vec::<String>::new());
-        // Issue 18, finding 6: these passed and became TURN URIs handed to clients.
-        spec.turn.service.external_addresses = [
+        // Issue 18, finding 6: these passed and became TURN URIs handed to clients. The
+        // message names the entry.
+        let msg = "turn.service.externalAddresses must be DNS names or IP addresses, without ports or paths; not: ";
+        for bad in [
             "turn.example.com:3478",
             "not a host!",
             "10.0.0.0/8",
             "999.1.1.1",
             "host/path?x=1",
-            "turn.example.com",
             "Turn.Example.com",
             "-x.example.com",
-        ]
-        .map(String::from)
-        .to_vec();
-        assert_eq!(
-            violations(spec),
-            vec![
-                "turn.service.externalAddresses must be DNS names or IP addresses, without ports or paths; not: turn.example.com:3478, not a host!, 10.0.0.0/8, 999.1.1.1, host/path?x=1, Turn.Example.com, -x.example.com"
-            ]
-        );
+        ] {
+            spec.turn.service.external_addresses = vec!["turn.example.com".into(), bad.into()];
+            assert_eq!(violations(spec.clone()), vec![format!("{msg}{bad}")], "{bad}");
+        }
+        spec.turn.service.external_addresses =
+            ["a b", "turn.example.com", "1.2.3.999", "x/y"].map(String::from).to_vec();
+        assert_eq!(violations(spec.clone()), vec![format!("{msg}a b, 1.2.3.999, …")]);
     }
 
     #[test]

@@ -165,15 +165,19 @@ async fn secret_material(mc: &MediaCluster, names: &Names, secrets: &Api<Secret>
     Ok(SecretMaterial { api_key, turn_secret })
 }
 
-/// The autoscaling policy of one fleet. In Gateway mode every call relays through TURN,
-/// so the TURN fleet never goes below one pod, whatever an object stored before the
-/// schema refused `turn.replicas.min: 0` says.
+/// The autoscaling policy of one fleet, whatever an object stored before the schema
+/// refused `min: 0` says: in Gateway mode every call relays through TURN, so TURN never
+/// goes below one pod; and an SFU fleet that may run at all keeps one media-node (load
+/// comes from participants, and none can join without one). SFU 0/0 stays parked.
 fn policy(fleet: Fleet, mc: &MediaCluster) -> Policy {
     let range = match fleet {
         Fleet::Sfu => &mc.spec.sfu.replicas,
         Fleet::Turn => &mc.spec.turn.replicas,
     };
-    let floor = u32::from(fleet == Fleet::Turn && mc.spec.media.mode == ExposureMode::Gateway);
+    let floor = u32::from(match fleet {
+        Fleet::Sfu => range.max >= 1,
+        Fleet::Turn => mc.spec.media.mode == ExposureMode::Gateway,
+    });
     let b = &mc.spec.autoscaling;
     let secs = |s: i32| Duration::from_secs(u64::try_from(s).unwrap_or(0));
     Policy {
