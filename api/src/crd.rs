@@ -67,7 +67,12 @@ mod tests {
             "rule: self >= 1 && self <= 65535",
             "rule: self.udpPort != self.tcpPort",
             "rule: self.all(c, isCIDR(c))",
-            "rule: self.media.mode != 'Gateway' || self.turn.replicas.max >= 1",
+            "rule: self.media.mode != 'Gateway' || self.turn.replicas.min >= 1",
+            "rule: self.signaling.port != self.media.tcpPort",
+            "self.metadata.name.matches(",
+            "url(self).getHostname() != ''",
+            "has(self.unsafeLiftBuiltInDenies) && self.unsafeLiftBuiltInDenies",
+            "turn.service.externalAddresses must be DNS names or IP addresses",
             "message: turn.targetBandwidthPerPod must be a positive quantity in bits/s, such as 200M",
             // conditions are a map list keyed by type
             "x-kubernetes-list-type: map",

@@ -64,10 +64,18 @@ use serde::{Deserialize, Serialize};
         description = "The Ready condition",
         json_path = ".status.conditions[?(@.type==\"Ready\")].status"
     ),
-    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp"),
+    validation = Rule::new(format!("self.metadata.name.matches('{CLUSTER_NAME_PATTERN}') && size(self.metadata.name) <= {MAX_CLUSTER_NAME}"))
+        .message(Message::Message(format!("metadata.name must be at most {MAX_CLUSTER_NAME} lowercase letters, digits and '-', starting with a letter and ending with a letter or digit: it prefixes the names of the cluster's Services and StatefulSet (<name>-turn-admin, <name>-sfu)")))
 )]
-#[x_kube(validation = Rule::new("self.media.mode != 'Gateway' || self.turn.replicas.max >= 1")
-    .message("media.mode Gateway sends all media through TURN: turn.replicas.max must be at least 1"))]
+#[x_kube(validation = Rule::new("self.media.mode != 'Gateway' || self.turn.replicas.min >= 1")
+    .message("media.mode Gateway sends all media through TURN: turn.replicas.min must be at least 1"))]
+#[x_kube(validation = Rule::new("self.sfu.replicas.max == 0 || self.sfu.replicas.min >= 1")
+    .message("sfu.replicas.min must be at least 1 unless sfu.replicas.max is 0 (parked): the autoscaler scales on participants, and none can join without a media-node"))]
+#[x_kube(validation = Rule::new("self.signaling.port != self.media.tcpPort")
+    .message("signaling.port and media.tcpPort must differ: media-node listens on both over TCP"))]
+#[x_kube(validation = Rule::new(format!("self.signaling.port != {ADMIN_PORT} && self.media.tcpPort != {ADMIN_PORT}"))
+    .message(Message::Message(format!("signaling.port and media.tcpPort must not be {ADMIN_PORT}: that is media-node's admin port"))))]
 #[serde(rename_all = "camelCase")]
 pub struct MediaClusterSpec {
     /// The SFU fleet: how many `media-node` pods and what each may carry.
@@ -99,6 +107,21 @@ pub struct MediaClusterSpec {
     #[serde(default)]
     pub monitoring: MonitoringSpec,
 }
+
+/// The port both node binaries serve their admin API on (health, metrics, status, drain);
+/// no listener of the spec may take it.
+pub const ADMIN_PORT: i32 = 9090;
+
+/// The longest MediaCluster name: `<name>-sfu` is a StatefulSet, whose
+/// `controller-revision-hash` label (`<name>-sfu-<10 characters>`) must fit in 63.
+pub const MAX_CLUSTER_NAME: usize = 48;
+
+/// A MediaCluster name prefixes Service names, which are DNS-1035 labels.
+pub const CLUSTER_NAME_PATTERN: &str = "^[a-z]([-a-z0-9]*[a-z0-9])?$";
+
+/// A DNS name as clients resolve it: dot-separated labels, the last starting with a
+/// letter (so `999.1.1.1` is not mistaken for a name). IPs are checked with `isIP`.
+pub const HOST_NAME_PATTERN: &str = "^([a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?[.])*[a-z]([-a-z0-9]{0,61}[a-z0-9])?$";
 
 /// A replica range for one fleet.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
@@ -137,6 +160,8 @@ pub struct SfuSpec {
     pub capacity: NodeCapacity,
     /// Container image override (defaults to the operator's own version of media-node).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 512))]
+    #[x_kube(validation = Rule::new("self.matches('^[^\\\\s]+$')").message("sfu.image must name an image: not empty, no spaces"))]
     pub image: Option<String>,
     /// CPU and memory requests and limits for each `media-node` container.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -217,7 +242,8 @@ pub struct MediaExposure {
     /// (Direct mode; NAT 1:1).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 8), inner(length(max = 45)))]
-    #[x_kube(validation = Rule::new("self.all(a, isIP(a))").message("media.advertisedAddresses must be IP addresses"))]
+    #[x_kube(validation = Rule::new("self.all(a, isIP(a))")
+        .message(Message::Expression(name_bad("media.advertisedAddresses must be IP addresses; not: ", "self.filter(x, !isIP(x))"))))]
     pub advertised_addresses: Vec<String>,
 }
 
@@ -267,6 +293,10 @@ pub struct TurnSpec {
     #[schemars(length(min = 1, max = 8))]
     #[x_kube(validation = Rule::new("self.all(l, self.exists_one(m, m.port == l.port && (m.protocol == 'UDP') == (l.protocol == 'UDP')))")
         .message("turn.listeners must not share a port on the same transport"))]
+    #[x_kube(validation = Rule::new("self.all(l, self.exists_one(m, m.name == l.name))")
+        .message("turn.listeners names must be unique: each names a Service port"))]
+    #[x_kube(validation = Rule::new(format!("self.all(l, l.protocol == 'UDP' || l.port != {ADMIN_PORT})"))
+        .message(Message::Message(format!("turn.listeners: a TCP or TLS listener must not use port {ADMIN_PORT}, turn-node's admin port"))))]
     pub listeners: Vec<TurnListener>,
     /// The long-term credential realm.
     #[serde(default = "default_realm")]
@@ -287,6 +317,8 @@ pub struct TurnSpec {
     pub service: TurnServiceSpec,
     /// Container image override (defaults to the operator's own version of turn-node).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 512))]
+    #[x_kube(validation = Rule::new("self.matches('^[^\\\\s]+$')").message("turn.image must name an image: not empty, no spaces"))]
     pub image: Option<String>,
     /// CPU and memory requests and limits for each `turn-node` container.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -387,20 +419,62 @@ impl Default for PortRange {
     }
 }
 
+/// The ranges turn-node never relays to unless an allow CIDR names them: loopback,
+/// "this network", link-local (incl. the 169.254.169.254 metadata service), multicast,
+/// reserved and broadcast; IPv6 unspecified, loopback, link-local, site-local, ULA and
+/// multicast. (IPv4-mapped and NAT64 forms are judged as the IPv4 address they carry.)
+pub const BUILT_IN_DENIED: [&str; 11] = [
+    "0.0.0.0/8",
+    "127.0.0.0/8",
+    "169.254.0.0/16",
+    "224.0.0.0/4",
+    "240.0.0.0/4",
+    "::/128",
+    "::1/128",
+    "fe80::/10",
+    "fec0::/10",
+    "fc00::/7",
+    "ff00::/8",
+];
+
+/// A CEL `messageExpression`: `prefix` and the first two entries of the list `bad`
+/// (then `, …`). `join` would name them all, but the apiserver cannot bound its cost and
+/// refuses the CRD.
+fn name_bad(prefix: &str, bad: &str) -> String {
+    format!("'{prefix}' + {bad}[0] + (size({bad}) > 1 ? ', ' + {bad}[1] : '') + (size({bad}) > 2 ? ', …' : '')")
+}
+
+/// CEL: true when CIDR `c` overlaps a built-in denied range.
+fn overlaps_built_in(c: &str) -> String {
+    let list = BUILT_IN_DENIED.map(|b| format!("'{b}'")).join(", ");
+    format!("isCIDR({c}) && [{list}].exists(b, cidr(b).containsIP(cidr({c}).ip()) || cidr({c}).containsCIDR(b))")
+}
+
 /// Which peer addresses TURN relays to.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new(format!("(has(self.unsafeLiftBuiltInDenies) && self.unsafeLiftBuiltInDenies) || !has(self.allow) || !self.allow.exists(c, {})", overlaps_built_in("c")))
+    .message(Message::Expression(name_bad("peers.allow entries that overlap the built-in denies (loopback, link-local incl. 169.254.169.254, multicast, reserved, IPv6 ULA) let clients relay into the TURN pods\\' own network: set peers.unsafeLiftBuiltInDenies: true to mean that; overlapping: ", &format!("self.allow.filter(x, {})", overlaps_built_in("x"))))))]
 pub struct PeerPolicy {
-    /// CIDRs that are allowed even if a deny rule (built-in or listed) matches. In Gateway
-    /// mode the operator adds the SFU pods' addresses here.
+    /// CIDRs that are allowed even if a listed deny rule matches. In Gateway mode the
+    /// operator adds the SFU pods' addresses here. An entry that overlaps a built-in denied
+    /// range ([`BUILT_IN_DENIED`]) needs `unsafeLiftBuiltInDenies`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 64), inner(length(max = 49)))]
-    #[x_kube(validation = Rule::new("self.all(c, isCIDR(c))").message("peers.allow entries must be CIDRs such as 10.0.0.0/8"))]
+    #[x_kube(validation = Rule::new("self.all(c, isCIDR(c))")
+        .message(Message::Expression(name_bad("peers.allow entries must be CIDRs such as 10.0.0.0/8; not: ", "self.filter(x, !isCIDR(x))"))))]
     pub allow: Vec<String>,
     /// Extra CIDRs to deny, such as the cluster's Service CIDR.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 64), inner(length(max = 49)))]
-    #[x_kube(validation = Rule::new("self.all(c, isCIDR(c))").message("peers.deny entries must be CIDRs such as 10.96.0.0/12"))]
+    #[x_kube(validation = Rule::new("self.all(c, isCIDR(c))")
+        .message(Message::Expression(name_bad("peers.deny entries must be CIDRs such as 10.96.0.0/12; not: ", "self.filter(x, !isCIDR(x))"))))]
     pub deny: Vec<String>,
+    /// Let `allow` lift the built-in denies (loopback, link-local and metadata addresses,
+    /// multicast…): clients may then relay into the TURN pods' own network. Off unless you
+    /// mean exactly that.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub unsafe_lift_built_in_denies: bool,
 }
 
 /// TURN limits. A zero means "no limit".
@@ -459,7 +533,8 @@ pub struct TurnServiceSpec {
     /// address: the load balancer's, or for NodePort the nodes running turn pods.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 16), inner(length(max = 253)))]
-    #[x_kube(validation = Rule::new("self.all(a, size(a) > 0 && size(a) <= 253 && !a.contains(':') || isIP(a))").message("turn.service.externalAddresses must be host names or IP addresses, without ports"))]
+    #[x_kube(validation = Rule::new(format!("self.all(a, isIP(a) || a.matches('{HOST_NAME_PATTERN}'))"))
+        .message(Message::Expression(name_bad("turn.service.externalAddresses must be DNS names or IP addresses, without ports or paths; not: ", &format!("self.filter(x, !(isIP(x) || x.matches('{HOST_NAME_PATTERN}')))")))))]
     pub external_addresses: Vec<String>,
 }
 
@@ -538,8 +613,8 @@ pub struct AuthSpec {
 pub struct WebhookSpec {
     /// The URL events are POSTed to.
     #[schemars(length(min = 1, max = 2048))]
-    #[x_kube(validation = Rule::new("isURL(self) && (self.startsWith('http://') || self.startsWith('https://'))")
-        .message("webhook url must be an http(s) URL"))]
+    #[x_kube(validation = Rule::new("isURL(self) && (self.startsWith('http://') || self.startsWith('https://')) && url(self).getHostname() != ''")
+        .message("webhook url must be an http(s) URL with a host, such as https://app.example.com/switchyard/events"))]
     pub url: String,
     /// Which events to send (`room_started`, `room_finished`, `participant_joined`,
     /// `participant_left`, `track_published`, `track_unpublished`); empty means all.
@@ -815,16 +890,135 @@ mod tests {
         );
     }
 
+    /// Issue 18, finding 5: `min: 0` let the autoscaler take the last TURN pod away.
     #[test]
-    fn gateway_mode_needs_turn() {
+    fn gateway_mode_needs_a_turn_pod_at_all_times() {
+        for range in [ReplicaRange::fixed(0), ReplicaRange { min: 0, max: 5 }] {
+            let mut spec = default_spec();
+            spec.turn.replicas = range.clone();
+            assert_eq!(
+                violations(spec.clone()),
+                vec!["media.mode Gateway sends all media through TURN: turn.replicas.min must be at least 1"],
+                "{range:?}"
+            );
+            spec.media.mode = ExposureMode::Direct;
+            assert_eq!(violations(spec), Vec::<String>::new(), "Direct mode may run without TURN");
+        }
+    }
+
+    /// Issue 18, finding 5: an SFU fleet that may scale to zero never comes back (no
+    /// participant can join to make load); parked at 0/0 is allowed (and not Ready).
+    #[test]
+    fn the_sfu_fleet_scales_from_one_or_is_parked() {
         let mut spec = default_spec();
-        spec.turn.replicas = ReplicaRange::fixed(0);
+        spec.sfu.replicas = ReplicaRange { min: 0, max: 4 };
         assert_eq!(
             violations(spec.clone()),
-            vec!["media.mode Gateway sends all media through TURN: turn.replicas.max must be at least 1"]
+            vec![
+                "sfu.replicas.min must be at least 1 unless sfu.replicas.max is 0 (parked): the autoscaler scales on participants, and none can join without a media-node"
+            ]
         );
-        spec.media.mode = ExposureMode::Direct;
-        assert_eq!(violations(spec), Vec::<String>::new(), "Direct mode may run without TURN");
+        spec.sfu.replicas = ReplicaRange::fixed(0);
+        assert_eq!(violations(spec), Vec::<String>::new());
+    }
+
+    fn named(name: &str) -> MediaCluster {
+        MediaCluster::new(name, default_spec())
+    }
+
+    /// Issue 18, finding 4: the name prefixes Service names (DNS-1035 labels) and the
+    /// StatefulSet's revision label; `edge.v2` or 64 characters could not be rendered.
+    #[test]
+    fn cluster_names_that_cannot_prefix_object_names_are_refused() {
+        let msg = "metadata.name must be at most 48 lowercase letters, digits and '-', starting with a letter and ending with a letter or digit: it prefixes the names of the cluster's Services and StatefulSet (<name>-turn-admin, <name>-sfu)";
+        for bad in ["edge.v2", &"a".repeat(64), &"a".repeat(49), "1edge", "edge-"] {
+            let errors = named(bad).validate_cel().unwrap_err();
+            let got: Vec<String> = errors.iter().map(|e| e.message.clone()).collect();
+            assert_eq!(got, vec![msg], "{bad}");
+        }
+        for good in ["edge", "e", &"a".repeat(48), "edge-v2"] {
+            assert!(named(good).validate_cel().is_ok(), "{good}");
+        }
+    }
+
+    /// Issue 18, finding 4: clashing ports and names the operator could not render.
+    #[test]
+    fn listener_names_and_ports_that_clash_are_refused() {
+        let mut spec = default_spec();
+        spec.turn.listeners[1].name = "udp".into();
+        assert_eq!(violations(spec), vec!["turn.listeners names must be unique: each names a Service port"]);
+
+        let mut spec = default_spec();
+        spec.turn.listeners[1].port = ADMIN_PORT;
+        assert_eq!(
+            violations(spec),
+            vec!["turn.listeners: a TCP or TLS listener must not use port 9090, turn-node's admin port"]
+        );
+        let mut spec = default_spec();
+        spec.turn.listeners[0].port = ADMIN_PORT;
+        assert_eq!(violations(spec), Vec::<String>::new(), "UDP 9090 does not meet the TCP admin port");
+
+        let mut spec = default_spec();
+        spec.signaling.port = spec.media.tcp_port;
+        assert_eq!(
+            violations(spec),
+            vec!["signaling.port and media.tcpPort must differ: media-node listens on both over TCP"]
+        );
+        for (signaling, tcp) in [(ADMIN_PORT, 7881), (7880, ADMIN_PORT)] {
+            let mut spec = default_spec();
+            spec.signaling.port = signaling;
+            spec.media.tcp_port = tcp;
+            assert_eq!(
+                violations(spec),
+                vec!["signaling.port and media.tcpPort must not be 9090: that is media-node's admin port"]
+            );
+        }
+    }
+
+    #[test]
+    fn images_must_name_something() {
+        let mut spec = default_spec();
+        spec.sfu.image = Some(String::new());
+        spec.turn.image = Some("registry.example/turn node:1".into());
+        assert_eq!(
+            violations(spec.clone()),
+            vec![
+                "sfu.image must name an image: not empty, no spaces",
+                "turn.image must name an image: not empty, no spaces"
+            ]
+        );
+        spec.sfu.image = Some("registry.example/media-node@sha256:0123".into());
+        spec.turn.image = None;
+        assert_eq!(violations(spec), Vec::<String>::new());
+    }
+
+    /// Issue 18, finding 6: `allow: [0.0.0.0/0]` silently lifted the loopback and metadata
+    /// denies; it now needs the loudly named field.
+    #[test]
+    fn allowing_built_in_denied_ranges_needs_the_unsafe_field() {
+        let msg = |entries: &str| {
+            format!(
+                "peers.allow entries that overlap the built-in denies (loopback, link-local incl. 169.254.169.254, multicast, reserved, IPv6 ULA) let clients relay into the TURN pods' own network: set peers.unsafeLiftBuiltInDenies: true to mean that; overlapping: {entries}"
+            )
+        };
+        let cases: [(&[&str], Option<&str>); 8] = [
+            (&["0.0.0.0/0"], Some("0.0.0.0/0")),
+            (&["10.0.0.0/8", "169.254.169.254/32"], Some("169.254.169.254/32")),
+            (&["127.0.0.1/32", "::/0"], Some("127.0.0.1/32, ::/0")),
+            (&["0.0.0.0/1", "fe80::/64", "ff02::1/128"], Some("0.0.0.0/1, fe80::/64, …")),
+            (&["128.0.0.0/1"], Some("128.0.0.0/1")), // holds multicast and reserved
+            (&["fd00::/8"], Some("fd00::/8")),
+            (&["10.0.0.0/8", "192.168.0.0/16", "2001:db8::/32"], None),
+            (&["1.0.0.0/8", "100.64.0.0/10"], None),
+        ];
+        for (allow, bad) in cases {
+            let mut spec = default_spec();
+            spec.turn.peers.allow = allow.iter().map(|s| (*s).to_owned()).collect();
+            let want: Vec<String> = bad.map(msg).into_iter().collect();
+            assert_eq!(violations(spec.clone()), want, "{allow:?}");
+            spec.turn.peers.unsafe_lift_built_in_denies = true;
+            assert_eq!(violations(spec), Vec::<String>::new(), "{allow:?} with the unsafe field");
+        }
     }
 
     #[test]
@@ -904,12 +1098,13 @@ mod tests {
         spec.turn.peers.allow = vec!["10.0.0.0/8".into(), "not-a-cidr".into()];
         spec.turn.peers.deny = vec!["10.96.0.1".into()];
         spec.media.advertised_addresses = vec!["example.com".into()];
+        // Each message names the entries that are wrong (finding 6).
         assert_eq!(
             violations(spec),
             vec![
-                "media.advertisedAddresses must be IP addresses",
-                "peers.allow entries must be CIDRs such as 10.0.0.0/8",
-                "peers.deny entries must be CIDRs such as 10.96.0.0/12",
+                "media.advertisedAddresses must be IP addresses; not: example.com",
+                "peers.allow entries must be CIDRs such as 10.0.0.0/8; not: not-a-cidr",
+                "peers.deny entries must be CIDRs such as 10.96.0.0/12; not: 10.96.0.1",
             ]
         );
     }
@@ -920,18 +1115,42 @@ mod tests {
         spec.turn.service.external_addresses =
             vec!["turn.example.com".into(), "2001:db8::1".into(), "203.0.113.9".into()];
         assert_eq!(violations(spec.clone()), Vec::<String>::new());
-        spec.turn.service.external_addresses = vec!["turn.example.com:3478".into()];
-        assert_eq!(
-            violations(spec),
-            vec!["turn.service.externalAddresses must be host names or IP addresses, without ports"]
-        );
+        spec.turn.service.external_addresses = vec!["turn".into(), "a-1.b2.example".into()];
+        assert_eq!(violations(spec.clone()), Vec::<String>::new());
+        // Issue 18, finding 6: these passed and became TURN URIs handed to clients. The
+        // message names the entry.
+        let msg = "turn.service.externalAddresses must be DNS names or IP addresses, without ports or paths; not: ";
+        for bad in [
+            "turn.example.com:3478",
+            "not a host!",
+            "10.0.0.0/8",
+            "999.1.1.1",
+            "host/path?x=1",
+            "Turn.Example.com",
+            "-x.example.com",
+        ] {
+            spec.turn.service.external_addresses = vec!["turn.example.com".into(), bad.into()];
+            assert_eq!(violations(spec.clone()), vec![format!("{msg}{bad}")], "{bad}");
+        }
+        spec.turn.service.external_addresses =
+            ["a b", "turn.example.com", "1.2.3.999", "x/y"].map(String::from).to_vec();
+        assert_eq!(violations(spec.clone()), vec![format!("{msg}a b, 1.2.3.999, …")]);
     }
 
     #[test]
     fn webhook_urls_must_be_http() {
-        let mut spec = default_spec();
-        spec.webhooks = vec![WebhookSpec { url: "ftp://example.com/x".into(), events: vec![], api_key: None }];
-        assert_eq!(violations(spec), vec!["webhook url must be an http(s) URL"]);
+        let msg = "webhook url must be an http(s) URL with a host, such as https://app.example.com/switchyard/events";
+        // `http://` (finding 3) made media-node exit at start in a restart loop.
+        for bad in ["ftp://example.com/x", "http://", "https://", "http://:8080/x", "example.com"] {
+            let mut spec = default_spec();
+            spec.webhooks = vec![WebhookSpec { url: bad.into(), events: vec![], api_key: None }];
+            assert_eq!(violations(spec), vec![msg], "{bad}");
+        }
+        for good in ["http://receiver:8080/hooks", "https://[2001:db8::1]/x", "http://10.0.0.1"] {
+            let mut spec = default_spec();
+            spec.webhooks = vec![WebhookSpec { url: good.into(), events: vec![], api_key: None }];
+            assert_eq!(violations(spec), Vec::<String>::new(), "{good}");
+        }
     }
 
     #[test]

@@ -74,9 +74,12 @@ pub struct RoomSpec {
     #[schemars(length(max = 8))]
     #[x_kube(validation = Rule::new("self.all(c, self.exists_one(d, d == c))").message("allowedCodecs must not repeat a codec"))]
     pub allowed_codecs: Vec<Codec>,
-    /// Free-form application data handed to every participant (at most 64 KiB).
+    /// Free-form application data handed to every participant: at most 64 KiB, counted
+    /// in bytes of UTF-8 (the schema's `maxLength` counts characters, so CEL checks bytes).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 65536))]
+    #[x_kube(validation = Rule::new("size(bytes(self)) <= 65536")
+        .message("metadata must be at most 64 KiB: 65536 bytes of UTF-8"))]
     pub metadata: Option<String>,
 }
 
@@ -191,6 +194,19 @@ mod tests {
     fn repeated_codecs_are_rejected() {
         let r = room(serde_json::json!({"clusterRef": "edge", "allowedCodecs": ["VP8", "VP8"]}));
         assert_eq!(messages(r.validate_cel()), vec!["allowedCodecs must not repeat a codec"]);
+    }
+
+    /// Issue 18, finding 6: the doc says 64 KiB, so the limit counts bytes, not characters.
+    #[test]
+    fn metadata_is_limited_in_bytes() {
+        let with = |m: String| room(serde_json::json!({"clusterRef": "edge", "metadata": m}));
+        assert_eq!(messages(with("a".repeat(65_536)).validate_cel()), Vec::<String>::new());
+        // 40,000 characters, 80,000 bytes: under the schema's maxLength, over 64 KiB.
+        assert_eq!(
+            messages(with("é".repeat(40_000)).validate_cel()),
+            vec!["metadata must be at most 64 KiB: 65536 bytes of UTF-8"]
+        );
+        assert_eq!(messages(with("é".repeat(32_768)).validate_cel()), Vec::<String>::new());
     }
 
     #[test]

@@ -88,7 +88,55 @@ async fn e2e_crds_reject_invalid_specs() -> Result<()> {
         (
             "Gateway mode without TURN",
             json!({"media": {"mode": "Gateway"}, "turn": {"replicas": {"min": 0, "max": 0}}}),
-            "turn.replicas.max must be at least 1",
+            "turn.replicas.min must be at least 1",
+        ),
+        // Issue 18: what the operator could not render, or nodes could not run.
+        (
+            "Gateway mode that may scale TURN to zero",
+            json!({"turn": {"replicas": {"min": 0, "max": 3}}}),
+            "turn.replicas.min must be at least 1",
+        ),
+        (
+            "SFU autoscaling from zero media-nodes",
+            json!({"sfu": {"replicas": {"min": 0, "max": 4}}}),
+            "sfu.replicas.min must be at least 1 unless sfu.replicas.max is 0",
+        ),
+        (
+            "a webhook URL without host",
+            json!({"webhooks": [{"url": "http://"}]}),
+            "webhook url must be an http(s) URL with a host",
+        ),
+        (
+            "two TURN listeners with one name",
+            json!({"turn": {"listeners": [{"name": "udp", "protocol": "UDP", "port": 3478},
+                                          {"name": "udp", "protocol": "TCP", "port": 3478}]}}),
+            "turn.listeners names must be unique: each names a Service port",
+        ),
+        (
+            "signaling.port equal to media.tcpPort",
+            json!({"signaling": {"port": 7881}}),
+            "signaling.port and media.tcpPort must differ",
+        ),
+        (
+            "a TURN listener on the admin port",
+            json!({"turn": {"listeners": [{"name": "tcp", "protocol": "TCP", "port": 9090}]}}),
+            "must not use port 9090, turn-node's admin port",
+        ),
+        ("an empty sfu.image", json!({"sfu": {"image": ""}}), "spec.sfu.image"),
+        (
+            "externalAddresses that are not hosts",
+            json!({"turn": {"service": {"externalAddresses": ["turn.example.com", "not a host!", "10.0.0.0/8", "999.1.1.1", "host/path?x=1"]}}}),
+            "without ports or paths; not: not a host!, 10.0.0.0/8, …",
+        ),
+        (
+            "an advertised address that is no IP, named",
+            json!({"media": {"advertisedAddresses": ["203.0.113.7", "example.com"]}}),
+            "media.advertisedAddresses must be IP addresses; not: example.com",
+        ),
+        (
+            "peers.allow lifting the built-in denies",
+            json!({"turn": {"peers": {"allow": ["10.0.0.0/8", "0.0.0.0/0"]}}}),
+            "set peers.unsafeLiftBuiltInDenies: true to mean that; overlapping: 0.0.0.0/0",
         ),
     ];
     for (i, (what, spec, message)) in cases.into_iter().enumerate() {
@@ -96,6 +144,26 @@ async fn e2e_crds_reject_invalid_specs() -> Result<()> {
         rejected(&mcs, what, media_cluster(&name, spec), message).await?;
         assert!(mcs.get_opt(&name).await?.is_none(), "{what}: the invalid MediaCluster exists");
     }
+
+    // Names that cannot prefix the cluster's Service and StatefulSet names.
+    for name in ["edge.v2".to_owned(), "a".repeat(64)] {
+        rejected(
+            &mcs,
+            &format!("the name {name}"),
+            media_cluster(&name, json!({})),
+            "metadata.name must be at most 48",
+        )
+        .await?;
+    }
+    // The loud field says it is meant.
+    let lifted = json!({"turn": {"peers": {"allow": ["0.0.0.0/0"], "unsafeLiftBuiltInDenies": true}}});
+    mcs.create(&PostParams::default(), &media_cluster("lifted", lifted)).await?;
+
+    // Room metadata is limited in bytes: 40,000 two-byte characters are 80,000 bytes.
+    let heavy = object(json!({"apiVersion": "switchyard.dev/v1alpha1", "kind": "Room", "metadata": {"name": "heavy"},
+        "spec": {"clusterRef": "ok", "metadata": "é".repeat(40_000)}}));
+    rejected(&rooms, "80,000 bytes of metadata", heavy, "metadata must be at most 64 KiB: 65536 bytes of UTF-8")
+        .await?;
 
     let room = object(json!({"apiVersion": "switchyard.dev/v1alpha1", "kind": "Room", "metadata": {"name": "standup"},
         "spec": {"clusterRef": "ok", "allowedCodecs": ["VP9", "Opus"]}}));

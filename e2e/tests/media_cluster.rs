@@ -157,3 +157,47 @@ async fn e2e_media_cluster_ready() -> Result<()> {
     .await?;
     Ok(())
 }
+
+/// Issue 18, finding 3: a node that cannot start must show in the MediaCluster's
+/// conditions. Here the SFU image is not one the runner runs, so the pod is Running (kwok
+/// says so) and nothing ever answers on it, as with a node that exits at start.
+#[tokio::test]
+#[ignore = "needs the e2e cluster: e2e/run.sh"]
+async fn e2e_a_node_that_never_starts_is_not_ready_and_named() -> Result<()> {
+    let env = Env::from_env()?;
+    let client = env.client().await?;
+    let ns = TestNamespace::create(&client, "broken").await?;
+    let mcs: Api<MediaCluster> = Api::namespaced(client.clone(), &ns.name);
+    let mc: MediaCluster = serde_json::from_value(json!({
+        "apiVersion": "switchyard.dev/v1alpha1", "kind": "MediaCluster", "metadata": {"name": "edge"},
+        "spec": {
+            "sfu": {"replicas": {"min": 1, "max": 1}, "image": "registry.example.com/nothing-here:1"},
+            "turn": {"replicas": {"min": 1, "max": 1}},
+        }
+    }))?;
+    mcs.create(&PostParams::default(), &mc).await?;
+    let (ready, degraded) =
+        wait_for("Ready=False and Degraded=True naming edge-sfu-0", Duration::from_secs(90), || async {
+            let mc = mcs.get("edge").await?;
+            let conds = mc.status.map(|s| s.conditions).unwrap_or_default();
+            let get = |t: &str| conds.iter().find(|c| c.type_ == t).cloned();
+            let (Some(ready), Some(degraded)) = (get("Ready"), get("Degraded")) else { bail!("no conditions yet") };
+            if ready.status == "False" && degraded.status == "True" && degraded.message.contains("edge-sfu-0") {
+                return Ok(Some((ready, degraded)));
+            }
+            bail!(
+                "Ready {} {}: {}; Degraded {} {}: {}",
+                ready.status,
+                ready.reason,
+                ready.message,
+                degraded.status,
+                degraded.reason,
+                degraded.message
+            )
+        })
+        .await?;
+    assert_eq!(ready.reason, "NoReadyMediaNode", "{}", ready.message);
+    assert_eq!(degraded.reason, "NodeStatusUnavailable", "{}", degraded.message);
+    println!("Ready: {}; Degraded: {}", ready.message, degraded.message);
+    ns.delete().await
+}

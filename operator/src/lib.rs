@@ -33,7 +33,11 @@
 //! - A pod is never removed with load on it unless its drain grace period ran out: the
 //!   victim is drained first and replicas drop only afterwards ([`decide::drain`]).
 //! - Room placement never exceeds a node's capacity and skips draining and unready
-//!   nodes ([`decide::placement`]).
+//!   nodes ([`decide::placement`]): a node's count joins the Room cache, every placement
+//!   the cache does not show yet, and the node's own report, so a burst cannot overfill it.
+//! - `Ready` means a call can be placed now ([`decide::health`]); a spec that cannot be
+//!   rendered ([`render::validate`], or an object the apiserver refuses) sets `Ready=False`
+//!   and `Degraded=True` with reason `InvalidSpec` and a Warning Event saying what to change.
 //!
 //! # Where to read on
 //!

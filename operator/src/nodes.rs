@@ -35,7 +35,17 @@ pub trait NodeApi: Send + Sync + 'static {
     /// `POST /drain`: stop taking new rooms/allocations.
     fn drain<'a>(&'a self, node: NodeAddr<'a>) -> BoxFuture<'a, Result<()>>;
     /// `POST /internal/rooms/<room>/close` on a media-node.
-    fn close_room<'a>(&'a self, node: NodeAddr<'a>, room: &'a str) -> BoxFuture<'a, Result<()>>;
+    fn close_room<'a>(&'a self, node: NodeAddr<'a>, room: &'a str) -> BoxFuture<'a, Result<Closed>>;
+}
+
+/// What closing a room on its node found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Closed {
+    /// The room was open and is closing: its participants get `room_closed`.
+    Closed,
+    /// The node does not have the room open (media-node opens a room on its first join,
+    /// and forgets it when it closes): it is already closed, there is nothing to do.
+    NotOpen,
 }
 
 /// The real implementation: HTTP/1.1 over the pod network with a short timeout, so one
@@ -70,6 +80,20 @@ impl HttpNodeApi {
     }
 
     async fn call(&self, node: NodeAddr<'_>, method: http::Method, path: &str) -> Result<Bytes> {
+        let (status, body) = self.call_status(node, method, path).await?;
+        if !status.is_success() {
+            return Err(Error::Node { node: node.name.to_owned(), message: format!("{path}: HTTP {status}") });
+        }
+        Ok(body)
+    }
+
+    /// The status code and body of one request; only transport failures are errors.
+    async fn call_status(
+        &self,
+        node: NodeAddr<'_>,
+        method: http::Method,
+        path: &str,
+    ) -> Result<(http::StatusCode, Bytes)> {
         let err = |message: String| Error::Node { node: node.name.to_owned(), message };
         let req = http::Request::builder()
             .method(method)
@@ -80,10 +104,7 @@ impl HttpNodeApi {
             let resp = self.client.request(req).await.map_err(|e| err(format!("{path}: {e}")))?;
             let status = resp.status();
             let body = resp.into_body().collect().await.map_err(|e| err(format!("{path}: {e}")))?.to_bytes();
-            if !status.is_success() {
-                return Err(err(format!("{path}: HTTP {status}")));
-            }
-            Ok(body)
+            Ok((status, body))
         };
         tokio::time::timeout(self.timeout, fut).await.map_err(|_| err(format!("{path}: timed out")))?
     }
@@ -105,11 +126,18 @@ impl NodeApi for HttpNodeApi {
     fn drain<'a>(&'a self, node: NodeAddr<'a>) -> BoxFuture<'a, Result<()>> {
         Box::pin(async move { self.call(node, http::Method::POST, "/drain").await.map(drop) })
     }
-    fn close_room<'a>(&'a self, node: NodeAddr<'a>, room: &'a str) -> BoxFuture<'a, Result<()>> {
+    fn close_room<'a>(&'a self, node: NodeAddr<'a>, room: &'a str) -> BoxFuture<'a, Result<Closed>> {
         Box::pin(async move {
             // Room names are DNS subdomain names, so they need no escaping in a path.
             let path = format!("/internal/rooms/{room}/close");
-            self.call(node, http::Method::POST, &path).await.map(drop)
+            match self.call_status(node, http::Method::POST, &path).await? {
+                (status, _) if status.is_success() => Ok(Closed::Closed),
+                // A room nobody joined was never opened; one that closed is gone.
+                (http::StatusCode::NOT_FOUND, _) => Ok(Closed::NotOpen),
+                (status, _) => {
+                    Err(Error::Node { node: node.name.to_owned(), message: format!("{path}: HTTP {status}") })
+                }
+            }
         })
     }
 }
@@ -164,12 +192,25 @@ mod tests {
 
     #[tokio::test]
     async fn posts_close_and_drain() {
-        let (api, server) = loopback("204 No Content", "").await;
-        api.close_room(LOCAL, "standup").await.unwrap();
+        let (api, server) = loopback("202 Accepted", "").await;
+        assert_eq!(api.close_room(LOCAL, "standup").await.unwrap(), Closed::Closed);
         assert_eq!(server.await.unwrap(), "POST /internal/rooms/standup/close HTTP/1.1");
         let (api, server) = loopback("200 OK", "").await;
         api.drain(LOCAL).await.unwrap();
         assert_eq!(server.await.unwrap(), "POST /drain HTTP/1.1");
+    }
+
+    /// media-node answers 404 for a room it does not have open (nobody ever joined it):
+    /// that room is already closed, so deleting its Room must not retry forever.
+    #[tokio::test]
+    async fn closing_a_room_the_node_does_not_have_is_done() {
+        let (api, server) = loopback("404 Not Found", "").await;
+        assert_eq!(api.close_room(LOCAL, "never-joined").await.unwrap(), Closed::NotOpen);
+        assert_eq!(server.await.unwrap(), "POST /internal/rooms/never-joined/close HTTP/1.1");
+        let (api, server) = loopback("500 Internal Server Error", "").await;
+        let err = api.close_room(LOCAL, "standup").await.unwrap_err();
+        server.await.unwrap();
+        assert_eq!(err.to_string(), "node edge-sfu-0: /internal/rooms/standup/close: HTTP 500 Internal Server Error");
     }
 
     #[tokio::test]

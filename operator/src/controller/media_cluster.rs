@@ -24,7 +24,7 @@ use kube::runtime::events::EventType;
 use kube::runtime::reflector::ObjectRef;
 use kube::{Resource, ResourceExt};
 use serde_json::json;
-use switchyard_api::media_cluster::{Endpoints, ExposureMode, FleetStatus, MediaClusterStatus, NodeLoad, ServiceType};
+use switchyard_api::media_cluster::{Endpoints, ExposureMode, FleetStatus, MediaClusterStatus, ServiceType};
 use switchyard_api::quantity::parse_quantity;
 use switchyard_api::room::RoomPhase;
 use switchyard_api::{MediaCluster, Room};
@@ -33,6 +33,8 @@ use tracing::instrument;
 use super::{Context, ObservedNode, now_time, set_condition};
 use crate::decide::autoscale::{self, PodLoad, Policy, Recommendation, Scale};
 use crate::decide::drain::{self, DrainStep, Draining};
+use crate::decide::health::{self, PodHealth};
+use crate::decide::placement::NodeLoad;
 use crate::nodes::NodeAddr;
 use crate::render::config::{human_bandwidth, turn_uris, turn_uris_at};
 use crate::render::{self, FIELD_MANAGER, Fleet, Inputs, Names, Object, SecretMaterial};
@@ -72,6 +74,52 @@ struct PodObs {
     ip: Option<IpAddr>,
     ready: bool,
     terminating: bool,
+    /// Why its container cannot start, if the kubelet says so.
+    problem: Option<String>,
+}
+
+/// Waiting reasons that mean a container will not come up by itself.
+const STUCK_REASONS: [&str; 7] = [
+    "CrashLoopBackOff",
+    "ImagePullBackOff",
+    "ErrImagePull",
+    "InvalidImageName",
+    "CreateContainerConfigError",
+    "CreateContainerError",
+    "RunContainerError",
+];
+
+/// Why a pod's node cannot start, from its container status: the kubelet's waiting
+/// reason, the restart count, and the last exit code and message (the containers use
+/// `terminationMessagePolicy: FallbackToLogsOnError`, so a node that exits with an error
+/// leaves its last log line there). `None` while nothing is known to be wrong.
+pub(crate) fn pod_problem(p: &Pod) -> Option<String> {
+    let cs = p.status.as_ref()?.container_statuses.as_ref()?.first()?;
+    let waiting = cs.state.as_ref()?.waiting.as_ref()?;
+    let reason = waiting.reason.as_deref().filter(|r| STUCK_REASONS.contains(r))?;
+    let mut out = reason.to_owned();
+    if cs.restart_count > 0 {
+        out.push_str(&format!(", restarted {} times", cs.restart_count));
+    }
+    let last_words = |m: &str| m.lines().map(str::trim).rfind(|l| !l.is_empty()).map(str::to_owned);
+    match cs.last_state.as_ref().and_then(|s| s.terminated.as_ref()) {
+        Some(t) => {
+            out.push_str(&format!(", last exit {}", t.exit_code));
+            if let Some(m) = t.message.as_deref().and_then(last_words) {
+                out.push_str(&format!(": {m}"));
+            }
+        }
+        None => {
+            if let Some(m) = waiting.message.as_deref().and_then(last_words) {
+                out.push_str(&format!(": {m}"));
+            }
+        }
+    }
+    // A condition message is for humans; keep one pod's part short.
+    if out.chars().count() > 240 {
+        out = out.chars().take(239).chain(['…']).collect();
+    }
+    Some(out)
 }
 
 fn observe_pod(p: &Pod) -> PodObs {
@@ -84,6 +132,7 @@ fn observe_pod(p: &Pod) -> PodObs {
             .and_then(|s| s.conditions.as_ref())
             .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True")),
         terminating: p.metadata.deletion_timestamp.is_some(),
+        problem: pod_problem(p),
     }
 }
 
@@ -114,12 +163,24 @@ async fn secret_material(mc: &MediaCluster, names: &Names, secrets: &Api<Secret>
     Ok(SecretMaterial { api_key, turn_secret })
 }
 
-fn policy(range: &switchyard_api::media_cluster::ReplicaRange, mc: &MediaCluster) -> Policy {
+/// The autoscaling policy of one fleet, whatever an object stored before the schema
+/// refused `min: 0` says: in Gateway mode every call relays through TURN, so TURN never
+/// goes below one pod; and an SFU fleet that may run at all keeps one media-node (load
+/// comes from participants, and none can join without one). SFU 0/0 stays parked.
+fn policy(fleet: Fleet, mc: &MediaCluster) -> Policy {
+    let range = match fleet {
+        Fleet::Sfu => &mc.spec.sfu.replicas,
+        Fleet::Turn => &mc.spec.turn.replicas,
+    };
+    let floor = u32::from(match fleet {
+        Fleet::Sfu => range.max >= 1,
+        Fleet::Turn => mc.spec.media.mode == ExposureMode::Gateway,
+    });
     let b = &mc.spec.autoscaling;
     let secs = |s: i32| Duration::from_secs(u64::try_from(s).unwrap_or(0));
     Policy {
-        min: u32::try_from(range.min).unwrap_or(0),
-        max: u32::try_from(range.max).unwrap_or(0),
+        min: u32::try_from(range.min).unwrap_or(0).max(floor),
+        max: u32::try_from(range.max).unwrap_or(0).max(floor),
         tolerance_percent: u32::try_from(b.tolerance_percent).unwrap_or(0),
         scale_up_window: secs(b.scale_up_stabilization_seconds),
         scale_down_window: secs(b.scale_down_stabilization_seconds),
@@ -246,6 +307,12 @@ async fn reconcile_inner(mc: &MediaCluster, ctx: &Context) -> Result<Action> {
     let now = SystemTime::now();
     let instant = Instant::now();
 
+    // A spec that cannot be rendered is reported where its owner looks, not only logged.
+    let problems = render::validate(mc);
+    if !problems.is_empty() {
+        return report_invalid(mc, ctx, &ns, problems.join("; ")).await;
+    }
+
     // Observe.
     let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
     let material = secret_material(mc, &names, &secrets).await?;
@@ -276,21 +343,25 @@ async fn reconcile_inner(mc: &MediaCluster, ctx: &Context) -> Result<Action> {
         }
     }))
     .await;
-    let unreachable = sfu_pods.iter().zip(&media_status).filter(|(p, s)| p.ready && s.is_none()).count()
-        + turn_pods.iter().zip(&turn_status).filter(|(p, s)| p.ready && s.is_none()).count();
 
     // Decide.
-    let sfu_policy = policy(&spec.sfu.replicas, mc);
-    let turn_policy = policy(&spec.turn.replicas, mc);
+    let sfu_policy = policy(Fleet::Sfu, mc);
+    let turn_policy = policy(Fleet::Turn, mc);
     let sfu_current =
         sts.as_ref().and_then(|s| s.spec.replicas).map_or(sfu_policy.min, |r| u32::try_from(r).unwrap_or(0));
     let turn_current =
         dep.as_ref().and_then(|d| d.spec.replicas).map_or(turn_policy.min, |r| u32::try_from(r).unwrap_or(0));
     let participants: u64 = media_status.iter().flatten().map(|s| s.participants).sum();
     let bandwidth: u64 = turn_status.iter().flatten().map(|s| s.bandwidth_bps).sum();
-    let target_bw = parse_quantity(&spec.turn.target_bandwidth_per_pod.0)
-        .map_err(|e| Error::Invalid { what: "turn.targetBandwidthPerPod", message: e.to_string() })?;
+    let target_bw = match parse_quantity(&spec.turn.target_bandwidth_per_pod.0) {
+        Ok(bw) => bw,
+        Err(e) => return report_invalid(mc, ctx, &ns, format!("turn.targetBandwidthPerPod: {e}")).await,
+    };
     let target_participants = u64::try_from(spec.sfu.capacity.participants).unwrap_or(0);
+    let cap = match super::room::capacity(&spec.sfu.capacity) {
+        Ok(cap) => cap,
+        Err(e) => return report_invalid(mc, ctx, &ns, e.to_string()).await,
+    };
 
     let sfu_loads: Vec<PodLoad> = sfu_pods
         .iter()
@@ -320,7 +391,7 @@ async fn reconcile_inner(mc: &MediaCluster, ctx: &Context) -> Result<Action> {
     let sfu_candidates = candidates(&sfu_loads, &sfu_pods);
     let turn_candidates = candidates(&turn_loads, &turn_pods);
 
-    let (sfu_plan, turn_plan) = {
+    let (sfu_plan, turn_plan, health) = {
         let mut clusters = ctx.clusters();
         let state = clusters.entry(key.clone()).or_default();
         let sfu_rec =
@@ -367,9 +438,16 @@ async fn reconcile_inner(mc: &MediaCluster, ctx: &Context) -> Result<Action> {
                     || s.as_ref().is_some_and(|s| s.draining)
                     || victim.as_deref() == Some(p.name.as_str()),
                 status: s.clone(),
-                placed_since_poll: 0,
             })
             .collect();
+        // A placement the Room cache now shows is counted from there; one whose Room is
+        // gone from the cache was deleted. (Under this lock, so a placement being counted
+        // right now sees either the entry or the cache's copy.)
+        state.placed.retain(|room, node| {
+            ctx.rooms
+                .get(&ObjectRef::new(room).within(&ns))
+                .is_some_and(|r| r.status.as_ref().and_then(|s| s.node.as_deref()) != Some(node.as_str()))
+        });
         let since = std::mem::take(&mut state.unready_since);
         state.unready_since = state
             .nodes
@@ -378,7 +456,53 @@ async fn reconcile_inner(mc: &MediaCluster, ctx: &Context) -> Result<Action> {
             .map(|n| (n.name.clone(), since.get(&n.name).copied().unwrap_or(now)))
             .collect();
         state.observed = true;
-        (sfu_plan, turn_plan)
+
+        // Health: which pods serve, and whether a media-node has room for one more room.
+        let counts = super::room::rooms_per_node(ctx, state, &ns, &name, "");
+        let sfu = state
+            .nodes
+            .iter()
+            .zip(&sfu_pods)
+            .map(|(n, p)| {
+                let s = n.status.clone().unwrap_or_default();
+                let load = NodeLoad {
+                    name: n.name.clone(),
+                    ready: n.ready,
+                    draining: n.draining,
+                    rooms: counts.get(&n.name).copied().unwrap_or(0),
+                    participants: s.participants,
+                    bandwidth_bps: s.bandwidth_bps,
+                };
+                PodHealth {
+                    name: n.name.clone(),
+                    ready: p.ready,
+                    answered: n.status.is_some(),
+                    draining: n.draining,
+                    full: load.is_full(&cap),
+                    problem: p.problem.clone(),
+                }
+            })
+            .collect();
+        let turn = turn_pods
+            .iter()
+            .zip(&turn_status)
+            .map(|(p, s)| PodHealth {
+                name: p.name.clone(),
+                ready: p.ready,
+                answered: s.is_some(),
+                draining: p.terminating || s.as_ref().is_some_and(|s| s.draining),
+                full: false,
+                problem: p.problem.clone(),
+            })
+            .collect();
+        let health = health::Facts {
+            sfu,
+            turn,
+            sfu_max: spec.sfu.replicas.max,
+            gateway: spec.media.mode == ExposureMode::Gateway,
+            below_min: false,
+        };
+        (sfu_plan, turn_plan, health)
     };
 
     // Act on drains before applying replicas: the victim must be draining (and, for the
@@ -408,7 +532,11 @@ async fn reconcile_inner(mc: &MediaCluster, ctx: &Context) -> Result<Action> {
         service_monitor_crd: ctx.service_monitor_crd,
         images: &ctx.images,
     };
-    let objects = render::render(mc, &inputs)?;
+    let objects = match render::render(mc, &inputs) {
+        Ok(objects) => objects,
+        Err(e @ Error::Invalid { .. }) => return report_invalid(mc, ctx, &ns, e.to_string()).await,
+        Err(e) => return Err(e),
+    };
     let hash = render::fnv1a(
         serde_json::to_string(&objects.iter().map(|o| &o.body).collect::<Vec<_>>())
             .map_err(|source| Error::Serialize { kind: "objects", source })?
@@ -421,7 +549,16 @@ async fn reconcile_inner(mc: &MediaCluster, ctx: &Context) -> Result<Action> {
         .is_none_or(|(h, at)| h != hash || instant.saturating_duration_since(at) >= REAPPLY_INTERVAL);
     if stale {
         for object in &objects {
-            apply(ctx, &ns, object).await?;
+            match apply(ctx, &ns, object).await {
+                Ok(()) => {}
+                // The apiserver refuses the object as rendered from this spec: retrying
+                // will not help, its owner has to change something.
+                Err(Error::Kube(kube::Error::Api(e))) if e.code == 422 || e.code == 400 => {
+                    let message = format!("the apiserver refused {} {}: {}", object.kind, object.name, e.message);
+                    return report_invalid(mc, ctx, &ns, message).await;
+                }
+                Err(e) => return Err(e),
+            }
         }
         prune(ctx, &ns, mc, &names, &objects).await?;
         if let Some(state) = ctx.clusters().get_mut(&key) {
@@ -440,7 +577,7 @@ async fn reconcile_inner(mc: &MediaCluster, ctx: &Context) -> Result<Action> {
         &sfu_pods,
         &media_status,
         bandwidth,
-        unreachable,
+        health,
         turn_uris.as_deref(),
         signaling_host.as_deref(),
         ctx,
@@ -458,6 +595,26 @@ async fn reconcile_inner(mc: &MediaCluster, ctx: &Context) -> Result<Action> {
     ctx.metrics.turn_bandwidth(&ns, &name, bandwidth);
     ctx.metrics.set_rooms(&room_phase_counts(&ctx.rooms.state()));
     Ok(Action::requeue(poll))
+}
+
+/// The spec cannot be rendered as written: `Ready=False` and `Degraded=True` with reason
+/// `InvalidSpec` and `message` (what to change), a Warning Event saying the same, and an
+/// `invalid` error (counted, retried slowly; a spec change reconciles at once).
+async fn report_invalid(mc: &MediaCluster, ctx: &Context, ns: &str, message: String) -> Result<Action> {
+    let now = now_time();
+    let generation = mc.metadata.generation;
+    let mut status = mc.status.clone().unwrap_or_default();
+    set_condition(&mut status.conditions, "Ready", false, "InvalidSpec", message.clone(), generation, &now);
+    set_condition(&mut status.conditions, "Degraded", true, "InvalidSpec", message.clone(), generation, &now);
+    status.observed_generation = generation;
+    if mc.status.as_ref() != Some(&status) {
+        let patch = json!({ "apiVersion": "switchyard.dev/v1alpha1", "kind": "MediaCluster", "status": status });
+        Api::<MediaCluster>::namespaced(ctx.client.clone(), ns)
+            .patch_status(&mc.name_any(), &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&patch))
+            .await?;
+    }
+    ctx.event(mc, EventType::Warning, "InvalidSpec", "Reconcile", message.clone()).await;
+    Err(Error::Invalid { what: "spec", message })
 }
 
 fn room_phase_counts(rooms: &[Arc<Room>]) -> Vec<(&'static str, i64)> {
@@ -575,7 +732,7 @@ fn status(
     sfu_pods: &[PodObs],
     media_status: &[Option<switchyard_api::node::MediaNodeStatus>],
     bandwidth: u64,
-    unreachable: usize,
+    mut health: health::Facts,
     turn_uris: Option<&[String]>,
     signaling_host: Option<&str>,
     ctx: &Context,
@@ -607,36 +764,31 @@ fn status(
     };
 
     let mut conditions = mc.status.as_ref().map(|s| s.conditions.clone()).unwrap_or_default();
-    let ready = sfu_fleet.ready >= sfu_fleet.desired && turn_fleet.ready >= turn_fleet.desired;
-    let ready_msg = format!(
-        "media-node {}/{} ready, turn-node {}/{} ready",
-        sfu_fleet.ready, sfu_fleet.desired, turn_fleet.ready, turn_fleet.desired
-    );
-    let ready_reason = if ready { "AllReplicasReady" } else { "ReplicasNotReady" };
-    set_condition(&mut conditions, "Ready", ready, ready_reason, ready_msg.clone(), generation, &now);
+    health.below_min = sts.is_some()
+        && (sfu_fleet.ready < spec.sfu.replicas.min.min(sfu_fleet.desired)
+            || turn_fleet.ready < spec.turn.replicas.min.min(turn_fleet.desired));
+    let ready = health::ready(&health);
+    set_condition(&mut conditions, "Ready", ready.status, ready.reason, ready.message, generation, &now);
+    let all_ready = sfu_fleet.ready >= sfu_fleet.desired && turn_fleet.ready >= turn_fleet.desired;
     let (progressing, reason, msg) = if sfu_draining + turn_draining > 0 {
         (true, "Draining", "a pod is draining before it is removed".to_owned())
-    } else if sfu_fleet.current != sfu_fleet.desired || turn_fleet.current != turn_fleet.desired || !ready {
-        (true, "Scaling", ready_msg)
+    } else if sfu_fleet.current != sfu_fleet.desired || turn_fleet.current != turn_fleet.desired || !all_ready {
+        let msg = format!(
+            "media-node {}/{} ready, turn-node {}/{} ready",
+            sfu_fleet.ready, sfu_fleet.desired, turn_fleet.ready, turn_fleet.desired
+        );
+        (true, "Scaling", msg)
     } else {
         (false, "Stable", "every fleet is at its desired size".to_owned())
     };
     set_condition(&mut conditions, "Progressing", progressing, reason, msg, generation, &now);
-    let below_min = sfu_fleet.ready < spec.sfu.replicas.min.min(sfu_fleet.desired)
-        || turn_fleet.ready < spec.turn.replicas.min.min(turn_fleet.desired);
-    let (degraded, reason, msg) = if unreachable > 0 {
-        (true, "NodeStatusUnavailable", format!("{unreachable} ready pod(s) did not answer GET /internal/status"))
-    } else if below_min && sts.is_some() {
-        (true, "BelowMinimum", "fewer ready pods than replicas.min".to_owned())
-    } else {
-        (false, "Healthy", "all nodes report status".to_owned())
-    };
-    set_condition(&mut conditions, "Degraded", degraded, reason, msg, generation, &now);
+    let degraded = health::degraded(&health);
+    set_condition(&mut conditions, "Degraded", degraded.status, degraded.reason, degraded.message, generation, &now);
 
-    let nodes: Vec<NodeLoad> = sfu_pods
+    let nodes: Vec<switchyard_api::media_cluster::NodeLoad> = sfu_pods
         .iter()
         .zip(media_status)
-        .map(|(p, s)| NodeLoad {
+        .map(|(p, s)| switchyard_api::media_cluster::NodeLoad {
             name: p.name.clone(),
             rooms: s.as_ref().map_or(0, |s| i64::try_from(s.rooms).unwrap_or(i64::MAX)),
             participants: s.as_ref().map_or(0, |s| i64::try_from(s.participants).unwrap_or(i64::MAX)),

@@ -194,6 +194,11 @@ pub struct ClusterState {
     pub(crate) unready_since: BTreeMap<String, SystemTime>,
     /// The first poll has happened.
     pub(crate) observed: bool,
+    /// Placements this operator made that the Room cache does not show yet: room name →
+    /// node. Placement counts them on their node (with the cache and the nodes' own
+    /// reports, [`crate::decide::placement::rooms_per_node`]); an entry goes when the
+    /// cache shows that node, the room is re-placed or unschedulable, or it is deleted.
+    pub(crate) placed: BTreeMap<String, String>,
     /// Hash of the last applied object set, and when it was applied.
     pub(crate) last_applied: Option<(String, std::time::Instant)>,
 }
@@ -211,8 +216,6 @@ pub struct ObservedNode {
     pub draining: bool,
     /// The last status document.
     pub status: Option<MediaNodeStatus>,
-    /// Rooms placed on it since that poll (the reflector and the node lag behind).
-    pub placed_since_poll: u64,
 }
 
 /// Upsert a condition, keeping `lastTransitionTime` when the status did not change.

@@ -14,6 +14,7 @@
 //! `participants`, `startedAt`, `emptySince` and the `Active` phase of the same status,
 //! and the operator must not take those fields over.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -31,10 +32,10 @@ use switchyard_api::room::{AUTO_CREATED_LABEL, RoomPhase};
 use switchyard_api::{MediaCluster, Room};
 use tracing::instrument;
 
-use super::{Context, now_time, set_condition};
+use super::{ClusterState, Context, now_time, set_condition};
 use crate::decide::lifecycle::{self, NodeHealth, RoomAction, RoomFacts};
-use crate::decide::placement::{self, Capacity, NodeLoad};
-use crate::nodes::NodeAddr;
+use crate::decide::placement::{self, Capacity, KnownRoom, NodeLoad, Reported};
+use crate::nodes::{Closed, NodeAddr};
 use crate::render::Names;
 use crate::{Error, Result};
 
@@ -76,7 +77,37 @@ async fn reconcile_inner(room: Arc<Room>, ctx: &Context) -> Result<Action> {
     })
 }
 
-fn capacity(c: &NodeCapacity) -> Result<Capacity> {
+/// Rooms per node as placement counts them ([`placement::rooms_per_node`]): the Room
+/// cache, this operator's unconfirmed placements and the nodes' reports. Called with the
+/// cluster lock held (`state` comes from it), so a poll pruning a placement the cache
+/// confirmed cannot slip between the two reads.
+pub(crate) fn rooms_per_node(
+    ctx: &Context,
+    state: &ClusterState,
+    ns: &str,
+    cluster: &str,
+    except: &str,
+) -> BTreeMap<String, u64> {
+    let cached = ctx.rooms.state();
+    let known =
+        cached.iter().filter(|r| r.namespace().as_deref() == Some(ns) && r.spec.cluster_ref == cluster).map(|r| {
+            KnownRoom {
+                name: r.metadata.name.as_deref().unwrap_or_default(),
+                node: r.status.as_ref().and_then(|s| s.node.as_deref()),
+                closed: r.status.as_ref().is_some_and(|s| s.phase == RoomPhase::Closed),
+            }
+        });
+    let reported = state
+        .nodes
+        .iter()
+        .filter_map(|n| n.status.as_ref().map(|s| Reported { node: &n.name, rooms: s.rooms, names: &s.room_names }));
+    placement::rooms_per_node(known, &state.placed, reported, except)
+        .into_iter()
+        .map(|(node, n)| (node.to_owned(), n))
+        .collect()
+}
+
+pub(crate) fn capacity(c: &NodeCapacity) -> Result<Capacity> {
     let bw = match &c.bandwidth {
         Some(q) => Some(
             parse_quantity(&q.0)
@@ -162,20 +193,10 @@ async fn place(room: &Room, mc: &MediaCluster, api: &Api<Room>, ctx: &Context, m
     let cluster_key = ObjectRef::from_obj(mc);
     let cap = capacity(&mc.spec.sfu.capacity)?;
 
-    // Rooms already assigned per node, from the reflector (the nodes' reports lag).
-    let mut assigned = std::collections::BTreeMap::<String, u64>::new();
-    for r in ctx.rooms.state() {
-        if r.namespace().as_deref() == Some(ns.as_str())
-            && r.spec.cluster_ref == room.spec.cluster_ref
-            && r.name_any() != name
-            && let Some(n) = r.status.as_ref().and_then(|s| s.node.clone())
-        {
-            *assigned.entry(n).or_default() += 1;
-        }
-    }
     let choice = {
         let mut clusters = ctx.clusters();
         let state = clusters.entry(cluster_key).or_default();
+        let counts = rooms_per_node(ctx, state, &ns, &room.spec.cluster_ref, &name);
         let loads: Vec<NodeLoad> = state
             .nodes
             .iter()
@@ -185,18 +206,17 @@ async fn place(room: &Room, mc: &MediaCluster, api: &Api<Room>, ctx: &Context, m
                     name: n.name.clone(),
                     ready: n.ready,
                     draining: n.draining,
-                    rooms: (s.rooms + n.placed_since_poll).max(assigned.get(&n.name).copied().unwrap_or(0)),
+                    rooms: counts.get(&n.name).copied().unwrap_or(0),
                     participants: s.participants,
                     bandwidth_bps: s.bandwidth_bps,
                 }
             })
             .collect();
         let choice = placement::place(&loads, &cap, &mut *ctx.rng()).map(|n| n.name.clone());
-        if let Ok(chosen) = &choice
-            && let Some(n) = state.nodes.iter_mut().find(|n| &n.name == chosen)
-        {
-            n.placed_since_poll += 1;
-        }
+        match &choice {
+            Ok(node) => state.placed.insert(name.clone(), node.clone()),
+            Err(_) => state.placed.remove(&name),
+        };
         choice
     };
 
@@ -293,17 +313,25 @@ async fn patch_status(api: &Api<Room>, name: &str, status: serde_json::Value) ->
 /// told, and its rooms are gone with it: deletion must not hang on a dead pod.
 async fn cleanup(room: &Room, ctx: &Context) -> Result<Action> {
     let ns = room.namespace().unwrap_or_default();
+    let cluster_key = ObjectRef::<MediaCluster>::new(&room.spec.cluster_ref).within(&ns);
+    // Whatever happens below, the room is going: placement stops counting it (if its
+    // node still has it open, the node's own report counts it until it closes).
+    if let Some(state) = ctx.clusters().get_mut(&cluster_key) {
+        state.placed.remove(&room.name_any());
+    }
     let Some(node) = room.status.as_ref().and_then(|s| s.node.clone()) else {
         return Ok(Action::await_change());
     };
-    let cluster_key = ObjectRef::<MediaCluster>::new(&room.spec.cluster_ref).within(&ns);
     let target = {
         let clusters = ctx.clusters();
         clusters.get(&cluster_key).and_then(|s| s.nodes.iter().find(|n| n.name == node && n.ready).and_then(|n| n.ip))
     };
     if let Some(ip) = target {
-        ctx.nodes.close_room(NodeAddr { name: &node, ip }, &room.name_any()).await?;
-        ctx.event(room, EventType::Normal, "Closed", "Close", format!("closed on {node}")).await;
+        let note = match ctx.nodes.close_room(NodeAddr { name: &node, ip }, &room.name_any()).await? {
+            Closed::Closed => format!("closed on {node}"),
+            Closed::NotOpen => format!("{node} did not have it open (nobody joined, or it closed already)"),
+        };
+        ctx.event(room, EventType::Normal, "Closed", "Close", note).await;
     }
     Ok(Action::await_change())
 }

@@ -16,7 +16,7 @@ use switchyard_api::{MediaCluster, Room};
 
 use super::Context;
 use crate::metrics::Metrics;
-use crate::nodes::{NodeAddr, NodeApi};
+use crate::nodes::{Closed, NodeAddr, NodeApi};
 use crate::render::Images;
 use crate::{Error, Result};
 
@@ -140,9 +140,11 @@ impl NodeApi for FakeNodes {
         self.record(format!("drain {} {}", node.name, node.ip));
         Box::pin(async { Ok(()) })
     }
-    fn close_room<'a>(&'a self, node: NodeAddr<'a>, room: &'a str) -> BoxFuture<'a, Result<()>> {
+    /// Closes a room the node reports open; any other is not open there (media-node's 404).
+    fn close_room<'a>(&'a self, node: NodeAddr<'a>, room: &'a str) -> BoxFuture<'a, Result<Closed>> {
         self.record(format!("close {room} on {} {}", node.name, node.ip));
-        Box::pin(async { Ok(()) })
+        let open = self.media.lock().unwrap().get(node.name).is_some_and(|s| s.room_names.iter().any(|r| r == room));
+        Box::pin(async move { Ok(if open { Closed::Closed } else { Closed::NotOpen }) })
     }
 }
 

@@ -106,9 +106,10 @@ async fn a_new_media_cluster_applies_every_object_then_its_status() {
     let cond = |t: &str| status["conditions"].as_array().unwrap().iter().find(|c| c["type"] == t).unwrap().clone();
     assert_eq!(
         (cond("Ready")["status"].clone(), cond("Ready")["reason"].clone()),
-        (json!("False"), json!("ReplicasNotReady"))
+        (json!("False"), json!("NoReadyMediaNode"))
     );
-    assert_eq!(cond("Ready")["message"], "media-node 0/1 ready, turn-node 0/1 ready");
+    assert_eq!(cond("Ready")["message"], "no media-node pod exists yet");
+    assert_eq!(cond("Progressing")["message"], "media-node 0/1 ready, turn-node 0/1 ready");
     assert_eq!(cond("Ready")["observedGeneration"], 3);
     assert_eq!(cond("Progressing")["reason"], "Scaling");
     assert_eq!(cond("Degraded")["status"], "False");
@@ -247,7 +248,6 @@ fn observed(name: &str, ip: &str, ready: bool, draining: bool, rooms: u64) -> Ob
         ready,
         draining,
         status: Some(MediaNodeStatus { rooms, ..Default::default() }),
-        placed_since_poll: 0,
     }
 }
 
@@ -570,4 +570,242 @@ fn an_unreachable_pod_counts_as_busy() {
         PodLoad { name: "t-b".into(), load: load(Some(3)), draining: false },
     ];
     assert_eq!(turn_victim(&pods).unwrap().name, "t-b", "the pod that did not answer may hold allocations");
+}
+
+/// Issue 18, finding 1: media-node opens a room on its first join, so a Room nobody joined
+/// is unknown to its node (404). Deleting it must finish, not retry every 5 s forever.
+#[tokio::test]
+async fn deleting_a_room_nobody_joined_finishes() {
+    let mc = cluster(json!({}));
+    let nodes = Arc::new(FakeNodes::default());
+    // The node is up and reports no open room.
+    nodes.media.lock().unwrap().insert("edge-sfu-1".into(), MediaNodeStatus::default());
+    let (ctx, server) = context(echo, nodes.clone(), std::slice::from_ref(&mc), &[]);
+    ctx.set_observed_nodes(ObjectRef::from_obj(&mc), vec![observed("edge-sfu-1", "10.244.0.6", true, false, 0)]);
+    let mut r = room("never-joined", true, json!({"phase": "Scheduled", "node": "edge-sfu-1"}));
+    r.metadata.deletion_timestamp = Some(super::now_time());
+    let action = room::reconcile(Arc::new(r), ctx.clone()).await.unwrap();
+    assert_eq!(action, Action::await_change());
+    let seen = finish(ctx, server).await;
+    assert_eq!(nodes.calls(), vec!["close never-joined on edge-sfu-1 10.244.0.6"]);
+    let event = seen.iter().find(|s| s.path.ends_with("/events")).unwrap();
+    assert_eq!(event.body["note"], "edge-sfu-1 did not have it open (nobody joined, or it closed already)");
+    let patch = seen.iter().find(|s| s.method == "PATCH").unwrap();
+    assert_eq!(patch.line(), "PATCH /apis/switchyard.dev/v1alpha1/namespaces/media/rooms/never-joined");
+    assert!(patch.body.to_string().contains("remove"), "the finalizer goes: {}", patch.body);
+}
+
+/// Issue 18, finding 2: a burst of Rooms with node polls in between. Nobody joins (the
+/// nodes report no rooms) and the Room cache never shows a placement (the mock does not
+/// feed it back, as a lagging watch would not): capacity must hold anyway.
+#[tokio::test]
+async fn a_burst_of_rooms_never_overfills_a_node_across_polls() {
+    let nodes = Arc::new(FakeNodes::default());
+    for n in ["edge-sfu-0", "edge-sfu-1"] {
+        nodes.media.lock().unwrap().insert(n.into(), MediaNodeStatus::default());
+    }
+    let respond = |s: &Seen| match s.line().as_str() {
+        "GET /apis/apps/v1/namespaces/media/statefulsets/edge-sfu" => (
+            200,
+            json!({
+                "apiVersion": "apps/v1", "kind": "StatefulSet", "metadata": {"name": "edge-sfu"},
+                "spec": {"replicas": 2, "serviceName": "edge-sfu", "selector": {}, "template": {}},
+                "status": {"replicas": 2, "readyReplicas": 2},
+            }),
+        ),
+        "GET /api/v1/namespaces/media/pods" if s.query.contains("sfu") => {
+            list("PodList", vec![pod("edge-sfu-0", "10.244.0.5", "sfu"), pod("edge-sfu-1", "10.244.0.6", "sfu")])
+        }
+        _ => echo(s),
+    };
+    let mc = cluster(json!({"sfu": {"replicas": {"min": 2, "max": 2}, "capacity": {"rooms": 3}}}));
+    let rooms: Vec<Room> = (0..8).map(|i| room(&format!("r{i}"), true, Value::Null)).collect();
+    let (ctx, server) = context(respond, nodes, std::slice::from_ref(&mc), &rooms);
+    let mc = Arc::new(mc);
+    media_cluster::reconcile(mc.clone(), ctx.clone()).await.unwrap();
+    for (i, r) in rooms.into_iter().enumerate() {
+        room::reconcile(Arc::new(r), ctx.clone()).await.unwrap();
+        if i % 2 == 1 {
+            // A poll between placements (the old count of "placed since the poll" reset here).
+            media_cluster::reconcile(mc.clone(), ctx.clone()).await.unwrap();
+        }
+    }
+    let seen = finish(ctx, server).await;
+    let mut per_node = std::collections::BTreeMap::<String, u32>::new();
+    let mut pending = vec![];
+    for s in seen.iter().filter(|s| s.path.contains("/rooms/") && s.path.ends_with("/status")) {
+        match s.body["status"]["node"].as_str() {
+            Some(node) => *per_node.entry(node.to_owned()).or_default() += 1,
+            None => pending.push(s.body["status"]["conditions"][0]["reason"].clone()),
+        }
+    }
+    assert_eq!(per_node, [("edge-sfu-0".to_owned(), 3), ("edge-sfu-1".to_owned(), 3)].into());
+    assert_eq!(pending, vec![json!("NoCapacity"), json!("NoCapacity")]);
+}
+
+fn condition(status: &Value, type_: &str) -> (String, String, String) {
+    let c = status["conditions"].as_array().unwrap().iter().find(|c| c["type"] == type_).unwrap();
+    let s = |k: &str| c[k].as_str().unwrap().to_owned();
+    (s("status"), s("reason"), s("message"))
+}
+
+fn sts(replicas: i32, ready: i32) -> (u16, Value) {
+    (
+        200,
+        json!({
+            "apiVersion": "apps/v1", "kind": "StatefulSet", "metadata": {"name": "edge-sfu"},
+            "spec": {"replicas": replicas, "serviceName": "edge-sfu", "selector": {}, "template": {}},
+            "status": {"replicas": replicas, "readyReplicas": ready},
+        }),
+    )
+}
+
+/// Issue 18, finding 3: a media-node that exits at start (here the kubelet's view of the
+/// `webhook "http://"` crash loop) must show in the MediaCluster's conditions, with the
+/// node's last words; the cluster was Ready=True.
+#[tokio::test]
+async fn a_node_that_cannot_start_shows_in_the_conditions() {
+    let nodes = Arc::new(FakeNodes::default());
+    nodes.turn.lock().unwrap().insert("edge-turn-a".into(), TurnNodeStatus::default());
+    let respond = |s: &Seen| match s.line().as_str() {
+        "GET /apis/apps/v1/namespaces/media/statefulsets/edge-sfu" => sts(1, 0),
+        "GET /api/v1/namespaces/media/pods" if s.query.contains("sfu") => {
+            let mut crashing = pod("edge-sfu-0", "10.244.0.5", "sfu");
+            crashing["status"]["conditions"] = json!([{"type": "Ready", "status": "False"}]);
+            crashing["status"]["containerStatuses"] = json!([{
+                "name": "media-node", "image": "media-node:test", "imageID": "", "ready": false, "restartCount": 4,
+                "state": {"waiting": {"reason": "CrashLoopBackOff", "message": "back-off 40s restarting failed container"}},
+                "lastState": {"terminated": {"exitCode": 1, "reason": "Error",
+                    "message": "{\"level\":\"INFO\",\"msg\":\"starting\"}\nError: webhook \"http://\": empty string\n"}},
+            }]);
+            list("PodList", vec![crashing])
+        }
+        "GET /api/v1/namespaces/media/pods" => list("PodList", vec![pod("edge-turn-a", "10.244.0.10", "turn")]),
+        _ => echo(s),
+    };
+    let (ctx, server) = context(respond, nodes, &[], &[]);
+    media_cluster::reconcile(Arc::new(cluster(json!({}))), ctx.clone()).await.unwrap();
+    let seen = finish(ctx, server).await;
+    let status = &seen.last().unwrap().body["status"];
+    let why = "edge-sfu-0: CrashLoopBackOff, restarted 4 times, last exit 1: Error: webhook \"http://\": empty string";
+    assert_eq!(
+        condition(status, "Ready"),
+        ("False".into(), "NodesNotStarting".into(), format!("no media-node can start: {why}"))
+    );
+    assert_eq!(condition(status, "Degraded"), ("True".into(), "NodesNotStarting".into(), why.into()));
+}
+
+/// Issue 18, finding 4: a spec the apiserver refuses once rendered (here a Service) is
+/// reported in the conditions and an Event, not only in the operator's log.
+#[tokio::test]
+async fn an_object_the_apiserver_refuses_is_reported_as_an_invalid_spec() {
+    let respond = |s: &Seen| match s.line().as_str() {
+        "PATCH /api/v1/namespaces/media/services/edge-sfu" => (
+            422,
+            json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure", "reason": "Invalid", "code": 422,
+                "message": "Service \"edge-sfu\" is invalid: spec.ports[2]: Duplicate value"}),
+        ),
+        _ => echo(s),
+    };
+    let (ctx, server) = context(respond, Arc::new(FakeNodes::default()), &[], &[]);
+    let err = media_cluster::reconcile(Arc::new(cluster(json!({}))), ctx.clone()).await.unwrap_err();
+    assert_eq!(err.label(), "invalid");
+    let seen = finish(ctx, server).await;
+    let message =
+        "the apiserver refused Service edge-sfu: Service \"edge-sfu\" is invalid: spec.ports[2]: Duplicate value";
+    let status = &seen.iter().find(|s| s.path == format!("{MC}/status")).unwrap().body["status"];
+    assert_eq!(condition(status, "Ready"), ("False".into(), "InvalidSpec".into(), message.into()));
+    assert_eq!(condition(status, "Degraded"), ("True".into(), "InvalidSpec".into(), message.into()));
+    let event = seen.iter().find(|s| s.path.ends_with("/events")).unwrap();
+    assert_eq!((event.body["type"].clone(), event.body["reason"].clone()), (json!("Warning"), json!("InvalidSpec")));
+    assert_eq!(event.body["note"], message);
+    let after: Vec<String> =
+        seen.iter().skip_while(|s| !s.path.ends_with("services/edge-sfu")).map(Seen::line).collect();
+    assert!(
+        !after.iter().any(|l| l.contains("statefulsets")),
+        "nothing after the refused object is applied: {after:?}"
+    );
+}
+
+/// Issue 18, finding 4: a stored spec the schema would refuse today (an object older than
+/// the rule) is not applied at all; its conditions and an Event say what to change.
+#[tokio::test]
+async fn a_stored_spec_that_cannot_render_says_what_to_change() {
+    let (ctx, server) = context(echo, Arc::new(FakeNodes::default()), &[], &[]);
+    let mut mc = cluster(json!({"sfu": {"image": ""}}));
+    mc.metadata.name = Some("edge.v2".into());
+    let err = media_cluster::reconcile(Arc::new(mc), ctx.clone()).await.unwrap_err();
+    assert_eq!(err.label(), "invalid");
+    let seen = finish(ctx, server).await;
+    let lines: Vec<String> = seen.iter().map(Seen::line).collect();
+    assert_eq!(
+        lines,
+        vec![
+            "PATCH /apis/switchyard.dev/v1alpha1/namespaces/media/mediaclusters/edge.v2/status",
+            "POST /apis/events.k8s.io/v1/namespaces/media/events",
+        ]
+    );
+    let (status, reason, message) = condition(&seen[0].body["status"], "Degraded");
+    assert_eq!((status.as_str(), reason.as_str()), ("True", "InvalidSpec"));
+    assert!(message.starts_with("metadata.name \"edge.v2\" cannot prefix"), "{message}");
+    assert!(
+        message.contains("; sfu.image \"\" names no image: set an image reference, or remove the field"),
+        "{message}"
+    );
+    assert_eq!(seen[1].body["note"], message);
+}
+
+/// Issue 18, finding 5: Gateway mode with a stored `turn.replicas.min: 0` scaled TURN to
+/// 0 and reported Ready. TURN stays at one pod; no TURN pod means not Ready.
+#[tokio::test]
+async fn gateway_mode_keeps_a_turn_pod_and_is_not_ready_without_one() {
+    let nodes = Arc::new(FakeNodes::default());
+    nodes.media.lock().unwrap().insert("edge-sfu-0".into(), MediaNodeStatus::default());
+    let respond = |s: &Seen| match s.line().as_str() {
+        "GET /apis/apps/v1/namespaces/media/statefulsets/edge-sfu" => sts(1, 1),
+        "GET /apis/apps/v1/namespaces/media/deployments/edge-turn" => (
+            200,
+            json!({
+                "apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "edge-turn"},
+                "spec": {"replicas": 1, "selector": {}, "template": {}}, "status": {"replicas": 1, "readyReplicas": 0},
+            }),
+        ),
+        "GET /api/v1/namespaces/media/pods" if s.query.contains("sfu") => {
+            list("PodList", vec![pod("edge-sfu-0", "10.244.0.5", "sfu")])
+        }
+        _ => echo(s),
+    };
+    let mc = Arc::new(cluster(json!({
+        "turn": {"replicas": {"min": 0, "max": 3}},
+        "autoscaling": {"scaleDownStabilizationSeconds": 0},
+    })));
+    let (ctx, server) = context(respond, nodes.clone(), &[], &[]);
+    media_cluster::reconcile(mc.clone(), ctx.clone()).await.unwrap();
+    media_cluster::reconcile(mc, ctx.clone()).await.unwrap();
+    let seen = finish(ctx, server).await;
+    let replicas: Vec<Value> = seen
+        .iter()
+        .filter(|s| s.line() == "PATCH /apis/apps/v1/namespaces/media/deployments/edge-turn")
+        .map(|s| s.body["spec"]["replicas"].clone())
+        .collect();
+    // (Each reconcile applies: the mock keeps no Secrets, so fresh ones render.)
+    assert_eq!(replicas, vec![json!(1), json!(1)], "no load, yet TURN keeps one pod");
+    assert_eq!(nodes.calls(), Vec::<String>::new(), "nothing drained");
+    let status = &seen.iter().rfind(|s| s.path == format!("{MC}/status")).unwrap().body["status"];
+    let (ready, reason, _) = condition(status, "Ready");
+    assert_eq!((ready.as_str(), reason.as_str()), ("False", "NoReadyTurnNode"));
+}
+
+/// Issue 18, finding 5: SFU 0/0 reported Ready while every Room stayed Pending.
+#[tokio::test]
+async fn a_cluster_without_media_nodes_is_not_ready() {
+    let (ctx, server) = context(echo, Arc::new(FakeNodes::default()), &[], &[]);
+    let mc = cluster(json!({"sfu": {"replicas": {"min": 0, "max": 0}}, "media": {"mode": "Direct"}}));
+    media_cluster::reconcile(Arc::new(mc), ctx.clone()).await.unwrap();
+    let seen = finish(ctx, server).await;
+    let status = &seen.last().unwrap().body["status"];
+    assert_eq!(
+        condition(status, "Ready"),
+        ("False".into(), "NoMediaNodes".into(), "sfu.replicas.max is 0: no room can be placed".into())
+    );
 }

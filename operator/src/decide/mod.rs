@@ -1,4 +1,4 @@
-//! Pure decisions: placement, autoscaling and room lifecycle.
+//! Pure decisions: placement, autoscaling, room lifecycle and cluster health.
 //!
 //! Nothing in here knows about Kubernetes, HTTP or the wall clock. The controllers
 //! translate what they observe into these plain structs, call a function, and act on
@@ -7,5 +7,6 @@
 
 pub mod autoscale;
 pub mod drain;
+pub mod health;
 pub mod lifecycle;
 pub mod placement;

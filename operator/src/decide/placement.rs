@@ -7,11 +7,12 @@
 //! choices spread such a burst almost evenly while still steering away from hot nodes
 //! (Mitzenmacher, "The Power of Two Choices in Randomized Load Balancing").
 //!
-//! The caller should still add the rooms it placed since the last poll to each node's
-//! `rooms` (the controller counts Rooms whose `status.node` names the node), so that
-//! capacity is never exceeded between polls.
+//! A node's `rooms` must count every room that will be on it, not only the ones it
+//! reports: [`rooms_per_node`] joins the three views the controller has, each of which
+//! lags in its own way, so that capacity holds under any burst.
 
 use std::cmp::Ordering;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
 use rand::Rng;
@@ -119,6 +120,71 @@ impl fmt::Display for Unschedulable {
             ),
         }
     }
+}
+
+/// One Room as the controller's Room cache shows it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct KnownRoom<'a> {
+    /// The Room's name (unique within its cluster's namespace).
+    pub name: &'a str,
+    /// `status.node`.
+    pub node: Option<&'a str>,
+    /// Phase `Closed`: no longer open on its node (unless the node still reports it).
+    pub closed: bool,
+}
+
+/// What one node reported at the last poll.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Reported<'a> {
+    /// The pod name.
+    pub node: &'a str,
+    /// Rooms open on it.
+    pub rooms: u64,
+    /// Their names.
+    pub names: &'a [String],
+}
+
+/// The rooms each node carries, for placement: the union, by room name, of
+///
+/// - `known`: Rooms whose `status.node` names the node in the Room cache (which lags the
+///   status writes by a watch round trip, and much more under a burst);
+/// - `placed`: every placement this operator made that the cache does not show yet
+///   (room → node; the controller drops an entry once the cache shows it);
+/// - `reported`: the rooms the node itself has open (only rooms someone joined: a node
+///   opens a room on its first join).
+///
+/// `except` (the room being placed now) is left out: it is moving, or new. A room seen on
+/// two nodes (being moved) counts on both, which errs on the side of capacity.
+pub fn rooms_per_node<'a>(
+    known: impl IntoIterator<Item = KnownRoom<'a>>,
+    placed: &'a BTreeMap<String, String>,
+    reported: impl IntoIterator<Item = Reported<'a>>,
+    except: &str,
+) -> BTreeMap<&'a str, u64> {
+    let mut rooms = BTreeSet::<(&str, &str)>::new();
+    let mut floor = BTreeMap::<&str, u64>::new();
+    for r in known {
+        if let (Some(node), false) = (r.node, r.closed) {
+            rooms.insert((node, r.name));
+        }
+    }
+    for (room, node) in placed {
+        rooms.insert((node.as_str(), room.as_str()));
+    }
+    for r in reported {
+        rooms.extend(r.names.iter().map(|n| (r.node, n.as_str())));
+        // A node that reports a count without names still counts that many.
+        floor.insert(r.node, r.rooms.saturating_sub(u64::from(r.names.iter().any(|n| n == except))));
+    }
+    let mut counts = BTreeMap::<&str, u64>::new();
+    for (node, _) in rooms.iter().filter(|(_, room)| *room != except) {
+        *counts.entry(node).or_default() += 1;
+    }
+    for (node, n) in floor {
+        let c = counts.entry(node).or_default();
+        *c = (*c).max(n);
+    }
+    counts
 }
 
 /// Choose the node for one new room, or say why none fits. Deterministic for a given
@@ -277,6 +343,63 @@ mod tests {
         };
         assert_eq!(run(42), run(42));
         assert_ne!(run(42), run(43));
+    }
+
+    fn names(n: &[&str]) -> Vec<String> {
+        n.iter().map(|s| (*s).to_owned()).collect()
+    }
+
+    #[test]
+    fn rooms_per_node_counts_each_room_once_from_every_view() {
+        let placed: BTreeMap<String, String> =
+            [("a".into(), "n0".into()), ("b".into(), "n0".into()), ("new".into(), "n1".into())].into();
+        let known = [
+            KnownRoom { name: "a", node: Some("n0"), closed: false }, // in all three views
+            KnownRoom { name: "c", node: Some("n1"), closed: false }, // cache only
+            KnownRoom { name: "gone", node: Some("n1"), closed: true }, // closed, not open
+            KnownRoom { name: "shut", node: Some("n1"), closed: true }, // closed, still open
+            KnownRoom { name: "p", node: None, closed: false },       // pending
+        ];
+        let (n0, n1) = (names(&["a", "d"]), names(&["shut"]));
+        let reported = [Reported { node: "n0", rooms: 2, names: &n0 }, Reported { node: "n1", rooms: 1, names: &n1 }];
+        let counts = rooms_per_node(known, &placed, reported, "new");
+        // n0: a, b, d. n1: c, shut ("new" is the one being placed, "gone" is closed).
+        assert_eq!(counts, BTreeMap::from([("n0", 3), ("n1", 2)]));
+        let nameless = [Reported { node: "n2", rooms: 7, names: &[] }];
+        assert_eq!(rooms_per_node([], &BTreeMap::new(), nameless, "x"), BTreeMap::from([("n2", 7)]));
+    }
+
+    /// Issue 18, finding 2: a burst of Rooms placed while neither the Room cache nor the
+    /// nodes show any of them (nobody joined; the cache lags) must still stop at capacity.
+    /// Counting only "placed since the last poll" forgot every placement at each poll.
+    #[test]
+    fn a_burst_that_no_view_shows_yet_still_stops_at_capacity() {
+        let cap = rooms_cap(450);
+        let mut placed = BTreeMap::<String, String>::new();
+        let mut rng = StdRng::seed_from_u64(18);
+        let mut pending = 0;
+        for i in 0..1_000 {
+            let room = format!("room-{i}");
+            // The nodes report nothing (nobody joined) and the cache shows no placement,
+            // however many polls happen in between.
+            let counts = rooms_per_node([], &placed, [], &room);
+            let nodes: Vec<NodeLoad> = ["n0", "n1"]
+                .iter()
+                .map(|n| NodeLoad { rooms: counts.get(n).copied().unwrap_or(0), ..node(n, 0) })
+                .collect();
+            match place(&nodes, &cap, &mut rng) {
+                Ok(n) => {
+                    placed.insert(room, n.name.clone());
+                }
+                Err(e) => {
+                    assert_eq!(e, Unschedulable::NoCapacity { unready: 0, draining: 0, full: 2 });
+                    pending += 1;
+                }
+            }
+        }
+        let counts = rooms_per_node([], &placed, [], "");
+        assert_eq!(counts, BTreeMap::from([("n0", 450), ("n1", 450)]));
+        assert_eq!(pending, 100);
     }
 
     #[test]

@@ -53,6 +53,9 @@
 pub mod config;
 mod sfu;
 mod turn;
+mod validate;
+
+pub use validate::validate;
 
 use std::collections::BTreeMap;
 

@@ -155,6 +155,9 @@ pub(super) fn render(ctx: &Ctx<'_>) -> Result<Vec<Object>> {
         "livenessProbe": liveness,
         "resources": resources(&spec.sfu.resources)?,
         "securityContext": container_security(),
+        // A node that exits at start leaves its last log line in the pod status, where
+        // the operator reads it into the MediaCluster's Degraded condition.
+        "terminationMessagePolicy": "FallbackToLogsOnError",
         "volumeMounts": [
             { "name": "config", "mountPath": paths::CONFIG_DIR, "readOnly": true },
             { "name": "keys", "mountPath": paths::KEYS_DIR, "readOnly": true },

@@ -113,6 +113,9 @@ pub(super) fn render(ctx: &Ctx<'_>) -> Result<Vec<Object>> {
         "livenessProbe": liveness,
         "resources": resources(&t.resources)?,
         "securityContext": container_security(),
+        // A node that exits at start leaves its last log line in the pod status, where
+        // the operator reads it into the MediaCluster's Degraded condition.
+        "terminationMessagePolicy": "FallbackToLogsOnError",
         "volumeMounts": mounts,
     });
     let mut template_labels = super::labels(cluster, Some(Fleet::Turn));
