@@ -24,6 +24,7 @@ mod http;
 mod metrics;
 mod node;
 mod proxy;
+mod router;
 mod session;
 mod turn_credentials;
 mod webhook;
