@@ -711,6 +711,9 @@ pub enum ErrorCode {
     PlacementTimeout,
     /// This node takes no new sessions; retry.
     NodeDraining,
+    /// This node is at its capacity (rooms, participants or bandwidth); retry after
+    /// `retryAfterMs`, when the room may have been placed elsewhere or load has gone down.
+    NodeFull,
     /// The track's codec is not allowed in this room.
     CodecNotAllowed,
     /// No such track.
@@ -742,6 +745,7 @@ impl ErrorCode {
             ErrorCode::RoomClosed => "room_closed",
             ErrorCode::PlacementTimeout => "placement_timeout",
             ErrorCode::NodeDraining => "node_draining",
+            ErrorCode::NodeFull => "node_full",
             ErrorCode::CodecNotAllowed => "codec_not_allowed",
             ErrorCode::TrackNotFound => "track_not_found",
             ErrorCode::NotJoined => "not_joined",
@@ -764,6 +768,7 @@ impl ErrorCode {
                 | ErrorCode::RoomClosed
                 | ErrorCode::PlacementTimeout
                 | ErrorCode::NodeDraining
+                | ErrorCode::NodeFull
                 | ErrorCode::ResumeFailed
         )
     }
@@ -781,7 +786,7 @@ impl ErrorCode {
             ErrorCode::NotJoined | ErrorCode::AlreadyJoined => 4409,
             ErrorCode::RoomClosed => 4410,
             ErrorCode::RoomFull | ErrorCode::RateLimited => 4429,
-            ErrorCode::NodeDraining => 4503,
+            ErrorCode::NodeDraining | ErrorCode::NodeFull => 4503,
             ErrorCode::PlacementTimeout => 4504,
         }
     }
@@ -1184,8 +1189,13 @@ mod tests {
 
     #[test]
     fn close_codes_are_in_the_application_range_or_rfc6455() {
-        for code in [ErrorCode::Unauthorized, ErrorCode::RoomFull, ErrorCode::NodeDraining, ErrorCode::PlacementTimeout]
-        {
+        for code in [
+            ErrorCode::Unauthorized,
+            ErrorCode::RoomFull,
+            ErrorCode::NodeDraining,
+            ErrorCode::NodeFull,
+            ErrorCode::PlacementTimeout,
+        ] {
             assert!(code.is_fatal());
             assert!((4000..5000).contains(&code.close_code()), "{code:?}");
         }

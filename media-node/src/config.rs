@@ -118,6 +118,30 @@ pub struct Config {
     /// Token clock leeway, seconds.
     #[arg(long, env = "SWITCHYARD_TOKEN_LEEWAY", default_value_t = 10)]
     pub token_leeway_seconds: u64,
+    /// The limits this node enforces at admission (the file's `capacity` replaces them).
+    #[command(flatten)]
+    pub capacity: Capacity,
+}
+
+/// Limits a node enforces on itself; 0 means no limit. A join past one gets `node_full`
+/// with a retry hint, and `/internal/status` reports the node full.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::Args)]
+pub struct Capacity {
+    /// Rooms open on the node at most (0: no limit).
+    #[arg(long = "capacity-rooms", env = "SWITCHYARD_CAPACITY_ROOMS", default_value_t = 0)]
+    pub rooms: u64,
+    /// Participants connected to the node at most (0: no limit).
+    #[arg(long = "capacity-participants", env = "SWITCHYARD_CAPACITY_PARTICIPANTS", default_value_t = 0)]
+    pub participants: u64,
+    /// Media bandwidth (in plus out, bits/s) above which joins are refused (0: no limit).
+    #[arg(long = "capacity-bandwidth-bps", env = "SWITCHYARD_CAPACITY_BANDWIDTH_BPS", default_value_t = 0)]
+    pub bandwidth_bps: u64,
+}
+
+impl From<Capacity> for switchyard_api::node::MediaNodeCapacity {
+    fn from(c: Capacity) -> Self {
+        Self { rooms: c.rooms, participants: c.participants, bandwidth_bps: c.bandwidth_bps }
+    }
 }
 
 /// The file the operator renders (`operator::render::config::MediaNodeConfig`).
@@ -150,6 +174,24 @@ pub struct FileConfig {
     /// Webhook receivers.
     #[serde(default)]
     pub webhooks: Vec<WebhookSpec>,
+    /// Per-node limits (`spec.sfu.capacity`); 0 means no limit.
+    #[serde(default)]
+    pub capacity: FileCapacity,
+}
+
+/// `capacity` in the file.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct FileCapacity {
+    /// Rooms.
+    #[serde(default)]
+    pub rooms: i64,
+    /// Participants.
+    #[serde(default)]
+    pub participants: i64,
+    /// Bits per second.
+    #[serde(default)]
+    pub bandwidth_bps: u64,
 }
 
 /// TURN settings in the file.
@@ -244,6 +286,11 @@ impl Config {
         self.drain_grace_seconds = file.drain_grace_seconds;
         self.cluster = file.cluster.clone();
         self.webhooks = file.webhooks.clone();
+        self.capacity = Capacity {
+            rooms: u64::try_from(file.capacity.rooms).unwrap_or(0),
+            participants: u64::try_from(file.capacity.participants).unwrap_or(0),
+            bandwidth_bps: file.capacity.bandwidth_bps,
+        };
         self.kubernetes = match env("POD_NAMESPACE") {
             Some(namespace) if !self.standalone => Some(crate::cluster::KubeMode {
                 namespace,
@@ -379,6 +426,11 @@ mod tests {
         assert_eq!(c.turn_secret.as_deref(), Some("turnsecret"));
         assert!(c.relay_only);
         assert_eq!(c.turn_uris.len(), 2);
+        assert_eq!(
+            c.capacity,
+            Capacity { rooms: 100, participants: 500, bandwidth_bps: 0 },
+            "the capacity the operator renders is the one the node enforces"
+        );
         assert!(c.validate().is_ok());
         assert_eq!(c.kubernetes, None, "no POD_NAMESPACE: not in a pod");
         let in_pod = |k: &str| if k == "POD_NAMESPACE" { Some("media".to_owned()) } else { env(k) };
@@ -492,5 +544,7 @@ mod tests {
         assert!(c.no_ice_tcp);
         assert_eq!(c.candidate_ips("0.0.0.0".parse().unwrap()), vec!["10.1.2.3".parse::<IpAddr>().unwrap()]);
         assert!(Config::try_parse_from(["media-node", "--api-key", "nosecret"]).is_err());
+        let c = Config::parse_from(["media-node", "--capacity-rooms", "3", "--capacity-participants", "40"]);
+        assert_eq!(c.capacity, Capacity { rooms: 3, participants: 40, bandwidth_bps: 0 });
     }
 }

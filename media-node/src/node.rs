@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use str0m::net::Protocol;
 use switchyard_api::node::MediaNodeStatus;
-use switchyard_api::signal::{IceServer, IceTransportPolicy, ServerMessage};
+use switchyard_api::signal::{ErrorCode, ErrorMessage, IceServer, IceTransportPolicy, ServerMessage};
 use switchyard_api::token::Verifier;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
@@ -90,15 +90,25 @@ impl std::fmt::Debug for Shared {
 
 const DATAGRAM_BUF: usize = 2048;
 
+/// The retry hint of `node_full`: long enough for placement to move new rooms elsewhere.
+const NODE_FULL_RETRY_MS: u64 = 2000;
+
 impl Shared {
     pub(crate) fn next_pid(&self) -> Pid {
         self.next_pid.fetch_add(1, Ordering::Relaxed)
     }
 
     /// The shard hosting `room` for a join about to be sent there (the router assigns
-    /// the least loaded one to a new room, and keeps it while the join is in flight).
-    pub(crate) fn shard_for(&self, room: &str) -> usize {
-        self.router.reserve(room)
+    /// the least loaded one to a new room, and keeps it while the join is in flight), or
+    /// `node_full` with a retry hint when the node's capacity refuses the join.
+    pub(crate) fn shard_for(&self, room: &str) -> Result<usize, ErrorMessage> {
+        let bandwidth = self.bandwidth_bps.load(Ordering::Relaxed);
+        self.router.admit(room, &self.cfg.capacity, bandwidth).map_err(|full| {
+            let mut e = ErrorMessage::new(ErrorCode::NodeFull, full.to_string());
+            e.request_type = Some("join".into());
+            e.retry_after_ms = Some(NODE_FULL_RETRY_MS);
+            e
+        })
     }
 
     /// Send a command; commands are never dropped.
@@ -151,12 +161,15 @@ impl Shared {
 
     pub(crate) async fn status(&self) -> MediaNodeStatus {
         let (stats, rooms) = self.collect().await;
+        let bandwidth_bps = self.bandwidth_bps.load(Ordering::Relaxed);
         MediaNodeStatus {
             rooms: stats.rooms,
             participants: stats.participants,
-            bandwidth_bps: self.bandwidth_bps.load(Ordering::Relaxed),
+            bandwidth_bps,
             draining: self.draining.load(Ordering::Relaxed),
             room_names: rooms,
+            capacity: self.cfg.capacity.into(),
+            full: self.router.full(&self.cfg.capacity, bandwidth_bps),
         }
     }
 

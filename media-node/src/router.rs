@@ -25,6 +25,7 @@ use std::sync::RwLock;
 use prometheus_client::metrics::counter::Counter;
 use str0m::net::Protocol;
 
+use crate::config::Capacity;
 use crate::engine::{Pid, RoomEvent, Route, stun};
 
 /// 5-tuples remembered per participant (host, server-reflexive, relay, one rebinding).
@@ -54,6 +55,24 @@ struct Member {
     paths: VecDeque<Path>,
 }
 
+/// A join the node's capacity refuses: which limit, and its value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Full {
+    Rooms(u64),
+    Participants(u64),
+    Bandwidth(u64),
+}
+
+impl std::fmt::Display for Full {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Full::Rooms(n) => write!(f, "this node has its maximum of {n} rooms"),
+            Full::Participants(n) => write!(f, "this node has its maximum of {n} participants"),
+            Full::Bandwidth(n) => write!(f, "this node carries its maximum of {n} bit/s"),
+        }
+    }
+}
+
 /// The routing tables, without locking: every rule lives here.
 #[derive(Debug, Default)]
 pub(crate) struct Tables {
@@ -67,6 +86,31 @@ pub(crate) struct Tables {
 impl Tables {
     pub(crate) fn new(shards: usize) -> Self {
         Self { shards: shards.max(1), ..Self::default() }
+    }
+
+    /// Admission against the node's capacity, then [`Tables::reserve`]. Participants
+    /// count those admitted and the joins in flight, rooms count those open or reserved,
+    /// so concurrent joins never overshoot a limit.
+    pub(crate) fn admit(&mut self, room: &str, cap: &Capacity, bandwidth_bps: u64) -> Result<usize, Full> {
+        let joining: u64 = self.rooms.values().map(|r| u64::from(r.joining)).sum();
+        if cap.participants > 0 && self.members.len() as u64 + joining >= cap.participants {
+            return Err(Full::Participants(cap.participants));
+        }
+        if cap.rooms > 0 && !self.rooms.contains_key(room) && self.rooms.len() as u64 >= cap.rooms {
+            return Err(Full::Rooms(cap.rooms));
+        }
+        if cap.bandwidth_bps > 0 && bandwidth_bps >= cap.bandwidth_bps {
+            return Err(Full::Bandwidth(cap.bandwidth_bps));
+        }
+        Ok(self.reserve(room))
+    }
+
+    /// True when a join into a new room would be refused (what placement should know).
+    pub(crate) fn full(&self, cap: &Capacity, bandwidth_bps: u64) -> bool {
+        let joining: u64 = self.rooms.values().map(|r| u64::from(r.joining)).sum();
+        (cap.participants > 0 && self.members.len() as u64 + joining >= cap.participants)
+            || (cap.rooms > 0 && self.rooms.len() as u64 >= cap.rooms)
+            || (cap.bandwidth_bps > 0 && bandwidth_bps >= cap.bandwidth_bps)
     }
 
     /// A join for `room` is about to be sent: the room's shard, the least loaded one
@@ -195,8 +239,12 @@ impl Router {
         Self { tables: RwLock::new(Tables::new(shards)), unrouted }
     }
 
-    pub(crate) fn reserve(&self, room: &str) -> usize {
-        self.tables.write().expect("router").reserve(room)
+    pub(crate) fn admit(&self, room: &str, cap: &Capacity, bandwidth_bps: u64) -> Result<usize, Full> {
+        self.tables.write().expect("router").admit(room, cap, bandwidth_bps)
+    }
+
+    pub(crate) fn full(&self, cap: &Capacity, bandwidth_bps: u64) -> bool {
+        self.tables.read().expect("router").full(cap, bandwidth_bps)
     }
 
     pub(crate) fn open_room(&self, room: &str) -> Option<usize> {
@@ -276,11 +324,11 @@ mod tests {
     #[test]
     fn a_leave_and_a_close_leave_no_entry_behind() {
         let router = Router::new(2, Counter::default());
-        let shard = router.reserve("r");
+        let shard = router.admit("r", &Capacity::default(), 0).unwrap();
         router.event(shard, &RoomEvent::RoomStarted { room: "r".into() });
         router.apply(shard, &admitted(1, "r", "ufragA"));
         assert_eq!(router.open_room("r"), Some(shard));
-        let second = router.reserve("r");
+        let second = router.admit("r", &Capacity::default(), 0).unwrap();
         assert_eq!(second, shard, "a room lives on one shard");
         router.apply(shard, &admitted(2, "r", "ufragB"));
 
@@ -313,6 +361,26 @@ mod tests {
         t.event(shard, &RoomEvent::RoomStarted { room: "r".into() });
         t.apply(shard, &admitted(2, "r", "u2"));
         assert_eq!(t.open_room("r"), Some(shard));
+    }
+
+    #[test]
+    fn capacity_counts_joins_in_flight_and_frees_with_leaves() {
+        let mut t = Tables::new(1);
+        let cap = Capacity { rooms: 2, participants: 3, bandwidth_bps: 1_000 };
+        assert_eq!(t.admit("a", &cap, 0), Ok(0));
+        assert_eq!(t.admit("a", &cap, 0), Ok(0));
+        assert_eq!(t.admit("b", &cap, 0), Ok(0), "two joins in flight, a third");
+        assert_eq!(t.admit("a", &cap, 0), Err(Full::Participants(3)), "in-flight joins count");
+        assert!(t.full(&cap, 0));
+        t.event(0, &RoomEvent::RoomStarted { room: "a".into() });
+        t.apply(0, &admitted(1, "a", "u1"));
+        t.apply(0, &Route::Refused { pid: 2, room: "a".into() });
+        t.apply(0, &Route::Refused { pid: 3, room: "b".into() });
+        assert!(!t.full(&cap, 0));
+        assert_eq!(t.admit("b", &cap, 0), Ok(0));
+        assert_eq!(t.admit("c", &cap, 0), Err(Full::Rooms(2)), "a and b are open or reserved");
+        assert_eq!(t.admit("a", &cap, 1_000), Err(Full::Bandwidth(1_000)));
+        assert_eq!(t.admit("a", &Capacity::default(), u64::MAX), Ok(0), "0 means no limit");
     }
 
     #[test]

@@ -16,7 +16,7 @@
 //!
 //! | part | owns |
 //! | --- | --- |
-//! | [`room`] | rooms: admission (room and node limits), leave, close, drain |
+//! | [`room`] | rooms: admission (the room's limit; the node's capacity is the router's), leave, close, drain |
 //! | [`participant`] | a participant's `Rtc` and its SDP state: offer, answer, glare, rollback, re-offer |
 //! | [`track`] | published tracks, and the index publisher track → subscribers |
 //! | [`subscription`] | what a participant receives: negotiation state, layer selector, waiting for a keyframe |
@@ -71,18 +71,6 @@ use self::track::TrackIndex;
 
 /// A participant's id inside one node.
 pub type Pid = u64;
-
-/// Limits a node enforces on itself; 0 means no limit. The node-wide part (rooms and
-/// participants over every shard) is the router's; an engine checks its own rooms.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Capacity {
-    /// Rooms open on the node.
-    pub rooms: u64,
-    /// Participants connected to the node.
-    pub participants: u64,
-    /// Media bandwidth through the node (in plus out), bits per second.
-    pub bandwidth_bps: u64,
-}
 
 /// Node-wide settings the engine needs.
 #[derive(Debug, Clone)]
