@@ -37,4 +37,24 @@ pub struct MediaNodeStatus {
     /// Names of the rooms open on this node.
     #[serde(default)]
     pub room_names: Vec<String>,
+    /// The limits the node enforces itself (0: none).
+    #[serde(default)]
+    pub capacity: MediaNodeCapacity,
+    /// True while the node is at one of its limits: it refuses joins that would exceed
+    /// it with `node_full`, so placement should not send it new rooms.
+    #[serde(default)]
+    pub full: bool,
+}
+
+/// A media-node's own limits, as the operator renders them into its config (`capacity`)
+/// or flags set them; 0 means no limit.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MediaNodeCapacity {
+    /// Rooms open on the node.
+    pub rooms: u64,
+    /// Participants connected to the node.
+    pub participants: u64,
+    /// Media bandwidth (in plus out), bits per second.
+    pub bandwidth_bps: u64,
 }

@@ -17,6 +17,17 @@
 //!   ── leave ─►  or  ◄─ leave (with reason, canReconnect, retry hint)
 //! ```
 //!
+//! Negotiation: the client offers first; afterwards the server offers whenever the
+//! client's subscriptions change, one offer in flight at a time. Each side handles
+//! messages in the order they arrive, so an `answer` is applied before the `offer` behind
+//! it is looked at. **Glare** is both sides having an offer outstanding: the server
+//! yields. It withdraws its pending offer (an answer to that offer's `id` is ignored),
+//! answers the client's offer, and offers the withdrawn changes again under a new `id`;
+//! a client drops a server offer that arrives while its own offer awaits an answer. A
+//! server offer that gets no answer is sent again unchanged, under the same `id`, up to 3
+//! times with doubling waits from 2 s; then it is withdrawn and reported as
+//! `negotiation_failed`. Three failed negotiations in a row end the session with `leave`.
+//!
 //! A client that lost its socket reconnects with `resume` (participant sid + the
 //! `reconnectToken` from `joined`) instead of `join`, and keeps its identity and tracks.
 //! Errors are `error` messages with a stable [`ErrorCode`]; only fatal ones also close the
@@ -78,7 +89,9 @@ pub enum ServerMessage {
     Joined(JoinResponse),
     /// The resume succeeded; the state is current as of now.
     Resumed(JoinResponse),
-    /// An SDP offer: the server adds or removes subscribed tracks.
+    /// An SDP offer: the server adds or removes subscribed tracks. Sent again unchanged
+    /// (same `id`) while unanswered; withdrawn when the client's own offer crosses it
+    /// (glare: the server yields and offers again under a new `id`).
     Offer(SessionDescription),
     /// An SDP answer to the client's offer.
     Answer(SessionDescription),
@@ -384,8 +397,8 @@ pub enum VideoQuality {
 pub struct SessionDescription {
     /// The SDP.
     pub sdp: String,
-    /// Increases with each offer of the sender; an answer repeats its offer's id, so
-    /// stale answers after glare are recognised.
+    /// Increases with each offer of the sender (a re-sent offer keeps its id); an answer
+    /// repeats its offer's id, so stale answers after glare are recognised.
     #[serde(default)]
     pub id: u32,
 }
@@ -698,6 +711,9 @@ pub enum ErrorCode {
     PlacementTimeout,
     /// This node takes no new sessions; retry.
     NodeDraining,
+    /// This node is at its capacity (rooms, participants or bandwidth); retry after
+    /// `retryAfterMs`, when the room may have been placed elsewhere or load has gone down.
+    NodeFull,
     /// The track's codec is not allowed in this room.
     CodecNotAllowed,
     /// No such track.
@@ -729,6 +745,7 @@ impl ErrorCode {
             ErrorCode::RoomClosed => "room_closed",
             ErrorCode::PlacementTimeout => "placement_timeout",
             ErrorCode::NodeDraining => "node_draining",
+            ErrorCode::NodeFull => "node_full",
             ErrorCode::CodecNotAllowed => "codec_not_allowed",
             ErrorCode::TrackNotFound => "track_not_found",
             ErrorCode::NotJoined => "not_joined",
@@ -751,6 +768,7 @@ impl ErrorCode {
                 | ErrorCode::RoomClosed
                 | ErrorCode::PlacementTimeout
                 | ErrorCode::NodeDraining
+                | ErrorCode::NodeFull
                 | ErrorCode::ResumeFailed
         )
     }
@@ -768,7 +786,7 @@ impl ErrorCode {
             ErrorCode::NotJoined | ErrorCode::AlreadyJoined => 4409,
             ErrorCode::RoomClosed => 4410,
             ErrorCode::RoomFull | ErrorCode::RateLimited => 4429,
-            ErrorCode::NodeDraining => 4503,
+            ErrorCode::NodeDraining | ErrorCode::NodeFull => 4503,
             ErrorCode::PlacementTimeout => 4504,
         }
     }
@@ -1171,8 +1189,13 @@ mod tests {
 
     #[test]
     fn close_codes_are_in_the_application_range_or_rfc6455() {
-        for code in [ErrorCode::Unauthorized, ErrorCode::RoomFull, ErrorCode::NodeDraining, ErrorCode::PlacementTimeout]
-        {
+        for code in [
+            ErrorCode::Unauthorized,
+            ErrorCode::RoomFull,
+            ErrorCode::NodeDraining,
+            ErrorCode::NodeFull,
+            ErrorCode::PlacementTimeout,
+        ] {
             assert!(code.is_fatal());
             assert!((4000..5000).contains(&code.close_code()), "{code:?}");
         }

@@ -119,9 +119,30 @@ pub struct Config {
     /// Token clock leeway, seconds.
     #[arg(long, env = "SWITCHYARD_TOKEN_LEEWAY", default_value_t = 10)]
     pub token_leeway_seconds: u64,
-    /// Node limits, from the config file's `capacity` (no flags: the operator sets them).
-    #[arg(skip)]
+    /// The limits this node enforces at admission (the file's `capacity` replaces them).
+    #[command(flatten)]
     pub capacity: Capacity,
+}
+
+/// Limits a node enforces on itself; 0 means no limit. A join past one gets `node_full`
+/// with a retry hint, and `/internal/status` reports the node full.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::Args)]
+pub struct Capacity {
+    /// Rooms open on the node at most (0: no limit).
+    #[arg(long = "capacity-rooms", env = "SWITCHYARD_CAPACITY_ROOMS", default_value_t = 0)]
+    pub rooms: u64,
+    /// Participants connected to the node at most (0: no limit).
+    #[arg(long = "capacity-participants", env = "SWITCHYARD_CAPACITY_PARTICIPANTS", default_value_t = 0)]
+    pub participants: u64,
+    /// Media bandwidth (in plus out, bits/s) above which joins are refused (0: no limit).
+    #[arg(long = "capacity-bandwidth-bps", env = "SWITCHYARD_CAPACITY_BANDWIDTH_BPS", default_value_t = 0)]
+    pub bandwidth_bps: u64,
+}
+
+impl From<Capacity> for switchyard_api::node::MediaNodeCapacity {
+    fn from(c: Capacity) -> Self {
+        Self { rooms: c.rooms, participants: c.participants, bandwidth_bps: c.bandwidth_bps }
+    }
 }
 
 /// Read and parse the config file the operator renders (`MediaNodeConfig`, defined once in
@@ -130,18 +151,6 @@ pub struct Config {
 pub fn read_file(path: &Path) -> Result<MediaNodeConfig> {
     let text = std::fs::read_to_string(path).map_err(|e| Error::Config(format!("config {}: {e}", path.display())))?;
     MediaNodeConfig::from_yaml(&text, path).map_err(|e| Error::Config(e.to_string()))
-}
-
-/// Limits this node enforces itself (from the config file's `capacity`); 0 means no
-/// limit.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Capacity {
-    /// Rooms hosted at once.
-    pub rooms: u32,
-    /// Participants connected at once.
-    pub participants: u32,
-    /// Media bandwidth, bits/s.
-    pub bandwidth_bps: u64,
 }
 
 /// Read a secret file: the first line that is not empty or a `#` comment.
@@ -215,7 +224,8 @@ impl Config {
         self.cluster = file.cluster.clone();
         self.webhooks = file.webhooks.iter().map(WebhookSpec::from).collect();
         let c = &file.capacity;
-        self.capacity = Capacity { rooms: c.rooms, participants: c.participants, bandwidth_bps: c.bandwidth_bps };
+        self.capacity =
+            Capacity { rooms: c.rooms.into(), participants: c.participants.into(), bandwidth_bps: c.bandwidth_bps };
         self.kubernetes = match env("POD_NAMESPACE") {
             Some(namespace) if !self.standalone => Some(crate::cluster::KubeMode {
                 namespace,
@@ -351,6 +361,11 @@ mod tests {
         assert_eq!(c.turn_secret.as_deref(), Some("turnsecret"));
         assert!(c.relay_only);
         assert_eq!(c.turn_uris.len(), 2);
+        assert_eq!(
+            c.capacity,
+            Capacity { rooms: 100, participants: 500, bandwidth_bps: 0 },
+            "the capacity the operator renders is the one the node enforces"
+        );
         assert!(c.validate().is_ok());
         assert_eq!(c.kubernetes, None, "no POD_NAMESPACE: not in a pod");
         let in_pod = |k: &str| if k == "POD_NAMESPACE" { Some("media".to_owned()) } else { env(k) };
@@ -510,5 +525,7 @@ mod tests {
         assert!(c.no_ice_tcp);
         assert_eq!(c.candidate_ips("0.0.0.0".parse().unwrap()), vec!["10.1.2.3".parse::<IpAddr>().unwrap()]);
         assert!(Config::try_parse_from(["media-node", "--api-key", "nosecret"]).is_err());
+        let c = Config::parse_from(["media-node", "--capacity-rooms", "3", "--capacity-participants", "40"]);
+        assert_eq!(c.capacity, Capacity { rooms: 3, participants: 40, bandwidth_bps: 0 });
     }
 }

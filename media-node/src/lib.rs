@@ -3,17 +3,19 @@
 //! ```text
 //!             ┌──────────── HTTP (axum) ─────────────┐
 //! browser ──► │ /rtc  token checked before upgrade   │──► session task ──┐ Command
-//!             │ /healthz /readyz /metrics /internal/* │                   ▼
-//!             └──────────────────────────────────────┘            shard task (Engine)
-//! UDP :7882 ──► recv task ── route (ufrag, then 5-tuple) ──► shard    │ Transmit
-//! TCP :7881 ──► conn task ── RFC 4571 frames ─────────────► shard    ▼
+//!             │ /healthz /readyz /metrics /internal/* │      │ admit     ▼ (never dropped)
+//!             └──────────────────────────────────────┘      ▼     shard task (Engine)
+//!                                                          router ◄── Route, room events
+//! UDP :7882 ──► recv task ── router: (shard, pid) ── batch ──► shard    │ Transmit
+//! TCP :7881 ──► conn task ── RFC 4571 frames ────────────────► shard    ▼
 //!                                                     UDP socket / TCP conn
 //! ```
 //!
 //! Rooms are spread over shards (one per core by default); a room lives on exactly one
 //! shard, so forwarding never crosses threads. Every shard owns an [`engine::Engine`], the
-//! sans-IO core, and is the only writer of its state. Room events leave the shards for
-//! the webhook receivers through bounded queues (`webhook`), so a slow receiver never
+//! sans-IO core, and is the only writer of its state. The router (`router`) is the only
+//! owner of routing state, fed by what the engines output. Room events leave the shards
+//! for the webhook receivers through bounded queues (`webhook`), so a slow receiver never
 //! holds a shard up.
 #![deny(unsafe_code)]
 
@@ -24,6 +26,7 @@ mod http;
 mod metrics;
 mod node;
 mod proxy;
+mod router;
 mod session;
 mod webhook;
 

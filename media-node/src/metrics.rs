@@ -40,6 +40,7 @@ pub(crate) struct Metrics {
     pub(crate) packets: Family<Direction, Counter>,
     pub(crate) bytes: Family<Direction, Counter>,
     pub(crate) unrouted: Counter,
+    pub(crate) shard_queue_drops: Counter,
     pub(crate) connections: Family<Outcome, Counter>,
     pub(crate) signal_errors: Family<Code, Counter>,
     pub(crate) join_seconds: Histogram,
@@ -62,6 +63,7 @@ impl Metrics {
             packets: Family::default(),
             bytes: Family::default(),
             unrouted: Counter::default(),
+            shard_queue_drops: Counter::default(),
             connections: Family::default(),
             signal_errors: Family::default(),
             join_seconds: Histogram::new(exponential_buckets(0.001, 2.0, 14)),
@@ -84,6 +86,11 @@ impl Metrics {
         );
         registry.register("rtp_payload_bytes", "RTP payload bytes in and out", m.bytes.clone());
         registry.register("unrouted_datagrams", "Datagrams that matched no participant", m.unrouted.clone());
+        registry.register(
+            "shard_queue_dropped_datagrams",
+            "Datagrams dropped because their shard's media queue was full",
+            m.shard_queue_drops.clone(),
+        );
         registry.register("signal_connections", "WebSocket connection attempts by result", m.connections.clone());
         registry.register("signal_errors", "Error messages sent to clients by code", m.signal_errors.clone());
         registry.register(
@@ -131,7 +138,6 @@ impl Metrics {
         self.packets.get_or_create(&Direction { direction: "out" }).inc_by(delta(now.packets_out, before.packets_out));
         self.bytes.get_or_create(&Direction { direction: "in" }).inc_by(delta(now.bytes_in, before.bytes_in));
         self.bytes.get_or_create(&Direction { direction: "out" }).inc_by(delta(now.bytes_out, before.bytes_out));
-        self.unrouted.inc_by(delta(now.unrouted, before.unrouted));
     }
 
     pub(crate) fn encode(&self) -> String {

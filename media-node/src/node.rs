@@ -8,14 +8,15 @@ use std::time::{Duration, Instant};
 
 use str0m::net::Protocol;
 use switchyard_api::node::MediaNodeStatus;
-use switchyard_api::signal::{IceServer, IceTransportPolicy, ServerMessage};
+use switchyard_api::signal::{ErrorCode, ErrorMessage, IceServer, IceTransportPolicy, ServerMessage};
 use switchyard_api::token::Verifier;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::sync::{mpsc, oneshot, watch};
 
-use crate::engine::{Command, Engine, EngineConfig, EngineStats, Output, Pid, RoomEvent, stun};
+use crate::engine::{Command, Engine, EngineConfig, EngineStats, Output, Pid, Route};
 use crate::metrics::Metrics;
+use crate::router::{Dest, Router};
 use crate::{Config, Error, Result};
 
 /// What a shard tells a session.
@@ -25,12 +26,38 @@ pub(crate) enum SessionOut {
     Close,
 }
 
+/// What sessions and the control plane send a shard. These are never dropped: their queue
+/// is unbounded, and bounded in practice by the sessions' message rate limits.
 pub(crate) enum ShardMsg {
     Command(Command),
     Register(Pid, mpsc::UnboundedSender<SessionOut>),
-    Datagram { proto: Protocol, source: SocketAddr, destination: SocketAddr, buf: Vec<u8> },
     Status(oneshot::Sender<(EngineStats, Vec<String>)>),
     Rooms(oneshot::Sender<Vec<crate::engine::RoomReport>>),
+}
+
+/// One received datagram (or de-framed TCP packet), already routed to its participant.
+pub(crate) struct Datagram {
+    pid: Pid,
+    proto: Protocol,
+    source: SocketAddr,
+    destination: SocketAddr,
+    buf: Vec<u8>,
+}
+
+/// Datagrams cross to a shard in batches (one per receive burst), not one message each.
+type Batch = Vec<Datagram>;
+
+/// Batches a shard's media queue holds. Overflow policy: media is dropped and counted
+/// (`shard_queue_dropped_datagrams_total`): a shard that cannot keep up sheds load rather
+/// than growing its memory; commands go through their own queue and are never dropped.
+const MEDIA_QUEUE_BATCHES: usize = 256;
+
+/// Datagrams received in one burst before they are handed over.
+const MAX_BATCH: usize = 64;
+
+struct ShardQueues {
+    commands: mpsc::UnboundedSender<ShardMsg>,
+    media: mpsc::Sender<Batch>,
 }
 
 pub(crate) struct Shared {
@@ -38,10 +65,9 @@ pub(crate) struct Shared {
     pub(crate) verifier: Verifier,
     pub(crate) metrics: Metrics,
     pub(crate) draining: AtomicBool,
-    shards: Vec<mpsc::UnboundedSender<ShardMsg>>,
-    room_shard: Mutex<HashMap<String, usize>>,
-    ufrag_shard: RwLock<HashMap<String, usize>>,
-    addr_shard: RwLock<HashMap<(Protocol, SocketAddr), usize>>,
+    shards: Vec<ShardQueues>,
+    /// The one owner of routing state (room → shard, ufrag / 5-tuple → participant).
+    pub(crate) router: Router,
     tcp_conns: RwLock<HashMap<SocketAddr, mpsc::UnboundedSender<Vec<u8>>>>,
     next_pid: AtomicU64,
     /// Media bandwidth (payload in + out) over the last second, bits/s.
@@ -64,33 +90,56 @@ impl std::fmt::Debug for Shared {
 
 const DATAGRAM_BUF: usize = 2048;
 
+/// The retry hint of `node_full`: long enough for placement to move new rooms elsewhere.
+const NODE_FULL_RETRY_MS: u64 = 2000;
+
 impl Shared {
     pub(crate) fn next_pid(&self) -> Pid {
         self.next_pid.fetch_add(1, Ordering::Relaxed)
     }
 
-    /// The shard hosting `room`, assigning the least loaded one on first use.
-    pub(crate) fn shard_for(&self, room: &str) -> usize {
-        let mut map = self.room_shard.lock().expect("room map");
-        if let Some(&s) = map.get(room) {
-            return s;
-        }
-        let mut load = vec![0usize; self.shards.len()];
-        for &s in map.values() {
-            load[s] += 1;
-        }
-        let s = (0..load.len()).min_by_key(|&i| load[i]).unwrap_or(0);
-        map.insert(room.to_owned(), s);
-        s
+    /// The shard hosting `room` for a join about to be sent there (the router assigns
+    /// the least loaded one to a new room, and keeps it while the join is in flight), or
+    /// `node_full` with a retry hint when the node's capacity refuses the join.
+    pub(crate) fn shard_for(&self, room: &str) -> Result<usize, ErrorMessage> {
+        let bandwidth = self.bandwidth_bps.load(Ordering::Relaxed);
+        self.router.admit(room, &self.cfg.capacity, bandwidth).map_err(|full| {
+            let mut e = ErrorMessage::new(ErrorCode::NodeFull, full.to_string());
+            e.request_type = Some("join".into());
+            e.retry_after_ms = Some(NODE_FULL_RETRY_MS);
+            e
+        })
     }
 
+    /// Send a command; commands are never dropped.
     pub(crate) fn send(&self, shard: usize, msg: ShardMsg) {
-        let _ = self.shards[shard].send(msg);
+        let _ = self.shards[shard].commands.send(msg);
+    }
+
+    /// Hand a batch of datagrams to a shard, or drop and count it if the shard's media
+    /// queue is full.
+    fn send_media(&self, shard: usize, batch: Batch) {
+        if let Err(e) = self.shards[shard].media.try_send(batch) {
+            let batch = match e {
+                mpsc::error::TrySendError::Full(b) | mpsc::error::TrySendError::Closed(b) => b,
+            };
+            self.metrics.shard_queue_drops.inc_by(batch.len() as u64);
+            self.recycle(batch);
+        }
+    }
+
+    fn recycle(&self, batch: Batch) {
+        let mut spare = self.spare.lock().expect("pool");
+        for d in batch {
+            if spare.len() < 4096 {
+                spare.push(d.buf);
+            }
+        }
     }
 
     /// The room's shard, if the room is open.
     pub(crate) fn shard_of_open_room(&self, room: &str) -> Option<usize> {
-        self.room_shard.lock().expect("room map").get(room).copied()
+        self.router.open_room(room)
     }
 
     pub(crate) fn ice_servers(&self, identity: &str) -> Vec<IceServer> {
@@ -112,12 +161,15 @@ impl Shared {
 
     pub(crate) async fn status(&self) -> MediaNodeStatus {
         let (stats, rooms) = self.collect().await;
+        let bandwidth_bps = self.bandwidth_bps.load(Ordering::Relaxed);
         MediaNodeStatus {
             rooms: stats.rooms,
             participants: stats.participants,
-            bandwidth_bps: self.bandwidth_bps.load(Ordering::Relaxed),
+            bandwidth_bps,
             draining: self.draining.load(Ordering::Relaxed),
             room_names: rooms,
+            capacity: self.cfg.capacity.into(),
+            full: self.router.full(&self.cfg.capacity, bandwidth_bps),
         }
     }
 
@@ -126,7 +178,7 @@ impl Shared {
         let mut all = vec![];
         for shard in &self.shards {
             let (tx, rx) = oneshot::channel();
-            if shard.send(ShardMsg::Rooms(tx)).is_ok()
+            if shard.commands.send(ShardMsg::Rooms(tx)).is_ok()
                 && let Ok(r) = rx.await
             {
                 all.extend(r);
@@ -141,7 +193,7 @@ impl Shared {
         let mut names = vec![];
         for shard in &self.shards {
             let (tx, rx) = oneshot::channel();
-            if shard.send(ShardMsg::Status(tx)).is_err() {
+            if shard.commands.send(ShardMsg::Status(tx)).is_err() {
                 continue;
             }
             if let Ok((s, r)) = rx.await {
@@ -162,7 +214,6 @@ fn add(total: &mut EngineStats, s: &EngineStats) {
     total.packets_out += s.packets_out;
     total.bytes_in += s.bytes_in;
     total.bytes_out += s.bytes_out;
-    total.unrouted += s.unrouted;
 }
 
 pub(crate) fn unix_now() -> u64 {
@@ -326,9 +377,10 @@ impl Node {
         let mut senders = vec![];
         let mut receivers = vec![];
         for _ in 0..n {
-            let (tx, rx) = mpsc::unbounded_channel();
-            senders.push(tx);
-            receivers.push(rx);
+            let (commands, commands_rx) = mpsc::unbounded_channel();
+            let (media, media_rx) = mpsc::channel(MEDIA_QUEUE_BATCHES);
+            senders.push(ShardQueues { commands, media });
+            receivers.push((commands_rx, media_rx));
         }
         let cluster = match &cfg.kubernetes {
             Some(mode) => {
@@ -345,7 +397,9 @@ impl Node {
             cfg.cluster.clone(),
             &metrics,
         );
+        let router = Router::new(n, metrics.unrouted.clone());
         let shared = Arc::new(Shared {
+            router,
             cluster,
             verifier: Verifier::new(cfg.api_keys.clone(), cfg.token_leeway_seconds),
             turn: RwLock::new((cfg.turn_uris.clone(), cfg.turn_secret.clone())),
@@ -355,16 +409,14 @@ impl Node {
             webhooks,
             draining: AtomicBool::new(false),
             shards: senders,
-            room_shard: Mutex::new(HashMap::new()),
-            ufrag_shard: RwLock::new(HashMap::new()),
-            addr_shard: RwLock::new(HashMap::new()),
             tcp_conns: RwLock::new(HashMap::new()),
             next_pid: AtomicU64::new(1),
             spare: Mutex::new(Vec::new()),
         });
-        for (i, rx) in receivers.into_iter().enumerate() {
-            let engine = Engine::new(engine_cfg.clone());
-            tokio::spawn(run_shard(i, engine, rx, shared.clone(), udp.clone()));
+        for (i, (commands, media)) in receivers.into_iter().enumerate() {
+            let seed = rand::random::<u64>();
+            let engine = Engine::new(engine_cfg.clone(), seed, Instant::now(), std::time::SystemTime::now());
+            tokio::spawn(run_shard(i, engine, commands, media, shared.clone(), udp.clone()));
         }
         tokio::spawn(recv_udp(udp, udp_addr, shared.clone()));
         if let (Some(listener), Some(local)) = (tcp, tcp_addr) {
@@ -398,37 +450,36 @@ async fn metrics_loop(shared: Arc<Shared>) {
     }
 }
 
-fn route(shared: &Shared, proto: Protocol, source: SocketAddr, data: &[u8]) -> Option<usize> {
-    if shared.shards.len() == 1 {
-        return Some(0);
-    }
-    // A STUN request names its participant; it wins over a stale 5-tuple entry.
-    if let Some(ufrag) = stun::local_ufrag(data) {
-        let shard = *shared.ufrag_shard.read().expect("ufrag map").get(ufrag)?;
-        shared.addr_shard.write().expect("addr map").insert((proto, source), shard);
-        return Some(shard);
-    }
-    shared.addr_shard.read().expect("addr map").get(&(proto, source)).copied()
-}
-
 async fn recv_udp(udp: Arc<UdpSocket>, local: SocketAddr, shared: Arc<Shared>) {
+    let mut batches: Vec<Batch> = (0..shared.shards.len()).map(|_| Vec::new()).collect();
     loop {
-        let mut buf = shared.spare.lock().expect("pool").pop().unwrap_or_default();
-        buf.resize(DATAGRAM_BUF, 0);
-        let (n, source) = match udp.recv_from(&mut buf).await {
-            Ok(r) => r,
-            Err(e) => {
-                tracing::debug!(error = %e, "UDP receive");
-                continue;
+        if udp.readable().await.is_err() {
+            continue;
+        }
+        // Take everything that is there (up to MAX_BATCH), then hand each shard its part.
+        for _ in 0..MAX_BATCH {
+            let mut buf = shared.spare.lock().expect("pool").pop().unwrap_or_default();
+            buf.resize(DATAGRAM_BUF, 0);
+            let (n, source) = match udp.try_recv_from(&mut buf) {
+                Ok(r) => r,
+                Err(e) => {
+                    if e.kind() != std::io::ErrorKind::WouldBlock {
+                        tracing::debug!(error = %e, "UDP receive");
+                    }
+                    shared.spare.lock().expect("pool").push(buf);
+                    break;
+                }
+            };
+            buf.truncate(n);
+            if let Some(Dest { shard, pid }) = shared.router.route(Protocol::Udp, source, &buf) {
+                batches[shard].push(Datagram { pid, proto: Protocol::Udp, source, destination: local, buf });
+            } else {
+                shared.spare.lock().expect("pool").push(buf);
             }
-        };
-        buf.truncate(n);
-        match route(&shared, Protocol::Udp, source, &buf) {
-            Some(shard) => {
-                shared.send(shard, ShardMsg::Datagram { proto: Protocol::Udp, source, destination: local, buf })
-            }
-            None => {
-                shared.metrics.unrouted.inc();
+        }
+        for (shard, batch) in batches.iter_mut().enumerate() {
+            if !batch.is_empty() {
+                shared.send_media(shard, std::mem::take(batch));
             }
         }
     }
@@ -464,7 +515,7 @@ async fn serve_tcp(stream: TcpStream, peer: SocketAddr, local: SocketAddr, share
             }
         }
     });
-    let mut shard = None;
+    let mut dest = None;
     loop {
         let mut len = [0u8; 2];
         if rd.read_exact(&mut len).await.is_err() {
@@ -475,17 +526,14 @@ async fn serve_tcp(stream: TcpStream, peer: SocketAddr, local: SocketAddr, share
         if rd.read_exact(&mut buf).await.is_err() {
             break;
         }
-        if shard.is_none() {
-            shard = route(&shared, Protocol::Tcp, peer, &buf);
+        if dest.is_none() {
+            dest = shared.router.route(Protocol::Tcp, peer, &buf);
         }
-        match shard {
-            Some(s) => {
-                shared.send(s, ShardMsg::Datagram { proto: Protocol::Tcp, source: peer, destination: local, buf })
-            }
-            None => {
-                shared.metrics.unrouted.inc();
-                break;
-            }
+        let Some(Dest { shard, pid }) = dest else { break };
+        let d = Datagram { pid, proto: Protocol::Tcp, source: peer, destination: local, buf };
+        // TCP is its own flow control: wait for room in the queue instead of dropping.
+        if shared.shards[shard].media.send(vec![d]).await.is_err() {
+            break;
         }
     }
     shared.tcp_conns.write().expect("tcp map").remove(&peer);
@@ -495,7 +543,8 @@ async fn serve_tcp(stream: TcpStream, peer: SocketAddr, local: SocketAddr, share
 async fn run_shard(
     index: usize,
     mut engine: Engine,
-    mut rx: mpsc::UnboundedReceiver<ShardMsg>,
+    mut commands: mpsc::UnboundedReceiver<ShardMsg>,
+    mut media: mpsc::Receiver<Batch>,
     shared: Arc<Shared>,
     udp: Arc<UdpSocket>,
 ) {
@@ -503,28 +552,25 @@ async fn run_shard(
     loop {
         let deadline = engine.next_timeout().unwrap_or_else(|| Instant::now() + Duration::from_secs(1));
         tokio::select! {
-            msg = rx.recv() => {
+            // Commands first: a join or a leave never waits behind media.
+            biased;
+            msg = commands.recv() => {
                 let Some(msg) = msg else { return };
                 let now = Instant::now();
                 match msg {
-                    ShardMsg::Command(cmd) => {
-                        let joining = if let Command::Join(args) = &cmd { Some(args.pid) } else { None };
-                        engine.handle_command(now, cmd);
-                        if let Some(pid) = joining && let Some(ufrag) = engine.ufrag_of(pid) {
-                            shared.ufrag_shard.write().expect("ufrag map").insert(ufrag.to_owned(), index);
-                        }
-                    }
+                    ShardMsg::Command(cmd) => engine.handle_command(now, cmd),
                     ShardMsg::Register(pid, tx) => { sessions.insert(pid, tx); }
-                    ShardMsg::Datagram { proto, source, destination, buf } => {
-                        engine.handle_receive(now, proto, source, destination, &buf);
-                        let mut spare = shared.spare.lock().expect("pool");
-                        if spare.len() < 4096 {
-                            spare.push(buf);
-                        }
-                    }
                     ShardMsg::Status(reply) => { let _ = reply.send((engine.stats(), engine.room_names())); }
                     ShardMsg::Rooms(reply) => { let _ = reply.send(engine.report()); }
                 }
+            }
+            batch = media.recv() => {
+                let Some(batch) = batch else { return };
+                let now = Instant::now();
+                for d in &batch {
+                    engine.handle_receive(now, d.pid, d.proto, d.source, d.destination, &d.buf);
+                }
+                shared.recycle(batch);
             }
             _ = tokio::time::sleep_until(deadline.into()) => engine.handle_timeout(Instant::now()),
         }
@@ -553,22 +599,18 @@ async fn run_shard(
                         let _ = s.send(SessionOut::Msg(msg));
                     }
                 }
-                Output::Closed { pid, ufrag, routes } => {
-                    if let Some(s) = sessions.remove(&pid) {
+                Output::Route(route) => {
+                    shared.router.apply(index, &route);
+                    if let Route::Closed { pid } | Route::Refused { pid, .. } = route
+                        && let Some(s) = sessions.remove(&pid)
+                    {
                         let _ = s.send(SessionOut::Close);
-                    }
-                    shared.ufrag_shard.write().expect("ufrag map").remove(&ufrag);
-                    let mut addrs = shared.addr_shard.write().expect("addr map");
-                    for r in routes {
-                        addrs.remove(&r);
                     }
                 }
                 Output::Event(e) => {
                     tracing::info!(shard = index, event = ?e, "room event");
+                    shared.router.event(index, &e);
                     shared.webhooks.notify(&e);
-                    if let RoomEvent::RoomFinished { room } = &e {
-                        shared.room_shard.lock().expect("room map").remove(room);
-                    }
                 }
             }
         }

@@ -175,7 +175,10 @@ async fn serve(mut ws: WebSocket, shared: Arc<Shared>, claims: Claims, room: Str
 
     let started = Instant::now();
     let pid = shared.next_pid();
-    let shard = shared.shard_for(&room);
+    let shard = match shared.shard_for(&room) {
+        Ok(shard) => shard,
+        Err(e) => return refuse(&mut ws, &shared, e).await,
+    };
     let (tx, mut rx) = mpsc::unbounded_channel();
     shared.send(shard, ShardMsg::Register(pid, tx));
     let cfg = &shared.cfg;

@@ -7,9 +7,13 @@
 //   await room.publish(await navigator.mediaDevices.getUserMedia({ audio: true, video: true }));
 //
 // Negotiation: the client sends the first offer (with its tracks and a data channel);
-// afterwards the server offers whenever subscriptions change. The client never offers
-// while a server offer is being answered, and ignores server offers while its own is
-// pending (the server withdraws its offer and repeats it after answering ours).
+// afterwards the server offers whenever subscriptions change. Signaling messages and the
+// client's own offers are handled one at a time, in order: an answer is fully applied
+// before the offer that follows it is looked at, and the client never offers while a
+// server offer is being answered. Glare (both sides offered): the server yields, so a
+// server offer that arrives while our own offer awaits its answer was withdrawn by the
+// server, which offers again after answering ours; it is dropped here. An offer the
+// server does not get an answer to is sent again, unchanged and under the same id.
 
 export class SwitchyardError extends Error {
   constructor(code, message, retryAfterMs = null) {
@@ -32,6 +36,15 @@ export class Room {
     this.joined = null;
     this.channel = null;
     this.tracksBySid = new Map(); // publisher track sid -> participant sid
+    // Every message and every local offer runs after the previous one has finished.
+    this.queue = Promise.resolve();
+  }
+
+  /** Run `task` after everything queued before it (messages, offers). */
+  serialize(task) {
+    const run = this.queue.then(task);
+    this.queue = run.catch(() => {});
+    return run;
   }
 
   send(msg) {
@@ -47,7 +60,8 @@ export class Room {
         }
         break;
       case "offer": {
-        if (this.pc.signalingState === "have-local-offer") break; // our offer wins; the server repeats
+        // Glare: the server withdrew this offer when it got ours; it offers again.
+        if (this.pc.signalingState === "have-local-offer") break;
         await this.pc.setRemoteDescription({ type: "offer", sdp: msg.sdp });
         const answer = await this.pc.createAnswer();
         await this.pc.setLocalDescription(answer);
@@ -102,10 +116,12 @@ export class Room {
     await this.negotiate();
   }
 
-  async negotiate() {
-    const offer = await this.pc.createOffer();
-    await this.pc.setLocalDescription(offer);
-    this.send({ type: "offer", sdp: this.pc.localDescription.sdp, id: ++this.offerId });
+  negotiate() {
+    return this.serialize(async () => {
+      const offer = await this.pc.createOffer();
+      await this.pc.setLocalDescription(offer);
+      this.send({ type: "offer", sdp: this.pc.localDescription.sdp, id: ++this.offerId });
+    });
   }
 
   /** Send text to everyone, or to the given identities. */
@@ -181,7 +197,12 @@ export async function connect(url, token, options = {}) {
   };
   room.channel = room.pc.createDataChannel("reliable");
   room.channel.onmessage = (e) => options.onChannelData?.(e.data);
-  ws.onmessage = (e) => room.handle(JSON.parse(e.data)).catch((err) => options.onError?.(err));
+  // One message at a time: handle() awaits SDP operations, and an offer looked at while
+  // the preceding answer is still being applied would be taken for glare and dropped.
+  ws.onmessage = (e) => {
+    const msg = JSON.parse(e.data);
+    room.serialize(() => room.handle(msg)).catch((err) => options.onError?.(err));
+  };
   ws.onclose = (e) => options.onClose?.(e.code, e.reason);
   room.pinger = setInterval(() => room.send({ type: "ping", timestampMs: Date.now() }), joined.pingIntervalSeconds * 1000);
   if (options.publish) await room.publish(options.publish);

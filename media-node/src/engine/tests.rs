@@ -10,7 +10,7 @@ use str0m::media::{Direction, MediaKind, MediaTime, Mid};
 use str0m::net::{Protocol, Receive};
 use str0m::{Candidate, Event, Input, Output as RtcOutput, Rtc};
 use switchyard_api::signal::{
-    ClientMessage, IceTransportPolicy, LeaveReason, ServerMessage, SessionDescription, TrackKind, TrackRef,
+    ClientMessage, ErrorCode, IceTransportPolicy, LeaveReason, ServerMessage, SessionDescription, TrackKind, TrackRef,
 };
 use switchyard_api::token::{Claims, Grants};
 
@@ -28,6 +28,21 @@ struct Client {
     added: Vec<Mid>,
     connected: bool,
     closed: bool,
+    /// What the client does with a server offer.
+    offers: Offers,
+    /// Keyframe requests (PLI/FIR) that reached the client's sending tracks.
+    keyframe_requests: u32,
+}
+
+/// How a test client treats a server offer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Offers {
+    /// Apply it and answer.
+    Answer,
+    /// Never see it (lost, or dropped by a client that should not have).
+    Drop,
+    /// Answer with an SDP that is not one.
+    Garbage,
 }
 
 struct Net {
@@ -35,6 +50,8 @@ struct Net {
     clients: Vec<Client>,
     now: Instant,
     events: Vec<RoomEvent>,
+    /// What the engine told the router.
+    routes: Vec<Route>,
 }
 
 fn config() -> EngineConfig {
@@ -50,7 +67,9 @@ fn config() -> EngineConfig {
 
 impl Net {
     fn new() -> Self {
-        Self { engine: Engine::new(config()), clients: vec![], now: Instant::now(), events: vec![] }
+        let now = Instant::now();
+        let wall = std::time::UNIX_EPOCH + Duration::from_secs(1_764_000_000);
+        Self { engine: Engine::new(config(), 7, now, wall), clients: vec![], now, events: vec![], routes: vec![] }
     }
 
     fn client(&mut self, pid: Pid) -> &mut Client {
@@ -103,6 +122,8 @@ impl Net {
             added: vec![],
             connected: false,
             closed: false,
+            offers: Offers::Answer,
+            keyframe_requests: 0,
         });
         self.engine.handle_command(self.now, Command::Join(Box::new(args)));
         self.flush();
@@ -156,18 +177,27 @@ impl Net {
                             let pending = c.pending.take().expect("an offer is pending");
                             c.rtc.sdp_api().accept_answer(pending, answer).unwrap();
                         }
-                        ServerMessage::Offer(o) => {
+                        ServerMessage::Offer(o) if c.offers == Offers::Answer => {
                             let offer = SdpOffer::from_sdp_string(&o.sdp).unwrap();
                             let answer = c.rtc.sdp_api().accept_offer(offer).unwrap();
                             let msg =
                                 ClientMessage::Answer(SessionDescription { sdp: answer.to_sdp_string(), id: o.id });
                             self.engine.handle_command(now, Command::Client { pid, msg });
                         }
+                        ServerMessage::Offer(o) if c.offers == Offers::Garbage => {
+                            let msg = ClientMessage::Answer(SessionDescription { sdp: "v=0 no".into(), id: o.id });
+                            self.engine.handle_command(now, Command::Client { pid, msg });
+                        }
                         _ => {}
                     }
                     self.client(pid).signals.push(*msg);
                 }
-                Output::Closed { pid, .. } => self.client(pid).closed = true,
+                Output::Route(r) => {
+                    if let Route::Closed { pid } | Route::Refused { pid, .. } = &r {
+                        self.client(*pid).closed = true;
+                    }
+                    self.routes.push(r);
+                }
                 Output::Event(e) => self.events.push(e),
             }
         }
@@ -195,13 +225,16 @@ impl Net {
                             Event::Connected => c.connected = true,
                             Event::MediaAdded(m) => c.added.push(m.mid),
                             Event::MediaData(d) => c.frames.push((d.mid, d.data.to_vec())),
+                            Event::KeyframeRequest(_) => c.keyframe_requests += 1,
                             _ => {}
                         },
                         Ok(RtcOutput::Timeout(_)) | Err(_) => break,
                     }
                 }
+                // The test is the router: it knows whose address this is.
+                let pid = self.clients[i].pid;
                 for (src, dst, data) in to_server {
-                    self.engine.handle_receive(self.now, Protocol::Udp, src, dst, &data);
+                    self.engine.handle_receive(self.now, pid, Protocol::Udp, src, dst, &data);
                 }
                 self.flush();
             }
@@ -216,6 +249,34 @@ impl Net {
         let pt = writer.payload_params().next().expect("a negotiated codec").pt();
         let time = MediaTime::from_90khz(u64::from(n) * 3000);
         writer.write(pt, now, time, data.to_vec()).unwrap();
+    }
+
+    /// Everything `pid`'s client sends, collected without handing it to the engine.
+    fn client_datagrams(&mut self, pid: Pid) -> Vec<(SocketAddr, SocketAddr, Vec<u8>)> {
+        let now = self.now;
+        let c = self.client(pid);
+        let _ = c.rtc.handle_input(Input::Timeout(now));
+        let mut out = vec![];
+        loop {
+            match c.rtc.poll_output() {
+                Ok(RtcOutput::Transmit(t)) => out.push((t.source, t.destination, t.contents.to_vec())),
+                Ok(RtcOutput::Event(_)) => {}
+                Ok(RtcOutput::Timeout(_)) | Err(_) => break,
+            }
+        }
+        out
+    }
+
+    /// The server offers `pid` got, as (id, sdp).
+    fn offers(&self, pid: Pid) -> Vec<(u32, String)> {
+        self.signals(pid)
+            .iter()
+            .filter_map(|m| if let ServerMessage::Offer(o) = m { Some((o.id, o.sdp.clone())) } else { None })
+            .collect()
+    }
+
+    fn errors(&self, pid: Pid, code: switchyard_api::signal::ErrorCode) -> usize {
+        self.signals(pid).iter().filter(|m| matches!(m, ServerMessage::Error(e) if e.code == code)).count()
     }
 
     fn signals(&self, pid: Pid) -> &[ServerMessage] {
@@ -406,25 +467,36 @@ fn a_room_that_may_not_be_created_is_not_found() {
                 saw.0 =
                     matches!(*m, ServerMessage::Error(e) if e.code == switchyard_api::signal::ErrorCode::RoomNotFound)
             }
-            Output::Closed { pid: 9, .. } => saw.1 = true,
+            Output::Route(Route::Refused { pid: 9, room }) => saw.1 = room == "nope",
+            Output::Event(e) => panic!("a refused join opens nothing: {e:?}"),
             _ => {}
         }
     }
     assert_eq!(saw, (true, true));
+    assert!(!net.engine.has_room("nope"));
 }
 
 #[test]
-fn datagrams_from_strangers_are_counted_and_dropped() {
+fn a_datagram_for_a_participant_that_left_is_dropped() {
     let mut net = Net::new();
-    let routed = net.engine.handle_receive(
+    let a = net.join("alice", "r", |_| {});
+    net.send(a, ClientMessage::Leave(Default::default()));
+    let before = net.engine.stats();
+    net.engine.handle_receive(
         net.now,
+        a,
         Protocol::Udp,
         "10.9.9.9:1".parse().unwrap(),
         SERVER.parse().unwrap(),
         &[0x80, 0x60, 0, 1, 0, 0, 0, 0, 0, 0, 0, 1],
     );
-    assert!(!routed);
-    assert_eq!(net.engine.stats().unrouted, 1);
+    assert!(net.engine.poll_output().is_none());
+    assert_eq!(net.engine.stats().packets_in, before.packets_in);
+    assert!(
+        matches!(&net.routes[..], [Route::Admitted { pid, .. }, Route::Closed { pid: closed }] if *pid == a && *closed == a),
+        "admitted, then closed: {:?}",
+        net.routes
+    );
 }
 
 #[test]
@@ -483,4 +555,185 @@ fn a_room_limited_to_vp9_does_not_negotiate_vp8() {
     assert!(codecs.iter().all(|&k| k == str0m::format::Codec::Vp9), "only VP9 was accepted: {codecs:?}");
     let ServerMessage::Joined(j) = &net.signals(a)[0] else { panic!() };
     assert_eq!(j.room.enabled_codecs, vec![Codec::VP9, Codec::Opus]);
+}
+
+/// Alice publishes video; Bob joins and offers, but treats server offers as `offers` says.
+fn bob_with(offers: Offers) -> (Net, Pid, Pid, Mid) {
+    let mut net = Net::new();
+    let a = net.join("alice", "r", |_| {});
+    let b = net.join("bob", "r", |_| {});
+    net.client(b).offers = offers;
+    let mid = net.offer(a, Some(MediaKind::Video)).unwrap();
+    net.offer(b, None);
+    // Alice's track appears once her connection is up; then the server offers it to bob.
+    while net.offers(b).is_empty() && !net.client(b).closed {
+        net.run(1);
+    }
+    (net, a, b, mid)
+}
+
+/// Issue 11 item 2: a client that missed the server's offer (it was still applying the
+/// answer to its own) used to keep its subscriptions open with no media, for good. The
+/// server now sends an unanswered offer again, unchanged.
+#[test]
+fn an_offer_the_client_missed_is_sent_again_and_media_flows() {
+    let (mut net, a, b, mid) = bob_with(Offers::Drop);
+    net.run(100);
+    assert_eq!(net.offers(b).len(), 1, "offered once");
+    net.client(b).offers = Offers::Answer;
+    net.run(participant::REOFFER_AFTER.as_millis() as u64 + 300);
+    let offers = net.offers(b);
+    assert_eq!(offers.len(), 2, "sent again after {:?}", participant::REOFFER_AFTER);
+    assert_eq!(offers[0], offers[1], "the same offer under the same id");
+    assert!(net.signals(b).iter().any(|m| matches!(m, ServerMessage::SubscriptionUpdated(s) if s.subscribed)));
+    for n in 0..10 {
+        net.write_frame(a, mid, n, &vp8_frame(n));
+        net.run(33);
+    }
+    assert!(net.client(b).frames.len() >= 8, "bob got {} frames", net.client(b).frames.len());
+    net.run(10_000);
+    assert_eq!(net.offers(b).len(), 2, "an answered offer is not sent again");
+}
+
+#[test]
+fn an_offer_never_answered_fails_after_its_resends_and_is_offered_afresh() {
+    let (mut net, _a, b, _mid) = bob_with(Offers::Drop);
+    let mut waited = participant::REOFFER_AFTER;
+    for resend in 0..participant::MAX_RESENDS {
+        waited += participant::REOFFER_AFTER * 2u32.pow(resend + 1);
+    }
+    net.run(waited.as_millis() as u64 - 100);
+    assert_eq!(net.offers(b).len(), 1 + participant::MAX_RESENDS as usize, "bounded resends");
+    assert_eq!(net.errors(b, ErrorCode::NegotiationFailed), 0);
+    net.run(200);
+    assert_eq!(net.errors(b, ErrorCode::NegotiationFailed), 1, "withdrawn and reported");
+    let offers = net.offers(b);
+    assert_eq!(
+        offers.last().unwrap().0,
+        2,
+        "then offered afresh under a new id: {:?}",
+        offers.iter().map(|o| o.0).collect::<Vec<_>>()
+    );
+    assert!(!net.client(b).closed, "one failure does not remove the participant");
+}
+
+#[test]
+fn answers_that_keep_failing_end_in_negotiation_failed_and_a_leave() {
+    let (mut net, a, b, _mid) = bob_with(Offers::Garbage);
+    net.run(50);
+    assert_eq!(net.errors(b, ErrorCode::NegotiationFailed), participant::MAX_FAILED as usize);
+    let ids: Vec<u32> = net.offers(b).iter().map(|o| o.0).collect();
+    assert_eq!(ids, [1, 2, 3], "each failure is followed by a fresh offer, up to the limit");
+    assert!(matches!(net.signals(b).last(), Some(ServerMessage::Leave(l))
+        if l.reason == LeaveReason::ServerShutdown && l.can_reconnect));
+    assert!(net.client(b).closed);
+    assert!(net.routes.contains(&Route::Closed { pid: b }), "the router forgets bob");
+    assert!(net.signals(a).iter().any(|m| matches!(m, ServerMessage::ParticipantLeft(p) if p.identity == "bob")));
+}
+
+/// Glare: bob offers while the server's offer to him is outstanding. The server yields:
+/// it answers bob, withdraws its offer (a late answer to it is ignored) and offers again.
+#[test]
+fn glare_the_server_yields_and_offers_again() {
+    let (mut net, a, b, mid) = bob_with(Offers::Drop);
+    assert_eq!(net.offers(b).iter().map(|o| o.0).collect::<Vec<_>>(), [1], "the server's offer is out");
+    // Bob adds a track of his own and offers, as a browser publishing would.
+    net.client(b).offers = Offers::Answer;
+    let c = net.client(b);
+    let mut api = c.rtc.sdp_api();
+    api.add_media(MediaKind::Audio, Direction::SendOnly, None, None, None);
+    let (offer, pending) = api.apply().expect("changes");
+    c.pending = Some(pending);
+    net.send(b, ClientMessage::Offer(SessionDescription { sdp: offer.to_sdp_string(), id: 2 }));
+    let answers: Vec<u32> = net
+        .signals(b)
+        .iter()
+        .filter_map(|m| if let ServerMessage::Answer(a) = m { Some(a.id) } else { None })
+        .collect();
+    assert_eq!(answers, [1, 2], "bob's offer is answered");
+    assert_eq!(net.offers(b).iter().map(|o| o.0).collect::<Vec<_>>(), [1, 2], "and the server offers again");
+    // A late answer to the withdrawn offer changes nothing.
+    net.send(b, ClientMessage::Answer(SessionDescription { sdp: "v=0 late".into(), id: 1 }));
+    assert_eq!(net.errors(b, ErrorCode::NegotiationFailed), 0, "an answer to a withdrawn offer is ignored");
+    net.run(300);
+    for n in 0..10 {
+        net.write_frame(a, mid, n, &vp8_frame(n));
+        net.run(33);
+    }
+    assert!(net.client(b).frames.len() >= 8, "bob got {} frames", net.client(b).frames.len());
+    net.run(participant::REOFFER_AFTER.as_millis() as u64 * 4);
+    assert_eq!(net.offers(b).len(), 2, "nothing left unanswered");
+}
+
+#[test]
+fn keyframe_requests_are_throttled_and_the_held_back_one_is_sent_later() {
+    let (mut net, a, _b, mid) = alice_publishes_to_bob();
+    let requests = |net: &Net| {
+        let report = net.engine.report();
+        report[0].participants.iter().find(|p| p.identity == "alice").unwrap().tracks[0].keyframe_requests
+    };
+    assert_eq!(requests(&net), 1, "bob's new subscription asked for a keyframe");
+    // Alice's stream exists once she sends; then requests can reach her.
+    for n in 0..20 {
+        net.write_frame(a, mid, n, &vp8_frame(n));
+        net.run(33);
+    }
+    let at_alice = net.client(a).keyframe_requests;
+    let c = net.join("carol", "r", |_| {});
+    net.offer(c, None);
+    assert_eq!(requests(&net), 2, "carol's new subscription asks at once");
+    net.run(100);
+    let d = net.join("dave", "r", |_| {});
+    net.offer(d, None);
+    assert_eq!(requests(&net), 2, "dave's, 100 ms later, is held back");
+    net.run(390);
+    assert_eq!(requests(&net), 2);
+    net.run(20);
+    assert_eq!(requests(&net), 3, "and sent when the 500 ms window ends");
+    net.run(100);
+    assert!(net.client(a).keyframe_requests >= at_alice + 2, "both reached alice");
+    // Both new subscribers start with the next keyframe.
+    net.write_frame(a, mid, 0, &vp8_frame(0));
+    net.run(50);
+    assert!(!net.client(c).frames.is_empty() && !net.client(d).frames.is_empty());
+}
+
+/// Several packets for one subscriber in one batch (the driver feeds a receive burst
+/// before polling): each `write_rtp` is followed by a drain of the subscriber's `Rtc`
+/// (a debug assertion in the forwarder checks it), and every packet arrives, in order.
+#[test]
+fn several_packets_for_one_subscriber_in_one_batch_all_arrive_in_order() {
+    let (mut net, a, b, mid) = alice_publishes_to_bob();
+    let now = net.now;
+    let mut burst = vec![];
+    for n in 0..8 {
+        net.write_frame(a, mid, n, &vp8_frame(n));
+        burst.extend(net.client_datagrams(a));
+    }
+    assert!(burst.len() >= 8, "a burst of {} datagrams", burst.len());
+    for (src, dst, data) in burst {
+        net.engine.handle_receive(now, a, Protocol::Udp, src, dst, &data);
+    }
+    net.flush();
+    net.run(50);
+    let got: Vec<u32> =
+        net.client(b).frames.iter().map(|(_, d)| u32::from_be_bytes(d[10..14].try_into().unwrap())).collect();
+    assert_eq!(got, (0..8).collect::<Vec<_>>());
+    let report = net.engine.report();
+    let bob = report[0].participants.iter().find(|p| p.identity == "bob").unwrap();
+    assert_eq!(bob.subscriptions[0].packets, 8);
+}
+
+#[test]
+fn leaving_empties_the_track_index() {
+    let (mut net, a, b, _mid) = alice_publishes_to_bob();
+    assert_eq!(net.engine.index.len(), 1, "alice's track has a subscriber");
+    net.send(b, ClientMessage::Leave(Default::default()));
+    assert_eq!(net.engine.index.len(), 0);
+    let c = net.join("carol", "r", |_| {});
+    net.offer(c, None);
+    net.run(100);
+    assert_eq!(net.engine.index.len(), 1);
+    net.send(a, ClientMessage::Leave(Default::default()));
+    assert_eq!(net.engine.index.len(), 0, "a publisher leaving takes its tracks out");
 }

@@ -472,6 +472,7 @@ async fn reconcile_inner(mc: &MediaCluster, ctx: &Context) -> Result<Action> {
                     rooms: counts.get(&n.name).copied().unwrap_or(0),
                     participants: s.participants,
                     bandwidth_bps: s.bandwidth_bps,
+                    full: s.full,
                 };
                 PodHealth {
                     name: n.name.clone(),

@@ -209,6 +209,7 @@ async fn place(room: &Room, mc: &MediaCluster, api: &Api<Room>, ctx: &Context, m
                     rooms: counts.get(&n.name).copied().unwrap_or(0),
                     participants: s.participants,
                     bandwidth_bps: s.bandwidth_bps,
+                    full: s.full,
                 }
             })
             .collect();

@@ -431,6 +431,7 @@ async fn sfu_load_scales_up_at_once_and_is_reported_per_node() {
             bandwidth_bps: 90_000_000,
             draining: false,
             room_names: vec![],
+            ..Default::default()
         },
     );
     let respond = |s: &Seen| match s.line().as_str() {

@@ -51,12 +51,15 @@ pub struct NodeLoad {
     pub participants: u64,
     /// Media bandwidth, bits/s.
     pub bandwidth_bps: u64,
+    /// The node reports itself at its own capacity (it refuses joins with `node_full`).
+    pub full: bool,
 }
 
 impl NodeLoad {
     /// True when one more room would exceed a limit, or a limit is already reached.
     pub fn is_full(&self, cap: &Capacity) -> bool {
-        cap.rooms.is_some_and(|c| self.rooms >= c)
+        self.full
+            || cap.rooms.is_some_and(|c| self.rooms >= c)
             || cap.participants.is_some_and(|c| self.participants >= c)
             || cap.bandwidth_bps.is_some_and(|c| self.bandwidth_bps >= c)
     }
@@ -225,7 +228,15 @@ mod tests {
     use rand::rngs::StdRng;
 
     fn node(name: &str, rooms: u64) -> NodeLoad {
-        NodeLoad { name: name.into(), ready: true, draining: false, rooms, participants: 0, bandwidth_bps: 0 }
+        NodeLoad {
+            name: name.into(),
+            ready: true,
+            draining: false,
+            rooms,
+            participants: 0,
+            bandwidth_bps: 0,
+            full: false,
+        }
     }
 
     fn rooms_cap(rooms: u64) -> Capacity {
@@ -240,6 +251,8 @@ mod tests {
         let full_rooms = node("full-rooms", 10);
         let full_participants = NodeLoad { participants: 50, ..node("full-participants", 0) };
         let full_bw = NodeLoad { bandwidth_bps: 1_000, ..node("full-bw", 0) };
+        // Below the cluster's limits, but the node says it is at its own.
+        let says_full = NodeLoad { full: true, ..node("says-full", 0) };
         let cap = Capacity { rooms: Some(10), participants: Some(50), bandwidth_bps: Some(1_000) };
         let cases: Vec<(Vec<NodeLoad>, Result<&str, Unschedulable>)> = vec![
             (vec![unready.clone(), node("ok", 9)], Ok("ok")),
@@ -247,9 +260,10 @@ mod tests {
             (vec![full_rooms.clone(), node("ok", 9)], Ok("ok")),
             (vec![full_participants.clone(), node("ok", 9)], Ok("ok")),
             (vec![full_bw.clone(), node("ok", 9)], Ok("ok")),
+            (vec![says_full.clone(), node("ok", 9)], Ok("ok")),
             (
-                vec![unready, draining, full_rooms, full_participants, full_bw],
-                Err(Unschedulable::NoCapacity { unready: 1, draining: 1, full: 3 }),
+                vec![unready, draining, full_rooms, full_participants, full_bw, says_full],
+                Err(Unschedulable::NoCapacity { unready: 1, draining: 1, full: 4 }),
             ),
             (vec![], Err(Unschedulable::NoNodes)),
         ];

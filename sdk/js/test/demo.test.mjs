@@ -139,3 +139,36 @@ test("relay-only: all media goes through the embedded TURN server", { timeout: 1
   assert.equal(pair.localType, "relay", JSON.stringify(pair));
   assert.ok(pair.bytes > 10_000, `received ${pair.bytes} bytes through TURN`);
 });
+
+// A late joiner whose browser is slow to apply the server's answer to its first offer:
+// the server's own offer (with the tracks already published) arrives while that answer is
+// still being applied. The SDK used to take it for glare and drop it, and the late joiner
+// never received anything. Messages are now handled in order, and the server sends an
+// unanswered offer again.
+test("a late joiner slow to apply its answer still gets every published track", { timeout: 120_000 }, async () => {
+  const port = PORT + 30;
+  const server = startDev(port);
+  const browser = await launch();
+  try {
+    await waitForHttp(`http://127.0.0.1:${port}/healthz`, 30_000);
+    const context = await browser.newContext({ permissions: ["camera", "microphone"] });
+    const alice = await context.newPage();
+    await alice.goto(`http://localhost:${port}/?room=late&identity=alice`);
+    await waitFor(alice, () => window.switchyardStats && window.switchyardStats.playing >= 1, 45_000, "alice publishing");
+    await new Promise((r) => setTimeout(r, 1000));
+    const bob = await context.newPage();
+    await bob.addInitScript(() => {
+      const apply = RTCPeerConnection.prototype.setRemoteDescription;
+      RTCPeerConnection.prototype.setRemoteDescription = async function (d) {
+        if (d && d.type === "answer") await new Promise((r) => setTimeout(r, 300));
+        return apply.call(this, d);
+      };
+    });
+    await bob.goto(`http://localhost:${port}/?room=late&identity=bob`);
+    await waitFor(bob, () => window.switchyardStats && window.switchyardStats.tracks >= 2, 20_000, "bob receiving alice's 2 tracks");
+    await waitFor(bob, () => window.switchyardStats.playing >= 2, 20_000, "bob playing alice's video");
+  } finally {
+    await browser.close();
+    server.kill("SIGINT");
+  }
+});

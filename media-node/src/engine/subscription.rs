@@ -1,0 +1,267 @@
+//! What a participant receives: one [`Sub`] per publisher track, its negotiation state
+//! (`ToOpen` → `Negotiating` → `Open` → `ToStop` → `Stopping` → gone), the layer selector
+//! (which simulcast layer reaches the subscriber, switching only on a keyframe), and the
+//! munger that keeps its numbering continuous.
+
+use std::time::Instant;
+
+use rand::Rng;
+use str0m::Rtc;
+use str0m::format::CodecSpec;
+use str0m::media::{KeyframeRequestKind, MediaKind, Mid, Pt, Rid};
+use switchyard_api::signal::{ErrorCode, ServerMessage, SubscriptionUpdated, VideoQuality};
+
+use super::munger::Rewriter;
+use super::{Engine, Pid};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum SubState {
+    /// Wanted; not yet in an offer.
+    ToOpen,
+    /// In our pending offer under this mid.
+    Negotiating(Mid),
+    /// Negotiated; media flows.
+    Open(Mid),
+    /// To be removed in the next offer.
+    ToStop(Mid),
+    /// Removal offered; gone once answered.
+    Stopping(Mid),
+}
+
+/// What the layer selector says about one incoming packet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Verdict {
+    /// Forward it.
+    Forward,
+    /// Not the layer this subscriber gets.
+    Drop,
+    /// The layer the subscriber should switch to, but not a keyframe: drop it and ask the
+    /// publisher for a keyframe of that layer.
+    NeedKeyframe,
+}
+
+/// Which layer (simulcast `rid`, `None` without simulcast) reaches one subscriber. A
+/// subscriber starts, and switches layers, only on a keyframe; until the target layer's
+/// keyframe arrives the current layer goes on, so a switch never freezes the picture.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct LayerSelector {
+    /// The layer asked for (`update_subscription` quality); `None`: whichever layer
+    /// brings the first keyframe, kept from then on.
+    pub(crate) target: Option<Rid>,
+    /// The layer being forwarded, when `forwarding`.
+    pub(crate) current: Option<Rid>,
+    forwarding: bool,
+}
+
+impl LayerSelector {
+    pub(crate) fn select(&mut self, rid: Option<Rid>, keyframe: bool) -> Verdict {
+        if self.forwarding && self.current == rid {
+            return Verdict::Forward;
+        }
+        let wanted = match self.target {
+            Some(target) => rid == Some(target),
+            None => !self.forwarding,
+        };
+        if !wanted {
+            return Verdict::Drop;
+        }
+        if !keyframe {
+            return Verdict::NeedKeyframe;
+        }
+        self.current = rid;
+        self.forwarding = true;
+        Verdict::Forward
+    }
+
+    /// Start over: wait for a keyframe (a newly opened or re-opened subscription).
+    pub(crate) fn restart(&mut self) {
+        self.forwarding = false;
+    }
+
+    /// Forwarding has started (a keyframe came).
+    #[cfg(test)]
+    pub(crate) fn forwarding(&self) -> bool {
+        self.forwarding
+    }
+}
+
+/// A track a participant receives.
+pub(super) struct Sub {
+    pub(super) publisher: Pid,
+    /// The publisher's participant sid: the stream id of the media line, so clients can
+    /// tell whose track it is.
+    pub(super) publisher_sid: String,
+    pub(super) pub_mid: Mid,
+    pub(super) kind: MediaKind,
+    pub(super) track_sid: String,
+    pub(super) state: SubState,
+    /// The publisher left while our offer was in flight.
+    pub(super) orphaned: bool,
+    pub(super) rewriter: Rewriter,
+    pub(super) layers: LayerSelector,
+    /// Incoming payload type → outgoing one, for this subscriber's negotiated codecs.
+    pts: Vec<(CodecSpec, Pt)>,
+    /// RTP packets written to this subscriber for the track.
+    pub(super) packets: u64,
+}
+
+impl Sub {
+    pub(super) fn new(
+        publisher: Pid,
+        publisher_sid: String,
+        pub_mid: Mid,
+        kind: MediaKind,
+        track_sid: String,
+        rng: &mut impl Rng,
+    ) -> Self {
+        let step = if kind == MediaKind::Audio { 960 } else { 3000 };
+        Self {
+            publisher,
+            publisher_sid,
+            pub_mid,
+            kind,
+            track_sid,
+            state: SubState::ToOpen,
+            orphaned: false,
+            rewriter: Rewriter::new(rng.random_range(0..30_000), step),
+            layers: LayerSelector::default(),
+            pts: vec![],
+            packets: 0,
+        }
+    }
+
+    pub(super) fn out_mid(&self) -> Option<Mid> {
+        match self.state {
+            SubState::ToOpen => None,
+            SubState::Negotiating(m) | SubState::Open(m) | SubState::ToStop(m) | SubState::Stopping(m) => Some(m),
+        }
+    }
+
+    /// The payload type this subscriber negotiated for `spec` on `mid`.
+    pub(super) fn pt_for(&mut self, spec: CodecSpec, mid: Mid, rtc: &Rtc) -> Option<Pt> {
+        if let Some(&(_, pt)) = self.pts.iter().find(|(s, _)| *s == spec) {
+            return Some(pt);
+        }
+        let accepted = rtc.media(mid)?.remote_pts();
+        let params = rtc.codec_config();
+        let exact = params.find(|p| p.spec() == spec && accepted.contains(&p.pt()));
+        let same_codec = || params.find(|p| p.spec().codec == spec.codec && accepted.contains(&p.pt()));
+        let pt = exact.or_else(same_codec)?.pt();
+        self.pts.push((spec, pt));
+        Some(pt)
+    }
+}
+
+impl Engine {
+    /// `update_subscription` for one track: subscribe, unsubscribe, or change the layer.
+    pub(super) fn update_subscription(
+        &mut self,
+        now: Instant,
+        pid: Pid,
+        track_sid: &str,
+        subscribe: bool,
+        quality: Option<VideoQuality>,
+    ) {
+        let found = self.room_members(pid).into_iter().filter(|&m| m != pid).find_map(|m| {
+            let p = self.peers.get(&m)?;
+            let t = p.published.iter().find(|t| t.sid == track_sid)?;
+            Some((m, p.sid.clone(), t.mid, t.media_kind(), t.rid_for(quality)))
+        });
+        let Some((publisher, publisher_sid, pub_mid, kind, rid)) = found else {
+            return self.signal(
+                pid,
+                ServerMessage::SubscriptionUpdated(SubscriptionUpdated {
+                    track_sid: track_sid.into(),
+                    participant_sid: String::new(),
+                    subscribed: false,
+                    error: Some(ErrorCode::TrackNotFound),
+                }),
+            );
+        };
+        let peer = self.peers.get_mut(&pid).expect("checked");
+        if subscribe && !peer.grants.can_subscribe {
+            return self.signal(
+                pid,
+                ServerMessage::SubscriptionUpdated(SubscriptionUpdated {
+                    track_sid: track_sid.into(),
+                    participant_sid: publisher_sid,
+                    subscribed: false,
+                    error: Some(ErrorCode::PermissionDenied),
+                }),
+            );
+        }
+        let existing = peer.subs.iter_mut().find(|s| s.publisher == publisher && s.pub_mid == pub_mid);
+        match (subscribe, existing) {
+            (true, Some(sub)) => {
+                if rid.is_some() && sub.layers.target != rid {
+                    sub.layers.target = rid;
+                    self.request_keyframe(now, publisher, pub_mid, rid, KeyframeRequestKind::Pli);
+                }
+            }
+            (true, None) => {
+                let mut sub =
+                    Sub::new(publisher, publisher_sid.clone(), pub_mid, kind, track_sid.to_owned(), &mut self.rng);
+                sub.layers.target = rid;
+                peer.subs.push(sub);
+                self.mark_renegotiate(pid);
+            }
+            (false, Some(_)) => {
+                peer.drop_track(publisher, pub_mid);
+                self.index.unsubscribe(publisher, pub_mid, pid);
+                self.signal(
+                    pid,
+                    ServerMessage::SubscriptionUpdated(SubscriptionUpdated {
+                        track_sid: track_sid.into(),
+                        participant_sid: publisher_sid,
+                        subscribed: false,
+                        error: None,
+                    }),
+                );
+                self.mark_renegotiate(pid);
+            }
+            (false, None) => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_subscriber_starts_on_a_keyframe_of_any_layer_and_keeps_it() {
+        let mut s = LayerSelector::default();
+        let (q, h) = (Some(Rid::from("q")), Some(Rid::from("h")));
+        assert_eq!(s.select(h, false), Verdict::NeedKeyframe);
+        assert_eq!(s.select(q, true), Verdict::Forward, "the first keyframe starts forwarding");
+        assert_eq!(s.select(q, false), Verdict::Forward);
+        assert_eq!(s.select(h, true), Verdict::Drop, "no target: the layer stays");
+        s.restart();
+        assert!(!s.forwarding());
+        assert_eq!(s.select(q, false), Verdict::NeedKeyframe, "a re-opened subscription waits for a keyframe");
+    }
+
+    #[test]
+    fn a_layer_switch_keeps_the_old_layer_until_the_new_one_has_a_keyframe() {
+        let (q, h, f) = (Some(Rid::from("q")), Some(Rid::from("h")), Some(Rid::from("f")));
+        let mut s = LayerSelector { target: q, ..LayerSelector::default() };
+        assert_eq!(s.select(h, true), Verdict::Drop, "not the target");
+        assert_eq!(s.select(q, true), Verdict::Forward);
+        s.target = h;
+        assert_eq!(s.select(q, false), Verdict::Forward, "the old layer goes on");
+        assert_eq!(s.select(h, false), Verdict::NeedKeyframe);
+        assert_eq!(s.select(f, true), Verdict::Drop);
+        assert_eq!(s.select(h, true), Verdict::Forward, "switched");
+        assert_eq!(s.current, h);
+        assert_eq!(s.select(q, true), Verdict::Drop, "the old layer stops");
+        assert_eq!(s.select(h, false), Verdict::Forward);
+    }
+
+    #[test]
+    fn without_simulcast_the_only_layer_waits_for_its_keyframe() {
+        let mut s = LayerSelector::default();
+        assert_eq!(s.select(None, false), Verdict::NeedKeyframe);
+        assert_eq!(s.select(None, true), Verdict::Forward);
+        assert_eq!(s.select(None, false), Verdict::Forward);
+    }
+}

@@ -1,0 +1,282 @@
+//! Published tracks, and the index from a publisher's track to the participants that
+//! receive it: the hot path looks a packet's subscribers up instead of scanning the room.
+
+use std::collections::HashMap;
+use std::time::Instant;
+
+use str0m::Rtc;
+use str0m::format::CodecSpec;
+use str0m::media::{KeyframeRequestKind, MediaKind, Mid, Pt, Rid};
+use switchyard_api::signal::{
+    ErrorCode, MuteTrack, ParticipantEvent, PublishTrackRequest, ServerMessage, SimulcastLayer, TrackInfo, TrackKind,
+    TrackMuted, TrackPublished, TrackRef, TrackSource, VideoQuality,
+};
+
+use super::keyframe::KeyframeThrottle;
+use super::subscription::Sub;
+use super::{Engine, Output, Pid, RoomEvent, err};
+
+/// Publisher track (publisher, its mid) → the participants whose subscription to it is
+/// open, in the order they opened.
+#[derive(Debug, Default)]
+pub(super) struct TrackIndex {
+    subscribers: HashMap<(Pid, Mid), Vec<Pid>>,
+}
+
+impl TrackIndex {
+    /// Who receives `(publisher, mid)` now.
+    pub(super) fn subscribers(&self, publisher: Pid, mid: Mid) -> &[Pid] {
+        self.subscribers.get(&(publisher, mid)).map(Vec::as_slice).unwrap_or(&[])
+    }
+
+    pub(super) fn subscribe(&mut self, publisher: Pid, mid: Mid, subscriber: Pid) {
+        let list = self.subscribers.entry((publisher, mid)).or_default();
+        if !list.contains(&subscriber) {
+            list.push(subscriber);
+        }
+    }
+
+    pub(super) fn unsubscribe(&mut self, publisher: Pid, mid: Mid, subscriber: Pid) {
+        if let Some(list) = self.subscribers.get_mut(&(publisher, mid)) {
+            list.retain(|&s| s != subscriber);
+            if list.is_empty() {
+                self.subscribers.remove(&(publisher, mid));
+            }
+        }
+    }
+
+    pub(super) fn remove_publisher(&mut self, publisher: Pid, mids: impl Iterator<Item = Mid>) {
+        for mid in mids {
+            self.subscribers.remove(&(publisher, mid));
+        }
+    }
+
+    /// Tracks with at least one subscriber.
+    #[cfg(test)]
+    pub(super) fn len(&self) -> usize {
+        self.subscribers.len()
+    }
+}
+
+/// A track a participant publishes.
+pub(super) struct Published {
+    pub(super) sid: String,
+    pub(super) cid: String,
+    pub(super) mid: Mid,
+    pub(super) kind: TrackKind,
+    source: TrackSource,
+    name: String,
+    pub(super) muted: bool,
+    width: Option<u32>,
+    height: Option<u32>,
+    layers: Vec<SimulcastLayer>,
+    /// Payload type → codec, learned from the first packets.
+    specs: Vec<(Pt, CodecSpec)>,
+    /// Keyframe requests to the publisher, throttled.
+    pub(super) keyframes: KeyframeThrottle,
+    /// RTP packets and payload bytes received on this track.
+    pub(super) packets: u64,
+    pub(super) bytes: u64,
+}
+
+impl Published {
+    pub(super) fn new(sid: String, mid: Mid, kind: TrackKind, announced: Option<PublishTrackRequest>) -> Self {
+        let a = announced.unwrap_or(PublishTrackRequest {
+            cid: mid.to_string(),
+            name: String::new(),
+            kind,
+            source: TrackSource::Unknown,
+            muted: false,
+            width: None,
+            height: None,
+            layers: vec![],
+        });
+        Self {
+            sid,
+            cid: a.cid,
+            mid,
+            kind,
+            source: a.source,
+            name: a.name,
+            muted: a.muted,
+            width: a.width,
+            height: a.height,
+            layers: a.layers,
+            specs: vec![],
+            keyframes: KeyframeThrottle::default(),
+            packets: 0,
+            bytes: 0,
+        }
+    }
+
+    pub(super) fn media_kind(&self) -> MediaKind {
+        if self.kind == TrackKind::Audio { MediaKind::Audio } else { MediaKind::Video }
+    }
+
+    pub(super) fn info(&self) -> TrackInfo {
+        TrackInfo {
+            sid: self.sid.clone(),
+            name: self.name.clone(),
+            kind: self.kind,
+            source: self.source,
+            muted: self.muted,
+            mime_type: self.specs.first().map(|(_, s)| mime(s)),
+            width: self.width,
+            height: self.height,
+            layers: self.layers.clone(),
+        }
+    }
+
+    pub(super) fn rids(&self) -> Vec<Rid> {
+        self.layers.iter().map(|l| Rid::from(l.rid.as_str())).collect()
+    }
+
+    /// The rid carrying `quality`, if the track is simulcast.
+    pub(super) fn rid_for(&self, quality: Option<VideoQuality>) -> Option<Rid> {
+        let q = quality?;
+        self.layers.iter().find(|l| l.quality == q).map(|l| Rid::from(l.rid.as_str()))
+    }
+
+    pub(super) fn spec_for(&mut self, pt: Pt, rtc: &Rtc) -> Option<CodecSpec> {
+        if let Some(&(_, spec)) = self.specs.iter().find(|(p, _)| *p == pt) {
+            return Some(spec);
+        }
+        let spec = rtc.codec_config().find(|p| p.pt() == pt)?.spec();
+        self.specs.push((pt, spec));
+        Some(spec)
+    }
+}
+
+fn mime(spec: &CodecSpec) -> String {
+    use str0m::format::Codec;
+    let (kind, name) = match spec.codec {
+        Codec::Opus => ("audio", "opus"),
+        Codec::Vp8 => ("video", "VP8"),
+        Codec::Vp9 => ("video", "VP9"),
+        Codec::H264 => ("video", "H264"),
+        Codec::Av1 => ("video", "AV1"),
+        _ => ("application", "unknown"),
+    };
+    format!("{kind}/{name}")
+}
+
+impl Engine {
+    /// `publish_track`: metadata for the next media line of that kind.
+    pub(super) fn announce(&mut self, pid: Pid, req: PublishTrackRequest) {
+        let peer = self.peers.get_mut(&pid).expect("checked");
+        if let Err(e) = peer.claims_authorize_publish(req.source) {
+            return self.signal(pid, err(ErrorCode::PermissionDenied, e.to_string(), "publish_track"));
+        }
+        peer.announced.push_back(req);
+    }
+
+    /// A media line the client sends on appeared: a published track, offered to everyone
+    /// auto-subscribed.
+    pub(super) fn publication(&mut self, _now: Instant, pid: Pid, mid: Mid, media: MediaKind) {
+        let Some(peer) = self.peers.get_mut(&pid) else { return };
+        if peer.published.iter().any(|t| t.mid == mid) || peer.subs.iter().any(|s| s.out_mid() == Some(mid)) {
+            return;
+        }
+        let kind = if media == MediaKind::Audio { TrackKind::Audio } else { TrackKind::Video };
+        let announced = peer.announced.iter().position(|r| r.kind == kind).and_then(|i| peer.announced.remove(i));
+        let source = announced.as_ref().map(|r| r.source).unwrap_or(TrackSource::Unknown);
+        if let Err(e) = peer.claims_authorize_publish(source) {
+            // The media line stays, but nothing it carries is forwarded.
+            return self.signal(pid, err(ErrorCode::PermissionDenied, e.to_string(), "offer"));
+        }
+        let sid = self.new_sid("TR");
+        let peer = self.peers.get_mut(&pid).expect("checked");
+        let track = Published::new(sid.clone(), mid, kind, announced);
+        let info = track.info();
+        let cid = track.cid.clone();
+        peer.published.push(track);
+        let participant = peer.info();
+        let (room, identity, publisher_sid) = (peer.room.clone(), peer.identity.clone(), peer.sid.clone());
+        self.signal(pid, ServerMessage::TrackPublished(TrackPublished { cid, track: info }));
+        self.out.push_back(Output::Event(RoomEvent::TrackPublished { room, identity, track_sid: sid.clone() }));
+        for m in self.room_members(pid) {
+            if m == pid {
+                continue;
+            }
+            self.signal(m, ServerMessage::ParticipantUpdated(ParticipantEvent { participant: participant.clone() }));
+            if let Some(p) = self.peers.get_mut(&m)
+                && p.auto_subscribe
+                && p.grants.can_subscribe
+            {
+                p.subs.push(Sub::new(pid, publisher_sid.clone(), mid, media, sid.clone(), &mut self.rng));
+                self.mark_renegotiate(m);
+            }
+        }
+    }
+
+    pub(super) fn unpublish(&mut self, pid: Pid, track_sid: &str) {
+        let peer = self.peers.get_mut(&pid).expect("checked");
+        let Some(i) = peer.published.iter().position(|t| t.sid == track_sid) else {
+            return self.signal(pid, err(ErrorCode::TrackNotFound, "no such track of yours", "unpublish_track"));
+        };
+        let track = peer.published.remove(i);
+        let info = peer.info();
+        self.index.remove_publisher(pid, std::iter::once(track.mid));
+        for m in self.room_members(pid) {
+            if let Some(p) = self.peers.get_mut(&m) {
+                p.drop_track(pid, track.mid);
+            }
+            self.mark_renegotiate(m);
+        }
+        self.signal(pid, ServerMessage::TrackUnpublished(TrackRef { track_sid: track.sid }));
+        self.broadcast(pid, ServerMessage::ParticipantUpdated(ParticipantEvent { participant: info }));
+    }
+
+    pub(super) fn mute(&mut self, pid: Pid, m: MuteTrack) {
+        let peer = self.peers.get_mut(&pid).expect("checked");
+        let Some(track) = peer.published.iter_mut().find(|t| t.sid == m.track_sid) else {
+            return self.signal(pid, err(ErrorCode::TrackNotFound, "no such track of yours", "mute_track"));
+        };
+        track.muted = m.muted;
+        let event = TrackMuted { participant_sid: peer.sid.clone(), track_sid: m.track_sid.clone(), muted: m.muted };
+        self.broadcast(pid, ServerMessage::TrackMuted(event));
+    }
+
+    /// Ask a publisher's track for a keyframe, unless the throttle holds it back (then it
+    /// is sent when the throttle window ends).
+    pub(super) fn request_keyframe(
+        &mut self,
+        now: Instant,
+        publisher: Pid,
+        mid: Mid,
+        rid: Option<Rid>,
+        kind: KeyframeRequestKind,
+    ) {
+        let Some(p) = self.peers.get_mut(&publisher) else { return };
+        let Some(track) = p.published.iter_mut().find(|t| t.mid == mid) else { return };
+        if track.kind != TrackKind::Video || !track.keyframes.ask(now, rid, kind) {
+            return;
+        }
+        let rids: Vec<Option<Rid>> =
+            if rid.is_some() { vec![rid] } else { track.rids().into_iter().map(Some).chain([None]).collect() };
+        let mut api = p.rtc.direct_api();
+        for rid in rids {
+            if let Some(rx) = api.stream_rx_by_mid(mid, rid) {
+                rx.request_keyframe(kind);
+            }
+        }
+        self.drain(publisher);
+    }
+
+    /// Send the keyframe requests the throttle held back, once their window ends.
+    pub(super) fn keyframe_timeouts(&mut self, now: Instant) {
+        let due: Vec<(Pid, Mid, Option<Rid>, KeyframeRequestKind)> = self
+            .peers
+            .values_mut()
+            .flat_map(|p| {
+                let pid = p.pid;
+                p.published
+                    .iter_mut()
+                    .filter_map(move |t| t.keyframes.take_due(now).map(|(rid, k)| (pid, t.mid, rid, k)))
+            })
+            .collect();
+        for (pid, mid, rid, kind) in due {
+            self.request_keyframe(now, pid, mid, rid, kind);
+        }
+    }
+}
