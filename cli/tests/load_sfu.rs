@@ -46,9 +46,10 @@ fn summary(out: &Output) -> Value {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_expected_track_delivers_media() {
     let node = media_node().await;
-    let out = run(load(&node, SECRET, &["--publishers", "2", "--subscribers", "2", "--duration", "5s"]).args([
+    // Half a second between joins: the subscribers join once the publishers send.
+    let out = run(load(&node, SECRET, &["--publishers", "2", "--subscribers", "2", "--duration", "6s"]).args([
         "--ramp",
-        "20",
+        "2",
         "--max-loss",
         "100",
     ]))

@@ -82,6 +82,10 @@ pub(crate) struct SfuArgs {
     /// Joins per second.
     #[arg(long, default_value = "10", value_parser = parse_ramp)]
     ramp: f64,
+    /// Let str0m decrypt every received packet; by default each stream's first 50 are
+    /// decrypted and authenticated, later ones counted from their (clear) RTP header.
+    #[arg(long)]
+    decrypt_all: bool,
     /// Local address of the participants' UDP sockets (default: the one that routes to the server).
     #[arg(long)]
     local_ip: Option<IpAddr>,
@@ -274,6 +278,7 @@ pub(crate) fn run(args: SfuArgs) -> anyhow::Result<()> {
                 video: video.clone(),
                 quality: args.quality.into(),
                 expected_tracks: (args.publishers as usize - usize::from(publish)) * tracks_per_publisher,
+                decrypt_all: args.decrypt_all,
                 local_ip,
                 room_flowing: flowing[room as usize].clone(),
                 live: Arc::new(Live::default()),

@@ -66,6 +66,18 @@ impl RxStream {
         self.clock_rate != 90_000.0
     }
 
+    /// The extended sequence number of a 16-bit one: the nearest to the highest so far.
+    pub(crate) fn extend(&self, seq: u16) -> u64 {
+        let near = (self.max_seq & !0xffff) | u64::from(seq);
+        if near + 0x8000 < self.max_seq {
+            near + 0x1_0000
+        } else if near > self.max_seq + 0x8000 && near >= 0x1_0000 {
+            near - 0x1_0000
+        } else {
+            near
+        }
+    }
+
     /// Packets the sequence numbers say were sent.
     pub(crate) fn expected(&self) -> u64 {
         if self.packets == 0 { 0 } else { self.max_seq - self.base_seq + 1 }
@@ -419,6 +431,21 @@ mod tests {
         assert_eq!(s.packet(t0, 102, 1920, 80), 0, "late, not new");
         assert_eq!((s.expected(), s.packets, s.lost()), (5, 4, 1));
         assert_eq!(s.bytes, 320);
+        assert_eq!(s.extend(105), 105);
+        assert_eq!(s.extend(65_535), 65_535, "no cycle before the first: it stays in this one");
+    }
+
+    #[test]
+    fn sequence_numbers_extend_across_the_wrap() {
+        let t0 = Instant::now();
+        let mut s = RxStream::new(90_000);
+        s.packet(t0, 65_534, 0, 1000);
+        assert_eq!(s.extend(65_535), 65_535);
+        s.packet(t0, 65_535, 0, 1000);
+        assert_eq!(s.extend(0), 65_536);
+        s.packet(t0, s.extend(1), 3000, 1000);
+        assert_eq!(s.extend(65_535), 65_535, "reordered from before the wrap");
+        assert_eq!((s.expected(), s.lost()), (4, 1));
     }
 
     #[test]
