@@ -304,12 +304,14 @@ impl Participant {
                     let (n, from) = r.map_err(|e| fail("socket", e.to_string()))?;
                     // str0m's run-loop rule: every input is followed by a full drain (in RTP
                     // mode it holds one received packet until the next poll).
-                    self.receive(&mut rtc, local, from, &buf[..n], plan);
-                    self.drain(&mut rtc, &socket, plan)?;
+                    if self.receive(&mut rtc, local, from, &buf[..n], plan) {
+                        self.drain(&mut rtc, &socket, plan)?;
+                    }
                     for _ in 1..RECV_BATCH {
                         let Ok((n, from)) = socket.try_recv_from(&mut buf) else { break };
-                        self.receive(&mut rtc, local, from, &buf[..n], plan);
-                        self.drain(&mut rtc, &socket, plan)?;
+                        if self.receive(&mut rtc, local, from, &buf[..n], plan) {
+                            self.drain(&mut rtc, &socket, plan)?;
+                        }
                     }
                 }
                 m = next_message(ws) => {
@@ -332,7 +334,8 @@ impl Participant {
         }
     }
 
-    fn receive(&mut self, rtc: &mut Rtc, local: SocketAddr, from: SocketAddr, data: &[u8], plan: &Plan) {
+    /// Count or hand over one datagram; true when str0m got it (and must be drained).
+    fn receive(&mut self, rtc: &mut Rtc, local: SocketAddr, from: SocketAddr, data: &[u8], plan: &Plan) -> bool {
         let now = Instant::now();
         self.in_str0m = None;
         if let Some((ssrc, seq, ts, header)) = rtp_header(data) {
@@ -347,15 +350,13 @@ impl Participant {
                 plan.live.received_packets.fetch_add(1, Relaxed);
                 plan.live.received_bytes.fetch_add(len as u64, Relaxed);
                 plan.live.expected_packets.fetch_add(grew, Relaxed);
-                return;
+                return false;
             }
             self.in_str0m = Some((ssrc, data.len() - header));
         }
-        let Ok(contents) = data.try_into() else { return };
+        let Ok(contents) = data.try_into() else { return false };
         let input = Input::Receive(now, Receive { proto: Protocol::Udp, source: from, destination: local, contents });
-        if rtc.accepts(&input) {
-            let _ = rtc.handle_input(input);
-        }
+        rtc.accepts(&input) && rtc.handle_input(input).is_ok()
     }
 
     /// Poll str0m until it wants time to pass; send what it transmits.
