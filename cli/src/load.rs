@@ -16,6 +16,7 @@
 mod client;
 mod pace;
 mod report;
+mod sfu;
 mod turn;
 
 use std::time::Duration;
@@ -30,11 +31,14 @@ pub(crate) struct LoadArgs {
 enum Target {
     /// Allocations on a TURN server relaying paced ChannelData to a local counting peer.
     Turn(turn::TurnArgs),
+    /// Rooms of publishers and subscribers sending synthetic VP8 and Opus through an SFU.
+    Sfu(sfu::SfuArgs),
 }
 
 pub(crate) fn run(args: LoadArgs) -> anyhow::Result<()> {
     match args.target {
         Target::Turn(args) => turn::run(args),
+        Target::Sfu(args) => sfu::run(args),
     }
 }
 
