@@ -13,6 +13,7 @@
 pub mod crd;
 mod error;
 pub mod media_cluster;
+pub mod names;
 pub mod node;
 pub mod quantity;
 pub mod room;

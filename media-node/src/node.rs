@@ -27,7 +27,7 @@ pub(crate) enum SessionOut {
 
 pub(crate) enum ShardMsg {
     Command(Command),
-    Register(Pid, mpsc::UnboundedSender<SessionOut>),
+    Register(Pid, crate::session::Outbox),
     Datagram { proto: Protocol, source: SocketAddr, destination: SocketAddr, buf: Vec<u8> },
     Status(oneshot::Sender<(EngineStats, Vec<String>)>),
     Rooms(oneshot::Sender<Vec<crate::engine::RoomReport>>),
@@ -499,7 +499,7 @@ async fn run_shard(
     shared: Arc<Shared>,
     udp: Arc<UdpSocket>,
 ) {
-    let mut sessions: HashMap<Pid, mpsc::UnboundedSender<SessionOut>> = HashMap::new();
+    let mut sessions: HashMap<Pid, crate::session::Outbox> = HashMap::new();
     loop {
         let deadline = engine.next_timeout().unwrap_or_else(|| Instant::now() + Duration::from_secs(1));
         tokio::select! {
