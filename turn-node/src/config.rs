@@ -190,6 +190,10 @@ pub struct Config {
     /// The file this configuration was read from, re-read while running for `peers`.
     #[serde(skip)]
     pub source: Option<PathBuf>,
+    /// When not empty, the only peer transport addresses relayed to, whatever `peers`
+    /// says (set by `switchyard dev`: the embedded SFU's media ports).
+    #[serde(skip)]
+    pub only_peers: Vec<SocketAddr>,
 }
 
 impl Default for Config {
@@ -207,6 +211,7 @@ impl Default for Config {
             drain_grace_seconds: 3600,
             workers: 0,
             source: None,
+            only_peers: Vec::new(),
         }
     }
 }
