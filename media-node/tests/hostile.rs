@@ -217,11 +217,9 @@ async fn a_request_whose_headers_never_finish_is_cut() {
     }
     // And one that sends nothing at all.
     held.push(TcpStream::connect(node.http_addr).await.unwrap());
-    let started = Instant::now();
     for s in &mut held {
         assert!(read_until_closed(s, Duration::from_secs(5)).await.is_some(), "a partial request was held 5 s");
     }
-    assert!(started.elapsed() < Duration::from_secs(4));
     assert_eq!(metric(&node, r#"switchyard_media_http_connections_refused_total{reason="header_timeout"}"#).await, 6.0);
     // A complete request is still served.
     assert_eq!(http(node.http_addr, "GET", "/healthz").await.0, 200);
