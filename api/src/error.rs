@@ -47,6 +47,9 @@ pub enum Error {
     /// The token is not a well-formed JWT with our claims.
     #[error("malformed token: {0}")]
     MalformedToken(String),
+    /// A room name or identity breaks the rules of [`crate::names`].
+    #[error("{0}")]
+    InvalidName(crate::names::NameError),
     /// A token could not be signed.
     #[error("cannot sign token: {0}")]
     Mint(String),
@@ -87,6 +90,8 @@ impl Error {
             Error::MissingGrant(_) => "missing_grant",
             Error::WrongRoom { .. } => "wrong_room",
             Error::MalformedToken(_) => "malformed_token",
+            Error::InvalidName(e) if e.what == "identity" => "invalid_identity",
+            Error::InvalidName(_) => "invalid_room_name",
             Error::Mint(_) => "mint_failed",
             Error::InvalidQuantity(_) => "invalid_quantity",
             Error::Render(_) => "render_failed",

@@ -17,6 +17,7 @@
 pub mod crd;
 mod error;
 pub mod media_cluster;
+pub mod names;
 pub mod node;
 pub mod node_config;
 pub mod quantity;

@@ -51,13 +51,19 @@ pub const AUTO_CREATED_LABEL: &str = "switchyard.dev/auto-created";
         description = "Participants connected",
         json_path = ".status.participants"
     ),
-    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp"),
+    // The room name rule of `names::check_room_name`: the apiserver already makes every
+    // name a DNS-1123 subdomain; a room name (in tokens and signaling) is at most 63.
+    validation = Rule::new("self.metadata.name.size() <= 63")
+        .message("a Room name is at most 63 characters: it is the room name in tokens and signaling")
 )]
 #[serde(rename_all = "camelCase")]
 pub struct RoomSpec {
-    /// The name of the MediaCluster (same namespace) that hosts this room. Immutable.
-    #[schemars(length(min = 1, max = 253))]
+    /// The name of the MediaCluster (same namespace) that hosts this room: a DNS-1123
+    /// label (lower-case letters, digits and '-', at most 63). Immutable.
+    #[schemars(length(min = 1, max = 63))]
     #[x_kube(validation = Rule::new("self == oldSelf").message("clusterRef is immutable: delete and recreate the Room to move it"))]
+    #[x_kube(validation = Rule::new("self.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?$')").message("clusterRef must name a MediaCluster: lower-case letters, digits and '-', starting and ending with a letter or digit"))]
     pub cluster_ref: String,
     /// Participants allowed at once; absent means the cluster's default, 0 means no limit.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -188,6 +194,22 @@ mod tests {
         );
         let same = room(serde_json::json!({"clusterRef": "edge", "maxParticipants": 3}));
         assert_eq!(messages(same.validate_cel_update(&old)), Vec::<String>::new());
+    }
+
+    #[test]
+    fn names_follow_the_room_name_rule() {
+        let mut long = room(serde_json::json!({"clusterRef": "edge"}));
+        long.metadata.name = Some("a".repeat(64));
+        assert_eq!(
+            messages(long.validate_cel()),
+            vec!["a Room name is at most 63 characters: it is the room name in tokens and signaling"]
+        );
+        long.metadata.name = Some("a".repeat(63));
+        assert_eq!(messages(long.validate_cel()), Vec::<String>::new());
+        for bad in ["Edge", "../edge", "edge.core", "-edge", "edge\n"] {
+            let r = room(serde_json::json!({ "clusterRef": bad }));
+            assert!(messages(r.validate_cel())[0].starts_with("clusterRef must name a MediaCluster"), "{bad:?}");
+        }
     }
 
     #[test]

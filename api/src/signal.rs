@@ -32,6 +32,9 @@
 //! `reconnectToken` from `joined`) instead of `join`, and keeps its identity and tracks.
 //! Errors are `error` messages with a stable [`ErrorCode`]; only fatal ones also close the
 //! socket, with the code from [`ErrorCode::close_code`].
+//! Two closes carry no error code: 4408 when a session sent no frame within the keepalive
+//! timeout (or sent no `join` in time), and 1008 when a client does not read its messages
+//! and more than the node's queue of them pile up.
 
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};

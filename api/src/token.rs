@@ -234,6 +234,15 @@ impl Claims {
         if self.grants.can_publish_data { Ok(()) } else { Err(Error::MissingGrant(Grant::CanPublishData)) }
     }
 
+    /// The identity (`sub`) and the granted room, if any, follow [`crate::names`].
+    pub fn check_names(&self) -> Result<()> {
+        crate::names::check_identity(&self.sub).map_err(Error::InvalidName)?;
+        if let Some(room) = &self.grants.room {
+            crate::names::check_room_name(room).map_err(Error::InvalidName)?;
+        }
+        Ok(())
+    }
+
     fn authorize_room(&self, room: &str) -> Result<()> {
         match &self.grants.room {
             Some(granted) if granted == room => Ok(()),
@@ -242,8 +251,10 @@ impl Claims {
     }
 }
 
-/// Sign `claims` with `api_secret` (HS256, `kid` = `claims.iss`).
+/// Sign `claims` with `api_secret` (HS256, `kid` = `claims.iss`). Refuses an identity or
+/// room name that breaks the rules of [`crate::names`]: a verifier would refuse the token.
 pub fn mint(claims: &Claims, api_secret: &str) -> Result<String> {
+    claims.check_names()?;
     let mut header = Header::new(Algorithm::HS256);
     header.kid = Some(claims.iss.clone());
     jsonwebtoken::encode(&header, claims, &EncodingKey::from_secret(api_secret.as_bytes()))
@@ -334,6 +345,7 @@ impl Verifier {
         if now.saturating_add(self.leeway_secs) < claims.nbf {
             return Err(Error::TokenNotYetValid { not_before: claims.nbf, now });
         }
+        claims.check_names()?;
         Ok(claims)
     }
 }
@@ -518,5 +530,29 @@ mod tests {
     #[test]
     fn debug_never_prints_secrets() {
         assert!(!format!("{:?}", verifier()).contains("secret-one"));
+    }
+
+    #[test]
+    fn names_breaking_the_rules_are_refused_at_mint_and_at_verify() {
+        let bad_room = Claims::new("APIkey1", "alice", NOW, 600).with_grants(Grants::join("../../etc"));
+        let bad_identity = Claims::new("APIkey1", "", NOW, 600).with_grants(Grants::join("standup"));
+        let long_identity = Claims::new("APIkey1", "x".repeat(8192), NOW, 600).with_grants(Grants::join("standup"));
+        for (c, code) in [
+            (&bad_room, "invalid_room_name"),
+            (&bad_identity, "invalid_identity"),
+            (&long_identity, "invalid_identity"),
+        ] {
+            assert_eq!(mint(c, "secret-one").unwrap_err().code(), code);
+            // Another JWT library signs anything: the verifier refuses it too.
+            let mut header = Header::new(Algorithm::HS256);
+            header.kid = Some("APIkey1".into());
+            let token = jsonwebtoken::encode(&header, c, &EncodingKey::from_secret(b"secret-one")).unwrap();
+            let err = verifier().verify(&token, NOW).unwrap_err();
+            assert_eq!(err.code(), code, "{err}");
+        }
+        let nul = Claims::new("APIkey1", "al\0ice", NOW, 600).with_grants(Grants::join("standup"));
+        assert!(mint(&nul, "secret-one").unwrap_err().to_string().contains("control character"));
+        let no_room = Claims::new("APIkey1", "ops", NOW, 60);
+        assert!(mint(&no_room, "secret-one").is_ok(), "a token without a room grant names no room");
     }
 }

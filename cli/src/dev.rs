@@ -9,9 +9,14 @@ use switchyard_media_node::{Config, Node};
 
 #[derive(Debug, clap::Args)]
 pub(crate) struct DevArgs {
-    /// Address to listen on; 127.0.0.1 keeps everything on this machine.
+    /// Address to listen on; 127.0.0.1 keeps everything on this machine. Any other
+    /// address needs --allow-lan-tokens.
     #[arg(long, default_value = "127.0.0.1")]
     bind: IpAddr,
+    /// Listen on a non-loopback --bind although the demo page's `/dev/token` hands a join
+    /// token (and with it TURN credentials) to anyone who reaches the port.
+    #[arg(long)]
+    allow_lan_tokens: bool,
     /// HTTP port (signaling and the demo page).
     #[arg(long, default_value_t = 7880)]
     port: u16,
@@ -44,7 +49,37 @@ pub(crate) struct DevArgs {
     webhooks: Vec<String>,
 }
 
+/// Refuse a non-loopback bind unless it was asked for; then say loudly what it exposes.
+fn check_bind(args: &DevArgs) -> anyhow::Result<()> {
+    if args.bind.is_loopback() {
+        return Ok(());
+    }
+    anyhow::ensure!(
+        args.allow_lan_tokens,
+        "--bind {} is reachable from other machines, and the demo page's /dev/token endpoint gives \
+         anyone who reaches port {} a join token and TURN credentials; pass --allow-lan-tokens to \
+         accept that (on a network you trust), or keep the default --bind 127.0.0.1",
+        args.bind,
+        args.port
+    );
+    eprintln!();
+    eprintln!("  WARNING: listening on {} with the open /dev/token endpoint:", args.bind);
+    eprintln!("  anyone who can reach port {} can join any room and use the TURN server.", args.port);
+    eprintln!("  Use this only on a network you trust; switchyard dev is not a production server.");
+    eprintln!();
+    Ok(())
+}
+
+/// The embedded TURN server relays to these transport addresses only: the SFU's media UDP
+/// port on every address it advertises.
+fn sfu_peers(cfg: &Config, media_ip: IpAddr) -> Vec<SocketAddr> {
+    let port = cfg.udp_addr.port();
+    let ips = if cfg.advertise_ips.is_empty() { vec![media_ip] } else { cfg.advertise_ips.clone() };
+    ips.into_iter().map(|ip| SocketAddr::new(ip, port)).collect()
+}
+
 pub(crate) fn run(args: DevArgs) -> anyhow::Result<()> {
+    check_bind(&args)?;
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
@@ -75,8 +110,12 @@ pub(crate) fn run(args: DevArgs) -> anyhow::Result<()> {
             args.bind
         });
         let turn = if args.turn_port > 0 {
+            anyhow::ensure!(
+                args.udp_port > 0,
+                "--udp-port 0 with the embedded TURN server: give the media port, TURN relays to it only"
+            );
             let turn_secret = random_secret();
-            let turn = start_turn(&args, media_ip, &turn_secret).await?;
+            let turn = start_turn(&args, sfu_peers(&cfg, media_ip), &turn_secret).await?;
             let host = media_ip;
             let port = turn.addrs().udp[0].port();
             cfg.turn_uris =
@@ -132,12 +171,14 @@ fn random_secret() -> String {
     switchyard_api::random::token(&mut rand::rng(), 32)
 }
 
-/// The embedded TURN server: UDP and TCP on `--turn-port`, relaying only to the SFU.
+/// The embedded TURN server: UDP and TCP on `--turn-port`, relaying only to the SFU's
+/// media port (`sfu`), never to other ports of this machine or of the LAN.
 async fn start_turn(
     args: &DevArgs,
-    media_ip: IpAddr,
+    sfu: Vec<SocketAddr>,
     secret: &str,
 ) -> anyhow::Result<switchyard_turn_node::TurnHandle> {
+    let media_ip = sfu[0].ip();
     use switchyard_turn_node::config::{Listener, Protocol};
     let mut c = switchyard_turn_node::Config::default();
     let listen = SocketAddr::new(args.bind, args.turn_port);
@@ -147,9 +188,27 @@ async fn start_turn(
     ];
     c.relay.address = Some(media_ip);
     c.auth.secrets = vec![secret.to_owned()];
-    // The SFU is on this machine: allow exactly its address (loopback is denied otherwise).
-    c.peers.allow = vec![ipnet::IpNet::from(media_ip)];
+    // The SFU is on this machine: allow exactly its addresses (loopback is denied
+    // otherwise), and of those only its media port.
+    c.peers.allow = sfu.iter().map(|a| ipnet::IpNet::from(a.ip())).collect();
+    c.only_peers = sfu;
     c.admin_address = SocketAddr::new(IpAddr::from([127, 0, 0, 1]), 0);
     c.workers = 1;
     switchyard_turn_node::TurnServer::start(c).await.context("starting the embedded TURN server")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn turn_relays_to_the_sfu_media_port_on_each_advertised_address() {
+        let mut cfg = Config::local("k", "s");
+        cfg.udp_addr = "0.0.0.0:7882".parse().unwrap();
+        let lo = IpAddr::from([127, 0, 0, 1]);
+        assert_eq!(sfu_peers(&cfg, lo), vec!["127.0.0.1:7882".parse::<SocketAddr>().unwrap()]);
+        cfg.advertise_ips = vec!["192.0.2.7".parse().unwrap(), "192.0.2.8".parse().unwrap()];
+        let peers = sfu_peers(&cfg, "192.0.2.7".parse().unwrap());
+        assert_eq!(peers, vec!["192.0.2.7:7882".parse().unwrap(), "192.0.2.8:7882".parse::<SocketAddr>().unwrap()]);
+    }
 }

@@ -60,16 +60,19 @@ async fn reqwest_lite(addr: std::net::SocketAddr, path: &str) -> String {
     out
 }
 
-fn spawn(bin: &str) -> (Child, std::net::SocketAddr) {
+/// The node's signaling and admin (metrics) addresses.
+fn spawn(bin: &str) -> (Child, std::net::SocketAddr, std::net::SocketAddr) {
     let http: std::net::SocketAddr = "127.0.0.1:17880".parse().unwrap();
+    let admin: std::net::SocketAddr = "127.0.0.1:17890".parse().unwrap();
     let child = Command::new(bin)
         .args(["--http-addr", "127.0.0.1:17880", "--udp-addr", "127.0.0.1:17882", "--tcp-addr", "127.0.0.1:17881"])
+        .args(["--admin-addr", "127.0.0.1:17890"])
         .args(["--api-key", &format!("{KEY}:{SECRET}"), "--shards", "1"])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
         .expect("media-node starts");
-    (child, http)
+    (child, http, admin)
 }
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {
@@ -79,7 +82,7 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 #[tokio::main]
 async fn main() {
     let args = Args::parse();
-    let (mut child, node) = spawn(&args.media_node);
+    let (mut child, node, admin) = spawn(&args.media_node);
     let node = &node;
     tokio::time::sleep(Duration::from_millis(500)).await;
 
@@ -91,9 +94,9 @@ async fn main() {
     }
     let sending = publisher.start_media(Duration::from_secs(args.seconds + 3));
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let (cpu0, fwd0, t0) = (cpu_seconds(child.id()), forwarded(*node).await, Instant::now());
+    let (cpu0, fwd0, t0) = (cpu_seconds(child.id()), forwarded(admin).await, Instant::now());
     tokio::time::sleep(Duration::from_secs(args.seconds)).await;
-    let (cpu1, fwd1, t1) = (cpu_seconds(child.id()), forwarded(*node).await, Instant::now());
+    let (cpu1, fwd1, t1) = (cpu_seconds(child.id()), forwarded(admin).await, Instant::now());
     sending.abort();
     let packets = fwd1 - fwd0;
     let cpu = cpu1 - cpu0;

@@ -122,6 +122,29 @@ pub struct Config {
     /// The limits this node enforces at admission (the file's `capacity` replaces them).
     #[command(flatten)]
     pub capacity: Capacity,
+    /// A connection must send its HTTP request headers within this many seconds (both
+    /// ports); an idle keep-alive connection is closed after as long.
+    #[arg(long, env = "SWITCHYARD_HEADER_TIMEOUT", default_value_t = 10)]
+    pub header_timeout_seconds: u64,
+    /// Open connections on the signaling port, every client together (WebSockets
+    /// included); 0 means no limit.
+    #[arg(long, env = "SWITCHYARD_MAX_CONNECTIONS", default_value_t = 10000)]
+    pub max_connections: usize,
+    /// Open connections on the signaling port from one client address (an IPv6 client:
+    /// its /64); 0 means no limit. Raise it behind a proxy or ingress that is one address.
+    #[arg(long, env = "SWITCHYARD_MAX_CONNECTIONS_PER_IP", default_value_t = 256)]
+    pub max_connections_per_ip: usize,
+    /// Messages queued for one client; a client that lets more pile up is closed with
+    /// 1008 (it cannot keep up).
+    #[arg(long, env = "SWITCHYARD_SESSION_QUEUE", default_value_t = 1024)]
+    pub session_queue: usize,
+    /// A frame the client's socket does not take within this many seconds ends the
+    /// session (the client is not reading).
+    #[arg(long, env = "SWITCHYARD_SEND_TIMEOUT", default_value_t = 10)]
+    pub send_timeout_seconds: u64,
+    /// Also serve `/metrics` on the public signaling port (it is always on the admin port).
+    #[arg(long, env = "SWITCHYARD_PUBLIC_METRICS")]
+    pub public_metrics: bool,
 }
 
 /// Limits a node enforces on itself; 0 means no limit. A join past one gets `node_full`
@@ -285,6 +308,15 @@ impl Config {
         }
         if self.messages_per_second == 0 {
             return bad("messages-per-second", "must be positive");
+        }
+        if self.header_timeout_seconds == 0 {
+            return bad("header-timeout-seconds", "must be positive");
+        }
+        if self.session_queue == 0 {
+            return bad("session-queue", "must be positive");
+        }
+        if self.send_timeout_seconds == 0 {
+            return bad("send-timeout-seconds", "must be positive");
         }
         crate::webhook::receivers(&self.webhooks, &self.api_keys)?;
         Ok(())

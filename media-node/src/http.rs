@@ -1,39 +1,62 @@
 //! HTTP: the `/rtc` WebSocket (token verified before the upgrade completes), health,
-//! metrics, the internal API the operator calls, and the demo page.
+//! the internal API the operator calls, and the demo page.
+//!
+//! Both ports are served by one accept loop ([`run`]): every connection must send its
+//! request headers within `--header-timeout-seconds`, and on the signaling port a
+//! [`Gate`] caps open connections in total and per client address. A connection's slot
+//! travels with its socket, so an upgraded WebSocket holds it until the session ends.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::io;
+use std::net::{IpAddr, Ipv6Addr};
+use std::pin::Pin;
 use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Duration;
 
 use axum::Json;
 use axum::extract::{Path, Query, RawQuery, State, WebSocketUpgrade};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::service::TowerToHyperService;
 use switchyard_api::token::Claims;
-use tokio::net::TcpListener;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
 use crate::engine::Command;
+use crate::metrics::{Metrics, Reason};
 use crate::node::{ShardMsg, Shared, drain, unix_now};
 
 const DEMO_PAGE: &str = include_str!("../../sdk/js/demo.html");
 const SDK_JS: &str = include_str!("../../sdk/js/switchyard.js");
 
-/// The public signaling server: `/rtc`, health, metrics, and the demo page in dev mode.
+/// The public signaling server: `/rtc`, health, and the demo page in dev mode; `/metrics`
+/// only with `--public-metrics`.
 pub(crate) async fn serve(listener: TcpListener, shared: Arc<Shared>, shutdown: watch::Receiver<bool>) {
     let mut app = axum::Router::new()
         .route("/rtc", get(rtc))
         .route("/healthz", get(|| async { "ok" }))
-        .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics));
+        .route("/readyz", get(readyz));
+    if shared.cfg.public_metrics {
+        app = app.route("/metrics", get(metrics));
+    }
     if shared.cfg.demo {
         app = app
             .route("/", get(|| async { Html(DEMO_PAGE) }))
             .route("/switchyard.js", get(sdk))
             .route("/dev/token", get(dev_token));
     }
-    run(listener, app.with_state(shared), shutdown).await;
+    let gate = Gate::new(
+        Limits { total: shared.cfg.max_connections, per_ip: shared.cfg.max_connections_per_ip },
+        &shared.metrics,
+    );
+    let timeout = Duration::from_secs(shared.cfg.header_timeout_seconds);
+    let metrics = shared.metrics.http_refused.clone();
+    run(listener, app.with_state(shared), shutdown, Some(gate), timeout, metrics).await;
 }
 
 /// The admin server (never public): health, metrics, status, drain and room close, for
@@ -48,16 +71,209 @@ pub(crate) async fn serve_admin(listener: TcpListener, shared: Arc<Shared>, shut
         .route("/drain", post(drain_node))
         .route("/internal/drain", post(drain_node))
         .route("/internal/rooms/{name}/close", post(close_room));
-    run(listener, app.with_state(shared), shutdown).await;
+    let timeout = Duration::from_secs(shared.cfg.header_timeout_seconds);
+    // The admin port's own refusals are not counted: the metric is about the public port.
+    let uncounted = prometheus_client::metrics::family::Family::default();
+    run(listener, app.with_state(shared), shutdown, None, timeout, uncounted).await;
 }
 
-async fn run(listener: TcpListener, app: axum::Router, mut shutdown: watch::Receiver<bool>) {
-    let stop = async move {
-        let _ = shutdown.wait_for(|s| *s).await;
-    };
-    if let Err(e) = axum::serve(listener, app).with_graceful_shutdown(stop).await {
-        tracing::error!(error = %e, "HTTP server stopped");
+/// Connection limits of the signaling port; 0 means no limit.
+#[derive(Debug, Clone, Copy)]
+struct Limits {
+    total: usize,
+    per_ip: usize,
+}
+
+/// Open connections, in total and per client key.
+#[derive(Debug, Default)]
+struct Open {
+    total: usize,
+    by_client: HashMap<IpAddr, usize>,
+}
+
+/// Whether one more connection from `client` fits; the refusal names the limit.
+fn admit(open: &Open, client: IpAddr, limits: Limits) -> Result<(), &'static str> {
+    if limits.total > 0 && open.total >= limits.total {
+        return Err("total_limit");
     }
+    if limits.per_ip > 0 && open.by_client.get(&client).copied().unwrap_or(0) >= limits.per_ip {
+        return Err("per_ip_limit");
+    }
+    Ok(())
+}
+
+/// What counts as one client: an IPv4 address (IPv4-mapped IPv6 included), or an IPv6
+/// /64, since one IPv6 host commonly holds a whole /64.
+fn client_key(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => IpAddr::V6(Ipv6Addr::from(u128::from(v6) & !((1u128 << 64) - 1))),
+        },
+        v4 => v4,
+    }
+}
+
+/// Counts the signaling port's open connections against its [`Limits`].
+#[derive(Debug)]
+struct Gate {
+    limits: Limits,
+    open: Mutex<Open>,
+    gauge: prometheus_client::metrics::gauge::Gauge,
+}
+
+impl Gate {
+    fn new(limits: Limits, metrics: &Metrics) -> Arc<Self> {
+        Arc::new(Self { limits, open: Mutex::new(Open::default()), gauge: metrics.http_connections.clone() })
+    }
+
+    fn enter(self: &Arc<Self>, ip: IpAddr) -> Result<Slot, &'static str> {
+        let client = client_key(ip);
+        let mut open = self.open.lock().expect("connection counts");
+        admit(&open, client, self.limits)?;
+        open.total += 1;
+        *open.by_client.entry(client).or_default() += 1;
+        self.gauge.set(open.total as i64);
+        Ok(Slot { gate: self.clone(), client })
+    }
+}
+
+/// One admitted connection; released when the socket is dropped.
+#[derive(Debug)]
+struct Slot {
+    gate: Arc<Gate>,
+    client: IpAddr,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let mut open = self.gate.open.lock().expect("connection counts");
+        open.total = open.total.saturating_sub(1);
+        if let Some(n) = open.by_client.get_mut(&self.client) {
+            *n -= 1;
+            if *n == 0 {
+                // Forget the address: the map never holds more entries than open connections.
+                open.by_client.remove(&self.client);
+            }
+        }
+        self.gate.gauge.set(open.total as i64);
+    }
+}
+
+/// A TCP stream holding its [`Slot`] (if counted) for as long as it lives.
+struct Counted {
+    stream: TcpStream,
+    _slot: Option<Slot>,
+}
+
+impl AsyncRead for Counted {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Counted {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_shutdown(cx)
+    }
+}
+
+/// The answer to a connection over a limit, written before it is closed.
+fn refusal(reason: &str) -> &'static [u8] {
+    if reason == "per_ip_limit" {
+        b"HTTP/1.1 429 Too Many Requests\r\ncontent-length: 0\r\nconnection: close\r\nretry-after: 1\r\n\r\n"
+    } else {
+        b"HTTP/1.1 503 Service Unavailable\r\ncontent-length: 0\r\nconnection: close\r\nretry-after: 1\r\n\r\n"
+    }
+}
+
+/// Accept connections and serve HTTP/1.1 (with upgrades) on each until `shutdown`; then
+/// finish the requests in flight. Upgraded WebSockets go on: their sessions end them.
+async fn run(
+    listener: TcpListener,
+    app: axum::Router,
+    mut shutdown: watch::Receiver<bool>,
+    gate: Option<Arc<Gate>>,
+    header_timeout: Duration,
+    refused: prometheus_client::metrics::family::Family<Reason, prometheus_client::metrics::counter::Counter>,
+) {
+    // Every connection task holds a clone of `live`; `all_done` resolves when none is left.
+    let (all_done, live) = watch::channel(());
+    let (stop, stopping) = watch::channel(false);
+    loop {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            _ = async { let _ = shutdown.wait_for(|s| *s).await; } => break,
+        };
+        let (stream, peer) = match accepted {
+            Ok(a) => a,
+            Err(e) => {
+                // Out of file descriptors, most likely: back off instead of spinning.
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let slot = match &gate {
+            Some(gate) => match gate.enter(peer.ip()) {
+                Ok(slot) => Some(slot),
+                Err(reason) => {
+                    refused.get_or_create(&Reason { reason }).inc();
+                    let _ = stream.try_write(refusal(reason));
+                    continue;
+                }
+            },
+            None => None,
+        };
+        let io = TokioIo::new(Counted { stream, _slot: slot });
+        let service = TowerToHyperService::new(app.clone());
+        let mut stopping = stopping.clone();
+        let live = live.clone();
+        let refused = refused.clone();
+        tokio::spawn(async move {
+            let mut builder = hyper::server::conn::http1::Builder::new();
+            builder.timer(TokioTimer::new()).header_read_timeout(header_timeout);
+            let conn = builder.serve_connection(io, service).with_upgrades();
+            tokio::pin!(conn);
+            let result = tokio::select! {
+                r = conn.as_mut() => r,
+                _ = async { let _ = stopping.wait_for(|s| *s).await; } => {
+                    conn.as_mut().graceful_shutdown();
+                    conn.await
+                }
+            };
+            if let Err(e) = result {
+                if e.is_timeout() {
+                    refused.get_or_create(&Reason { reason: "header_timeout" }).inc();
+                }
+                tracing::debug!(error = %e, %peer, "HTTP connection");
+            }
+            drop(live);
+        });
+    }
+    let _ = stop.send(true);
+    drop(live);
+    all_done.closed().await;
 }
 
 async fn sdk() -> impl IntoResponse {
@@ -74,6 +290,7 @@ async fn dev_token(State(shared): State<Arc<Shared>>, Query(params): Query<HashM
         Claims::new(key.clone(), identity, unix_now(), 6 * 3600).with_grants(switchyard_api::token::Grants::join(room));
     match switchyard_api::token::mint(&claims, secret) {
         Ok(t) => t.into_response(),
+        Err(e @ switchyard_api::Error::InvalidName(_)) => (StatusCode::BAD_REQUEST, e.to_string()).into_response(),
         Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
     }
 }
@@ -92,13 +309,10 @@ async fn rtc(
     headers: HeaderMap,
     ws: WebSocketUpgrade,
 ) -> Response {
-    let token = params.get("access_token").cloned().or_else(|| {
-        headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .map(str::to_owned)
-    });
+    let token = params
+        .get("access_token")
+        .cloned()
+        .or_else(|| headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(bearer));
     let Some(token) = token else {
         return refuse(
             &shared,
@@ -116,6 +330,9 @@ async fn rtc(
     };
     // A client may name the room it expects; a token for another room is refused.
     let requested = params.get("room").cloned().unwrap_or_else(|| room.clone());
+    if let Err(e) = switchyard_api::names::check_room_name(&requested) {
+        return refuse(&shared, StatusCode::BAD_REQUEST, "invalid_room_name", e.to_string());
+    }
     if let Err(e) = claims.authorize_join(&requested) {
         return refuse(&shared, StatusCode::FORBIDDEN, e.code(), e.to_string());
     }
@@ -135,6 +352,14 @@ async fn rtc(
     ws.max_message_size(max * 4)
         .max_frame_size(max * 4)
         .on_upgrade(move |socket| crate::session::run(socket, shared, claims, room, req))
+}
+
+/// The token of an `Authorization: Bearer <token>` header; the scheme is matched without
+/// regard to case (RFC 9110 §11.1).
+fn bearer(value: &str) -> Option<String> {
+    let (scheme, token) = value.trim().split_once(' ')?;
+    let token = token.trim();
+    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then(|| token.to_owned())
 }
 
 async fn readyz(State(shared): State<Arc<Shared>>) -> Response {
@@ -172,5 +397,45 @@ async fn close_room(State(shared): State<Arc<Shared>>, Path(name): Path<String>)
             StatusCode::ACCEPTED
         }
         None => StatusCode::NOT_FOUND,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_bearer_scheme_is_case_insensitive() {
+        for v in ["Bearer abc", "bearer abc", "BEARER abc", "bEaReR   abc ", " Bearer abc"] {
+            assert_eq!(bearer(v).as_deref(), Some("abc"), "{v:?}");
+        }
+        for v in ["Basic abc", "Bearer", "Bearer ", "Bearerabc", "abc"] {
+            assert_eq!(bearer(v), None, "{v:?}");
+        }
+    }
+
+    #[test]
+    fn limits_count_in_total_and_per_client() {
+        let limits = Limits { total: 3, per_ip: 2 };
+        let a: IpAddr = "192.0.2.1".parse().unwrap();
+        let b: IpAddr = "192.0.2.2".parse().unwrap();
+        let mut open = Open::default();
+        for (client, want) in [(a, Ok(())), (a, Ok(())), (a, Err("per_ip_limit")), (b, Ok(())), (b, Err("total_limit"))]
+        {
+            assert_eq!(admit(&open, client, limits), want, "{client}");
+            if want.is_ok() {
+                open.total += 1;
+                *open.by_client.entry(client).or_default() += 1;
+            }
+        }
+        assert_eq!(admit(&open, b, Limits { total: 0, per_ip: 0 }), Ok(()), "0 means no limit");
+    }
+
+    #[test]
+    fn an_ipv6_client_is_its_slash_64() {
+        let key = |s: &str| client_key(s.parse().unwrap());
+        assert_eq!(key("2001:db8:1:2:aaaa::1"), key("2001:db8:1:2:bbbb::2"));
+        assert_ne!(key("2001:db8:1:2::1"), key("2001:db8:1:3::1"));
+        assert_eq!(key("::ffff:192.0.2.1"), key("192.0.2.1"));
     }
 }

@@ -26,6 +26,11 @@ pub(crate) struct Code {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct Reason {
+    pub(crate) reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub(crate) struct WebhookResult {
     pub(crate) event: &'static str,
     pub(crate) result: &'static str,
@@ -51,6 +56,9 @@ pub(crate) struct Metrics {
     pub(crate) proxied: Family<Outcome, Counter>,
     pub(crate) proxied_active: Gauge,
     pub(crate) routing_seconds: Histogram,
+    pub(crate) http_connections: Gauge,
+    pub(crate) http_refused: Family<Reason, Counter>,
+    pub(crate) slow_clients: Family<Reason, Counter>,
 }
 
 impl Metrics {
@@ -74,6 +82,9 @@ impl Metrics {
             proxied: Family::default(),
             proxied_active: Gauge::default(),
             routing_seconds: Histogram::new(exponential_buckets(0.001, 2.0, 15)),
+            http_connections: Gauge::default(),
+            http_refused: Family::default(),
+            slow_clients: Family::default(),
             registry: Registry::default(),
         };
         registry.register("rooms", "Rooms open on this node", m.rooms.clone());
@@ -124,6 +135,21 @@ impl Metrics {
             "routing_duration_seconds",
             "Kubernetes mode: time to route a join (room lookup, creation, placement wait)",
             m.routing_seconds.clone(),
+        );
+        registry.register(
+            "http_connections",
+            "Open connections on the signaling port (WebSockets included)",
+            m.http_connections.clone(),
+        );
+        registry.register(
+            "http_connections_refused",
+            "Signaling-port connections refused or cut: per_ip_limit, total_limit, header_timeout",
+            m.http_refused.clone(),
+        );
+        registry.register(
+            "signal_slow_clients",
+            "Sessions ended because the client did not read: queue_full (closed 1008), send_timeout",
+            m.slow_clients.clone(),
         );
         Self { registry, ..m }
     }

@@ -30,7 +30,7 @@ pub(crate) enum SessionOut {
 /// is unbounded, and bounded in practice by the sessions' message rate limits.
 pub(crate) enum ShardMsg {
     Command(Command),
-    Register(Pid, mpsc::UnboundedSender<SessionOut>),
+    Register(Pid, crate::session::Outbox),
     Status(oneshot::Sender<(EngineStats, Vec<String>)>),
     Rooms(oneshot::Sender<Vec<crate::engine::RoomReport>>),
 }
@@ -548,7 +548,7 @@ async fn run_shard(
     shared: Arc<Shared>,
     udp: Arc<UdpSocket>,
 ) {
-    let mut sessions: HashMap<Pid, mpsc::UnboundedSender<SessionOut>> = HashMap::new();
+    let mut sessions: HashMap<Pid, crate::session::Outbox> = HashMap::new();
     loop {
         let deadline = engine.next_timeout().unwrap_or_else(|| Instant::now() + Duration::from_secs(1));
         tokio::select! {

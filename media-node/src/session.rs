@@ -1,5 +1,11 @@
 //! One signaling WebSocket: waits for `join`, then relays between the client and its
 //! room's shard, enforcing frame size, message rate and keepalive.
+//!
+//! A client that does not read never costs more than its bounded queue: the shard only
+//! `try_send`s into it ([`Outbox`]), a full queue closes the session with 1008, and every
+//! socket send gives up after `--send-timeout-seconds`. Closing sends the close frame and
+//! then reads on until the client's reply ([`LINGER`]), so the socket ends with a FIN and
+//! the client sees its close code instead of a reset.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -9,7 +15,7 @@ use futures_util::StreamExt;
 use switchyard_api::rate::TokenBucket;
 use switchyard_api::signal::{ClientMessage, ErrorCode, ErrorMessage, LeaveReason, Ping, ServerMessage};
 use switchyard_api::token::Claims;
-use tokio::sync::mpsc;
+use tokio::sync::{Notify, mpsc};
 
 use crate::cluster::Route;
 use crate::engine::{Command, JoinArgs, RoomSettings};
@@ -41,18 +47,85 @@ fn encode(msg: &ServerMessage) -> Message {
     Message::Text(Utf8Bytes::from(serde_json::to_string(msg).expect("server messages serialize")))
 }
 
-async fn close(ws: &mut WebSocket, code: u16, reason: &str) {
-    let frame = CloseFrame { code, reason: Utf8Bytes::from(reason.chars().take(120).collect::<String>()) };
-    let _ = ws.send(Message::Close(Some(frame))).await;
+/// How long a closing session reads on after its close frame, waiting for the client's.
+const LINGER: Duration = Duration::from_secs(2);
+
+/// The shard's end of a session's outbound queue. Bounded, and never blocks the shard: a
+/// message that does not fit marks the session too slow, and the session closes it (1008).
+#[derive(Debug)]
+pub(crate) struct Outbox {
+    tx: mpsc::Sender<SessionOut>,
+    overflow: Arc<Notify>,
 }
 
-async fn fail(ws: &mut WebSocket, shared: &Shared, e: ErrorMessage) {
+impl Outbox {
+    /// Queue `out`, or drop it and signal the overflow.
+    pub(crate) fn send(&self, out: SessionOut) -> Result<(), SessionOut> {
+        self.tx.try_send(out).map_err(|e| {
+            if let mpsc::error::TrySendError::Full(_) = &e {
+                self.overflow.notify_one();
+            }
+            e.into_inner()
+        })
+    }
+}
+
+/// A session's outbound queue of `capacity` messages: the shard's end, the session's end,
+/// and the overflow signal.
+fn outbox(capacity: usize) -> (Outbox, mpsc::Receiver<SessionOut>, Arc<Notify>) {
+    let (tx, rx) = mpsc::channel(capacity);
+    let overflow = Arc::new(Notify::new());
+    (Outbox { tx, overflow: overflow.clone() }, rx, overflow)
+}
+
+/// The socket did not take a frame in time, or is gone.
+#[derive(Debug, PartialEq, Eq)]
+enum SendError {
+    Stuck,
+    Gone,
+}
+
+/// Send one frame, giving up after `timeout`: a client that does not read must not hold
+/// its session (and its keepalive) in a send forever.
+async fn send(ws: &mut WebSocket, frame: Message, timeout: Duration) -> Result<(), SendError> {
+    match tokio::time::timeout(timeout, ws.send(frame)).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(_)) => Err(SendError::Gone),
+        Err(_) => Err(SendError::Stuck),
+    }
+}
+
+fn send_timeout(shared: &Shared) -> Duration {
+    Duration::from_secs(shared.cfg.send_timeout_seconds)
+}
+
+/// Read and discard until the client's close frame (or the end of the socket, or
+/// [`LINGER`]). Closing a TCP socket with unread data in its receive buffer sends a reset,
+/// which can destroy what the client has not read yet: our last messages and close frame.
+async fn linger(ws: &mut WebSocket) {
+    let _ = tokio::time::timeout(LINGER, async { while let Some(Ok(_)) = ws.next().await {} }).await;
+}
+
+/// Send a close frame, then [`linger`] for the client's.
+async fn close(ws: &mut WebSocket, shared: &Shared, code: u16, reason: &str) {
+    let frame = CloseFrame { code, reason: Utf8Bytes::from(reason.chars().take(120).collect::<String>()) };
+    if send(ws, Message::Close(Some(frame)), send_timeout(shared)).await.is_ok() {
+        linger(ws).await;
+    }
+}
+
+/// Send an error message (counted by code).
+async fn error(ws: &mut WebSocket, shared: &Shared, e: ErrorMessage) -> Result<(), SendError> {
     shared.metrics.signal_errors.get_or_create(&crate::metrics::Code { code: e.code.as_str() }).inc();
+    send(ws, encode(&ServerMessage::Error(e)), send_timeout(shared)).await
+}
+
+/// Send an error, and close if it is fatal.
+async fn fail(ws: &mut WebSocket, shared: &Shared, e: ErrorMessage) {
     let code = e.code;
     let reason = e.message.clone();
-    let _ = ws.send(encode(&ServerMessage::Error(e))).await;
-    if code.is_fatal() {
-        close(ws, code.close_code(), &reason).await;
+    if error(ws, shared, e).await.is_ok() && code.is_fatal() {
+        close(ws, shared, code.close_code(), &reason).await;
     }
 }
 
@@ -60,9 +133,8 @@ async fn fail(ws: &mut WebSocket, shared: &Shared, e: ErrorMessage) {
 pub(crate) async fn refuse(ws: &mut WebSocket, shared: &Shared, e: ErrorMessage) {
     let code = e.code;
     let reason = e.message.clone();
-    fail(ws, shared, e).await;
-    if !code.is_fatal() {
-        close(ws, code.close_code(), &reason).await;
+    if error(ws, shared, e).await.is_ok() {
+        close(ws, shared, code.close_code(), &reason).await;
     }
 }
 
@@ -132,18 +204,40 @@ pub(crate) async fn run(ws: WebSocket, shared: Arc<Shared>, claims: Claims, room
     serve(ws, shared, claims, room, settings).await;
 }
 
+/// How a joined session ends, once its participant has been told to leave.
+enum End {
+    /// Send a close frame with this code and reason, then linger for the client's.
+    Close(u16, String),
+    /// The client closed: answer it and linger.
+    Linger,
+    /// The socket is gone or stuck: drop it.
+    Drop,
+}
+
 async fn serve(mut ws: WebSocket, shared: Arc<Shared>, claims: Claims, room: String, settings: RoomSettings) {
     let max = shared.cfg.max_message_bytes;
+    let send_timeout = send_timeout(&shared);
     let mut limit = RateLimit::new(shared.cfg.messages_per_second);
     // Wait for join.
     let join = loop {
         let frame = match tokio::time::timeout(JOIN_TIMEOUT, ws.next()).await {
             Err(_) => {
-                return fail(&mut ws, &shared, ErrorMessage::new(ErrorCode::BadRequest, "no join within 10 s")).await;
+                let e = ErrorMessage::new(ErrorCode::BadRequest, "no join within 10 s");
+                if error(&mut ws, &shared, e).await.is_ok() {
+                    close(&mut ws, &shared, 4408, "no join").await;
+                }
+                return;
             }
             Ok(None) | Ok(Some(Err(_))) => return,
             Ok(Some(Ok(f))) => f,
         };
+        if !limit.allow(Instant::now()) {
+            let e = ErrorMessage::new(
+                ErrorCode::RateLimited,
+                format!("more than {} messages per second", shared.cfg.messages_per_second),
+            );
+            return fail(&mut ws, &shared, e).await;
+        }
         match parse(frame, max) {
             Ok(Some(ClientMessage::Join(j))) => break j,
             Ok(Some(ClientMessage::Resume(_))) => {
@@ -151,16 +245,26 @@ async fn serve(mut ws: WebSocket, shared: Arc<Shared>, claims: Claims, room: Str
                 return fail(&mut ws, &shared, e).await;
             }
             Ok(Some(ClientMessage::Ping(p))) => {
-                let _ = ws.send(encode(&ServerMessage::Pong(p))).await;
+                if send(&mut ws, encode(&ServerMessage::Pong(p)), send_timeout).await.is_err() {
+                    return;
+                }
             }
             Ok(Some(other)) => {
                 let mut e = ErrorMessage::new(ErrorCode::NotJoined, "send join first");
                 e.request_type = Some(other.type_name().into());
-                fail(&mut ws, &shared, e).await;
+                if error(&mut ws, &shared, e).await.is_err() {
+                    return;
+                }
             }
             Ok(None) => {}
-            Err(Some(e)) => fail(&mut ws, &shared, e).await,
-            Err(None) => return,
+            Err(Some(e)) => {
+                let fatal = e.code.is_fatal();
+                fail(&mut ws, &shared, e).await;
+                if fatal {
+                    return;
+                }
+            }
+            Err(None) => return linger(&mut ws).await,
         }
     };
     if join.protocol_version != switchyard_api::signal::PROTOCOL_VERSION {
@@ -168,8 +272,9 @@ async fn serve(mut ws: WebSocket, shared: Arc<Shared>, claims: Claims, room: Str
             ErrorCode::BadRequest,
             format!("protocol version {} is not supported (this server speaks 1)", join.protocol_version),
         );
-        fail(&mut ws, &shared, e).await;
-        close(&mut ws, 4400, "unsupported protocol version").await;
+        if error(&mut ws, &shared, e).await.is_ok() {
+            close(&mut ws, &shared, 4400, "unsupported protocol version").await;
+        }
         return;
     }
 
@@ -179,7 +284,7 @@ async fn serve(mut ws: WebSocket, shared: Arc<Shared>, claims: Claims, room: Str
         Ok(shard) => shard,
         Err(e) => return refuse(&mut ws, &shared, e).await,
     };
-    let (tx, mut rx) = mpsc::unbounded_channel();
+    let (tx, mut rx, overflow) = outbox(shared.cfg.session_queue);
     shared.send(shard, ShardMsg::Register(pid, tx));
     let cfg = &shared.cfg;
     let args = JoinArgs {
@@ -198,8 +303,20 @@ async fn serve(mut ws: WebSocket, shared: Arc<Shared>, claims: Claims, room: Str
     let mut last_frame = Instant::now();
     let mut joined = false;
     let mut last_fatal: Option<ErrorCode> = None;
-    let mut leave_reason = LeaveReason::ClientRequest;
-    loop {
+    let slow = |reason: &'static str| {
+        shared.metrics.slow_clients.get_or_create(&crate::metrics::Reason { reason }).inc();
+    };
+    let stuck = |e: SendError| {
+        if e == SendError::Stuck {
+            slow("send_timeout");
+        }
+        (End::Drop, LeaveReason::Timeout)
+    };
+    // Every send in here gives up after the send timeout, or when the keepalive runs out
+    // if that comes first: a client that neither reads nor sends is gone on time.
+    let budget =
+        |last_frame: Instant| send_timeout.min((last_frame + timeout).saturating_duration_since(Instant::now()));
+    let (end, leave_reason) = loop {
         tokio::select! {
             out = rx.recv() => match out {
                 Some(SessionOut::Msg(msg)) => {
@@ -210,57 +327,80 @@ async fn serve(mut ws: WebSocket, shared: Arc<Shared>, claims: Claims, room: Str
                     if let ServerMessage::Error(e) = &*msg && e.code.is_fatal() {
                         last_fatal = Some(e.code);
                     }
-                    if ws.send(encode(&msg)).await.is_err() {
-                        leave_reason = LeaveReason::Timeout;
-                        break;
+                    if let Err(e) = send(&mut ws, encode(&msg), budget(last_frame)).await {
+                        break stuck(e);
                     }
                 }
                 Some(SessionOut::Close) | None => {
+                    // The engine has removed the participant already.
                     let code = last_fatal.map(ErrorCode::close_code).unwrap_or(1000);
-                    close(&mut ws, code, "session ended").await;
+                    close(&mut ws, &shared, code, "session ended").await;
                     return;
                 }
             },
+            _ = overflow.notified() => {
+                slow("queue_full");
+                let reason = format!("cannot keep up: more than {} messages queued", cfg.session_queue);
+                break (End::Close(1008, reason), LeaveReason::Timeout);
+            }
             frame = ws.next() => {
                 let frame = match frame {
                     Some(Ok(f)) => f,
-                    _ => { leave_reason = LeaveReason::Timeout; break; }
+                    _ => break (End::Drop, LeaveReason::Timeout),
                 };
                 last_frame = Instant::now();
                 if !limit.allow(last_frame) {
                     let e = ErrorMessage::new(ErrorCode::RateLimited, format!("more than {} messages per second", cfg.messages_per_second));
-                    fail(&mut ws, &shared, e).await;
-                    break;
+                    let reason = e.message.clone();
+                    if let Err(e) = error(&mut ws, &shared, e).await {
+                        break stuck(e);
+                    }
+                    break (End::Close(ErrorCode::RateLimited.close_code(), reason), LeaveReason::ClientRequest);
                 }
                 match parse(frame, max) {
                     Ok(Some(ClientMessage::Ping(p))) => {
                         let pong = ServerMessage::Pong(Ping { timestamp_ms: p.timestamp_ms, rtt_ms: None });
-                        let _ = ws.send(encode(&pong)).await;
+                        if let Err(e) = send(&mut ws, encode(&pong), budget(last_frame)).await {
+                            break stuck(e);
+                        }
                     }
                     Ok(Some(ClientMessage::Pong(_))) | Ok(None) => {}
                     Ok(Some(ClientMessage::Join(_) | ClientMessage::Resume(_))) => {
-                        fail(&mut ws, &shared, ErrorMessage::new(ErrorCode::AlreadyJoined, "this session has joined already")).await;
+                        let e = ErrorMessage::new(ErrorCode::AlreadyJoined, "this session has joined already");
+                        if let Err(e) = error(&mut ws, &shared, e).await {
+                            break stuck(e);
+                        }
                     }
-                    Ok(Some(ClientMessage::Leave(_))) => break,
+                    Ok(Some(ClientMessage::Leave(_))) => break (End::Close(1000, "left".into()), LeaveReason::ClientRequest),
                     Ok(Some(msg)) => shared.send(shard, ShardMsg::Command(Command::Client { pid, msg })),
                     Err(Some(e)) => {
-                        let fatal = e.code.is_fatal();
-                        fail(&mut ws, &shared, e).await;
-                        if fatal { break; }
+                        let (fatal, code, reason) = (e.code.is_fatal(), e.code.close_code(), e.message.clone());
+                        if let Err(e) = error(&mut ws, &shared, e).await {
+                            break stuck(e);
+                        }
+                        if fatal {
+                            break (End::Close(code, reason), LeaveReason::ClientRequest);
+                        }
                     }
-                    Err(None) => break,
+                    Err(None) => break (End::Linger, LeaveReason::ClientRequest),
                 }
             }
             _ = tokio::time::sleep_until((last_frame + timeout).into()) => {
                 let e = ErrorMessage::new(ErrorCode::BadRequest, format!("no frame for {} s", timeout.as_secs()));
-                let _ = ws.send(encode(&ServerMessage::Error(e))).await;
-                close(&mut ws, 4408, "keepalive timeout").await;
-                leave_reason = LeaveReason::Timeout;
-                break;
+                if let Err(e) = send(&mut ws, encode(&ServerMessage::Error(e)), send_timeout).await {
+                    break stuck(e);
+                }
+                break (End::Close(4408, "keepalive timeout".into()), LeaveReason::Timeout);
             }
         }
-    }
+    };
+    // The participant leaves first; then the socket is closed (which may take a moment).
     shared.send(shard, ShardMsg::Command(Command::Leave { pid, reason: leave_reason }));
+    match end {
+        End::Close(code, reason) => close(&mut ws, &shared, code, &reason).await,
+        End::Linger => linger(&mut ws).await,
+        End::Drop => {}
+    }
 }
 
 #[cfg(test)]

@@ -25,6 +25,7 @@ pub struct PeerFilter {
     deny: Vec<IpNet>,
     own: Vec<IpAddr>,
     blocked: Vec<SocketAddr>,
+    only: Vec<SocketAddr>,
 }
 
 /// Unwrap IPv6 addresses that carry an IPv4 destination.
@@ -111,7 +112,7 @@ impl PeerFilter {
     /// addresses (denied unless allowed, so a client cannot loop the relay
     /// back into the server).
     pub fn new(allow: Vec<IpNet>, deny: Vec<IpNet>, own: Vec<IpAddr>) -> Self {
-        PeerFilter { allow, deny, own: own.into_iter().map(canonical).collect(), blocked: Vec::new() }
+        PeerFilter { allow, deny, own: own.into_iter().map(canonical).collect(), blocked: Vec::new(), only: Vec::new() }
     }
 
     /// Transport addresses never relayed to, whatever the allow list says
@@ -121,9 +122,19 @@ impl PeerFilter {
         self
     }
 
+    /// When not empty, the only transport addresses ever relayed to, checked before every
+    /// other rule (`switchyard dev`: the SFU's own media ports, nothing else on its host).
+    pub fn with_only(mut self, only: impl IntoIterator<Item = SocketAddr>) -> Self {
+        self.only = only.into_iter().map(|a| SocketAddr::new(canonical(a.ip()), a.port())).collect();
+        self
+    }
+
     /// True when relaying to this exact transport address is permitted.
     pub fn permits_addr(&self, addr: SocketAddr) -> bool {
         let ip = canonical(addr.ip());
+        if !self.only.is_empty() && !self.only.contains(&SocketAddr::new(ip, addr.port())) {
+            return false;
+        }
         if self.blocked.iter().any(|b| b.ip() == ip && b.port() == addr.port()) {
             return false;
         }
@@ -211,6 +222,17 @@ mod tests {
         assert!(!f.permits_addr("[::ffff:10.244.1.7]:3478".parse().unwrap()));
         assert!(f.permits_addr("10.244.1.7:50000".parse().unwrap()), "relay ports stay reachable");
         assert!(f.permits_addr("10.244.2.9:3478".parse().unwrap()));
+    }
+
+    #[test]
+    fn an_only_list_permits_exactly_its_addresses() {
+        let f = PeerFilter::new(vec!["127.0.0.1/32".parse().unwrap()], vec![], vec![])
+            .with_only(["127.0.0.1:7882".parse().unwrap()]);
+        assert!(f.permits_addr("127.0.0.1:7882".parse().unwrap()));
+        assert!(f.permits_addr("[::ffff:127.0.0.1]:7882".parse().unwrap()));
+        for other in ["127.0.0.1:22", "127.0.0.1:7880", "127.0.0.1:7883", "192.0.2.1:7882"] {
+            assert!(!f.permits_addr(other.parse().unwrap()), "{other}");
+        }
     }
 
     #[test]

@@ -336,6 +336,7 @@ impl TurnServer {
             nonces: NonceMinter::new(rand::random(), config.auth.nonce_lifetime_seconds),
             filter: PeerFilter::new(config.peers.allow.clone(), config.peers.deny.clone(), vec![relay_ip])
                 .with_blocked(own_udp)
+                .with_only(config.only_peers.iter().copied())
                 .into(),
             limits: Limits {
                 max_allocations_per_user: config.quotas.max_allocations_per_user,

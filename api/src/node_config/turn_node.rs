@@ -223,6 +223,11 @@ pub struct TurnNodeConfig {
     /// while running for `peers`.
     #[serde(skip)]
     pub source: Option<PathBuf>,
+    /// Not part of the document: when not empty, the only peer transport addresses
+    /// relayed to, whatever `peers` says (set by `switchyard dev`: the embedded SFU's
+    /// media ports).
+    #[serde(skip)]
+    pub only_peers: Vec<SocketAddr>,
 }
 
 impl Default for TurnNodeConfig {
@@ -240,6 +245,7 @@ impl Default for TurnNodeConfig {
             drain_grace_seconds: 3600,
             workers: 0,
             source: None,
+            only_peers: Vec::new(),
         }
     }
 }
