@@ -350,8 +350,9 @@ impl Fixture {
                 "turn": {
                     "replicas": { "min": 1, "max": MAX_PODS },
                     "targetBandwidthPerPod": "2M",
-                    // The counting peers are on the host's 127.0.0.1.
-                    "peers": { "allow": ["127.0.0.0/8"] },
+                    // The counting peers are on the host's 127.0.0.1: loopback is a
+                    // built-in deny, so the allow needs the loud field.
+                    "peers": { "allow": ["127.0.0.0/8"], "unsafeLiftBuiltInDenies": true },
                     "service": { "type": "ClusterIP" },
                     // Long enough that a drain cut short by a dropped allocation would show.
                     "drainGracePeriodSeconds": 120
