@@ -154,6 +154,18 @@ fn denied_forms(port: u16) -> Vec<SocketAddr> {
         "[::ffff:224.0.0.1]",
         "[::127.0.0.1]",
         "[64:ff9b::7f00:1]",
+        // Found granted by the issue 11 probe: 6to4, local-use NAT64, SIIT, Teredo,
+        // discard-only, documentation; shared, IETF and benchmarking IPv4.
+        "[2002:7f00:1::]",
+        "[2002:a9fe:a9fe::]",
+        "[64:ff9b:1::7f00:1]",
+        "[::ffff:0:7f00:1]",
+        "[2001:0:7f00:1::f7f7:f7f7]",
+        "[100::1]",
+        "[2001:db8::1]",
+        "100.64.0.1",
+        "192.0.0.1",
+        "198.18.0.1",
     ]
     .iter()
     .map(|a| format!("{a}:{port}").parse().unwrap())

@@ -35,6 +35,10 @@ impl Reply {
 }
 
 fn shared_with(limits: Limits, filter: PeerFilter) -> Arc<Shared> {
+    shared_on(limits, filter, "192.0.2.1".parse().unwrap())
+}
+
+fn shared_on(limits: Limits, filter: PeerFilter, relay_ip: IpAddr) -> Arc<Shared> {
     Arc::new(Shared {
         credentials: Credentials::new(REALM, vec![SECRET.to_vec()], &[]),
         nonces: NonceMinter::new([9; 32], 3600),
@@ -43,12 +47,14 @@ fn shared_with(limits: Limits, filter: PeerFilter) -> Arc<Shared> {
         quotas: Quotas::default(),
         metrics: Arc::new(Metrics::new()),
         draining: AtomicBool::new(false),
-        relay_ip: "192.0.2.1".parse().unwrap(),
+        relay_ip,
     })
 }
 
+/// The built-in policy, plus the documentation and benchmarking ranges the
+/// tests' peers come from (denied by default: they are not globally reachable).
 fn allow_all_public() -> PeerFilter {
-    PeerFilter::new(vec![], vec![], vec![])
+    PeerFilter::new(vec!["203.0.113.0/24".parse().unwrap(), "198.18.0.0/15".parse().unwrap()], vec![], vec![])
 }
 
 impl Harness {
@@ -441,7 +447,8 @@ fn denied_peers_get_403_and_nothing_is_installed() {
     assert_eq!(r.code(), Some(403));
     assert_eq!(h.shared.metrics.permissions.get(), 0);
     assert_eq!(h.permit("[::1]:1".parse().unwrap()).code(), Some(403), "denied before family");
-    assert_eq!(h.permit("[2001:db8::1]:1".parse().unwrap()).code(), Some(443), "v6 peer on a v4 relay");
+    assert_eq!(h.permit("[2001:db8::1]:1".parse().unwrap()).code(), Some(403), "documentation range");
+    assert_eq!(h.permit("[2001:4860::1]:1".parse().unwrap()).code(), Some(443), "v6 peer on a v4 relay");
 }
 
 #[test]
@@ -566,4 +573,47 @@ fn permissions_per_allocation_are_capped() {
     // Refreshing an existing one is always fine.
     assert_eq!(h.permit(SocketAddr::from(([203, 0, 113, 0], 9))).code(), None);
     assert_eq!(h.shared.metrics.permissions.get(), MAX_PERMISSIONS as i64);
+}
+
+/// The forms the probe found granted, through CreatePermission and
+/// ChannelBind on the relay family that reaches them.
+#[test]
+fn non_global_and_embedded_peers_are_refused_on_both_relay_families() {
+    let v6_relay = shared_on(Limits::default(), PeerFilter::default(), "2001:4860::1".parse().unwrap());
+    let mut h = Harness::on(v6_relay, 1);
+    h.allocate();
+    let forms = [
+        "2002:7f00:1::",
+        "2002:a9fe:a9fe::",
+        "64:ff9b:1::7f00:1",
+        "::ffff:0:7f00:1",
+        "2001:0:7f00:1::f7f7:f7f7",
+        "2001:0::1",
+        "100::1",
+        "2001:db8::1",
+        "64:ff9b::a9fe:a9fe",
+        "::127.0.0.1",
+    ];
+    for (i, p) in forms.iter().enumerate() {
+        let peer = SocketAddr::new(p.parse().unwrap(), 3478);
+        assert_eq!(h.permit(peer).code(), Some(403), "CreatePermission {p}");
+        assert_eq!(h.bind(0x4000 + i as u16, peer).code(), Some(403), "ChannelBind {p}");
+    }
+    // Globally reachable IPv4 behind a translator or tunnel is an IPv6 peer.
+    for p in ["64:ff9b::808:808", "2002:808:808::1", "2001:4860::8888"] {
+        let peer = SocketAddr::new(p.parse().unwrap(), 3478);
+        assert_eq!(h.permit(peer).code(), None, "CreatePermission {p}");
+    }
+    assert_eq!(h.shared.metrics.permissions.get(), 3);
+
+    let mut h = Harness::with(Limits::default(), PeerFilter::default());
+    h.allocate();
+    for (i, p) in ["100.64.0.1", "192.0.0.1", "198.18.0.1", "10.0.0.1", "192.168.0.1", "172.16.0.1"].iter().enumerate()
+    {
+        let peer = SocketAddr::new(p.parse().unwrap(), 3478);
+        assert_eq!(h.permit(peer).code(), Some(403), "CreatePermission {p}");
+        assert_eq!(h.bind(0x4000 + i as u16, peer).code(), Some(403), "ChannelBind {p}");
+    }
+    assert_eq!(h.permit("8.8.8.8:53".parse().unwrap()).code(), None);
+    assert_eq!(h.permit("[64:ff9b::808:808]:53".parse().unwrap()).code(), Some(443), "an IPv6 peer on an IPv4 relay");
 }
