@@ -131,8 +131,9 @@ pub struct PeerConfig {
     pub deny: Vec<IpNet>,
 }
 
-/// Quotas (0 = unlimited).
-#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
+/// Quotas (0 = unlimited). The defaults are the operator's (`MediaCluster`
+/// `spec.turn.quotas`), so a standalone node is as safe as a rendered one.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields, default)]
 pub struct QuotaConfig {
     /// Allocations per user id.
@@ -141,8 +142,20 @@ pub struct QuotaConfig {
     pub max_allocations: usize,
     /// Relayed bandwidth per allocation, bits per second, both directions.
     pub bandwidth_per_allocation_bps: u64,
-    /// Failed-authentication requests per second per source IP.
+    /// Answers per second per source IP that no credential vouches for
+    /// (401 challenges, failed authentication, Binding, 400s); the excess is dropped.
     pub unauthenticated_requests_per_second: u32,
+}
+
+impl Default for QuotaConfig {
+    fn default() -> Self {
+        QuotaConfig {
+            max_allocations_per_user: 10,
+            max_allocations: 0,
+            bandwidth_per_allocation_bps: 0,
+            unauthenticated_requests_per_second: 20,
+        }
+    }
 }
 
 /// Allocation lifetimes.
@@ -386,13 +399,13 @@ pub struct Args {
     /// Max allocations per node.
     #[arg(long, env = "SWITCHYARD_TURN_MAX_ALLOCATIONS")]
     pub max_allocations: Option<usize>,
-    /// Max allocations per user.
+    /// Max allocations per user (default 10; 0 = unlimited).
     #[arg(long, env = "SWITCHYARD_TURN_MAX_ALLOCATIONS_PER_USER")]
     pub max_allocations_per_user: Option<usize>,
     /// Bandwidth cap per allocation, bits/s.
     #[arg(long, env = "SWITCHYARD_TURN_BANDWIDTH_PER_ALLOCATION_BPS")]
     pub bandwidth_per_allocation_bps: Option<u64>,
-    /// Failed-auth requests per second per source IP.
+    /// Unauthenticated requests per second per source IP (default 20; 0 = unlimited).
     #[arg(long, env = "SWITCHYARD_TURN_UNAUTHENTICATED_RPS")]
     pub unauthenticated_rps: Option<u32>,
 }
@@ -537,6 +550,24 @@ quotas: { maxAllocationsPerUser: 10 }
         assert_eq!(c.listeners[0].protocol, Protocol::Tcp);
         assert_eq!((c.relay.port_min, c.relay.port_max), (40000, 40010));
         assert!("bogus://x".parse::<Listener>().is_err());
+    }
+
+    #[test]
+    fn a_standalone_node_gets_the_operators_quotas() {
+        // With no flags and no file it had none: 975 allocations from one
+        // user, and every unauthenticated request answered.
+        let c =
+            Args { secrets: vec!["s".into()], relay_address: Some("192.0.2.1".parse().unwrap()), ..Args::default() }
+                .into_config()
+                .unwrap();
+        assert_eq!(c.quotas.max_allocations_per_user, 10);
+        assert_eq!(c.quotas.unauthenticated_requests_per_second, 20);
+        let file = Config::from_yaml("quotas: { maxAllocations: 5 }", Path::new("t.yaml")).unwrap();
+        assert_eq!(file.quotas.max_allocations_per_user, 10, "a partial quotas block keeps the others");
+        let off = Args { max_allocations_per_user: Some(0), unauthenticated_rps: Some(0), ..Args::default() };
+        let off = Args { secrets: vec!["s".into()], relay_address: Some("192.0.2.1".parse().unwrap()), ..off };
+        let c = off.into_config().unwrap();
+        assert_eq!((c.quotas.max_allocations_per_user, c.quotas.unauthenticated_requests_per_second), (0, 0));
     }
 
     #[test]
