@@ -134,7 +134,9 @@ pub struct Limits {
     pub max_allocations: usize,
     /// Relayed bytes per second per allocation, both directions (0 = unlimited).
     pub bandwidth_per_allocation: u64,
-    /// Requests per second per source IP that fail authentication (0 = unlimited).
+    /// Answers per second per source IP that no credential vouches for: 401
+    /// challenges, failed authentication, Binding, 400s (0 = unlimited). A
+    /// 5-tuple holding an allocation is exempt from it for Binding and 400s.
     pub unauthenticated_rate: u32,
     /// Default allocation lifetime.
     pub default_lifetime: Duration,
