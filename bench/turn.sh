@@ -12,6 +12,8 @@
 #
 # Prints a markdown table (also written to $OUT, default bench/turn-results.md).
 # Only 127.0.0.1 is ever used. Not a test: nothing here asserts timing.
+# turn-node runs without its default quotas (10 allocations per user, 20
+# unauthenticated requests/s), as coturn has none: every client is one user.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -53,7 +55,8 @@ start_server() { # name port -> prints pid
     turn-node)
       "$TURN_NODE" --listen "udp://127.0.0.1:$port" --relay-address 127.0.0.1 \
         --relay-ports 20000-59999 --secret "$SECRET" --realm "$REALM" \
-        --allow-peer 127.0.0.0/8 --admin "127.0.0.1:$(free_port)" >/dev/null 2>&1 &
+        --allow-peer 127.0.0.0/8 --admin "127.0.0.1:$(free_port)" \
+        --max-allocations-per-user 0 --unauthenticated-rps 0 >/dev/null 2>&1 &
       ;;
     coturn)
       turnserver -n --listening-ip=127.0.0.1 --relay-ip=127.0.0.1 --listening-port="$port" \

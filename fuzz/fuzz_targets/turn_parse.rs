@@ -116,8 +116,11 @@ fuzz_target!(|data: &[u8]| {
             match out {
                 Output::BindRelay { id, .. } => {
                     port = port.wrapping_add(1);
-                    let ok = port % 7 != 0; // sometimes fail, like a full port range
-                    engine.relay_bound(now, id, ok.then(|| SocketAddr::from(([127, 0, 0, 1], port))));
+                    // Sometimes fail, like a full port range or a bind error.
+                    match port % 11 {
+                        0 => engine.relay_bind_failed(id),
+                        n => engine.relay_bound(now, id, (n % 7 != 0).then(|| SocketAddr::from(([127, 0, 0, 1], port)))),
+                    }
                 }
                 Output::Transmit { data, .. } => {
                     // Everything the engine emits must itself parse.

@@ -90,13 +90,13 @@ pub struct Args {
     /// Max allocations per node.
     #[arg(long, env = "SWITCHYARD_TURN_MAX_ALLOCATIONS")]
     pub max_allocations: Option<usize>,
-    /// Max allocations per user.
+    /// Max allocations per user (default 10; 0 = unlimited).
     #[arg(long, env = "SWITCHYARD_TURN_MAX_ALLOCATIONS_PER_USER")]
     pub max_allocations_per_user: Option<usize>,
     /// Bandwidth cap per allocation, bits/s.
     #[arg(long, env = "SWITCHYARD_TURN_BANDWIDTH_PER_ALLOCATION_BPS")]
     pub bandwidth_per_allocation_bps: Option<u64>,
-    /// Failed-auth requests per second per source IP.
+    /// Unauthenticated requests per second per source IP (default 20; 0 = unlimited).
     #[arg(long, env = "SWITCHYARD_TURN_UNAUTHENTICATED_RPS")]
     pub unauthenticated_rps: Option<u32>,
 }
@@ -191,6 +191,24 @@ mod tests {
         assert_eq!(c.listeners[0].protocol, Protocol::Tcp);
         assert_eq!((c.relay.port_min, c.relay.port_max), (40000, 40010));
         assert!("bogus://x".parse::<Listener>().is_err());
+    }
+
+    #[test]
+    fn a_standalone_node_gets_the_operators_quotas() {
+        // With no flags and no file it had none: 975 allocations from one
+        // user, and every unauthenticated request answered.
+        let c =
+            Args { secrets: vec!["s".into()], relay_address: Some("192.0.2.1".parse().unwrap()), ..Args::default() }
+                .into_config()
+                .unwrap();
+        assert_eq!(c.quotas.max_allocations_per_user, 10);
+        assert_eq!(c.quotas.unauthenticated_requests_per_second, 20);
+        let file = Config::from_yaml("quotas: { maxAllocations: 5 }", Path::new("t.yaml")).unwrap();
+        assert_eq!(file.quotas.max_allocations_per_user, 10, "a partial quotas block keeps the others");
+        let off = Args { max_allocations_per_user: Some(0), unauthenticated_rps: Some(0), ..Args::default() };
+        let off = Args { secrets: vec!["s".into()], relay_address: Some("192.0.2.1".parse().unwrap()), ..off };
+        let c = off.into_config().unwrap();
+        assert_eq!((c.quotas.max_allocations_per_user, c.quotas.unauthenticated_requests_per_second), (0, 0));
     }
 
     #[test]

@@ -136,7 +136,9 @@ pub struct Limits {
     pub max_allocations: usize,
     /// Relayed bytes per second per allocation, both directions (0 = unlimited).
     pub bandwidth_per_allocation: u64,
-    /// Requests per second per source IP that fail authentication (0 = unlimited).
+    /// Answers per second per source IP that no credential vouches for: 401
+    /// challenges, failed authentication, Binding, 400s (0 = unlimited). A
+    /// 5-tuple holding an allocation is exempt from it for Binding and 400s.
     pub unauthenticated_rate: u32,
     /// Default allocation lifetime.
     pub default_lifetime: Duration,
@@ -230,6 +232,8 @@ struct Allocation {
     username: String,
     quota_user: String,
     key: Key,
+    /// Granted lifetime; it runs from the moment the relay is bound.
+    lifetime: Duration,
     expires: Instant,
     permissions: Vec<(IpAddr, Instant)>,
     channels: HashMap<u16, Channel>,
@@ -388,44 +392,59 @@ impl Engine {
         self.out.push_back(Output::Release { id });
     }
 
-    /// The driver bound (or failed to bind) the relay socket for `id`.
+    /// The driver bound the relay socket for `id`, or found no relay port
+    /// free (`None`: the allocation is refused with 508 and counted as
+    /// [`AllocResult::RelayPortsExhausted`]).
     pub fn relay_bound(&mut self, now: Instant, id: AllocId, result: Option<SocketAddr>) {
+        match result {
+            Some(relay) => self.relay_ready(now, id, relay),
+            None => self.relay_failed(id, AllocResult::RelayPortsExhausted),
+        }
+    }
+
+    /// The driver could not bind the relay socket for `id` for another
+    /// reason than a full port range (counted as [`AllocResult::Error`]).
+    pub fn relay_bind_failed(&mut self, id: AllocId) {
+        self.relay_failed(id, AllocResult::Error);
+    }
+
+    fn relay_ready(&mut self, now: Instant, id: AllocId, relay: SocketAddr) {
         let Some(a) = self.allocs.get_mut(&id) else {
             return;
         };
-        let tid = a.allocate_tid;
         let five = a.five;
-        match result {
-            Some(relay) => {
-                a.relay = Some(relay);
-                let lifetime = a.expires.saturating_duration_since(now).as_secs() as u32;
-                let key = a.key;
-                let mut buf = Vec::with_capacity(128);
-                let mut w = MessageWriter::new(&mut buf, method::ALLOCATE, Class::Success, tid);
-                w.xor_addr(attr::XOR_RELAYED_ADDRESS, relay)
-                    .u32(attr::LIFETIME, lifetime)
-                    .xor_addr(attr::XOR_MAPPED_ADDRESS, five.client)
-                    .integrity(&key);
-                w.finish_with_fingerprint();
-                a.allocate_response = buf.clone();
-                tracing::debug!(id = id.0, client = %five.client, %relay, user = %a.username, "allocation created");
-                self.shared.metrics.allocations.inc();
-                self.shared.metrics.alloc_result(AllocResult::Ok);
-                self.out.push_back(Output::Transmit { to: five, data: buf });
-            }
-            None => {
-                let key = a.key;
-                self.shared.metrics.alloc_result(AllocResult::Error);
-                let mut buf = Vec::with_capacity(96);
-                let mut w = MessageWriter::new(&mut buf, method::ALLOCATE, Class::Error, tid);
-                w.error(508, "Insufficient Capacity").integrity(&key);
-                w.finish_with_fingerprint();
-                self.remove(id);
-                // `remove` queued a Release for a socket that never existed;
-                // harmless for the driver and keeps one code path.
-                self.out.push_back(Output::Transmit { to: five, data: buf });
-            }
-        }
+        a.relay = Some(relay);
+        // The lifetime starts now, so the client is told exactly what it was
+        // granted (not a second less for the bind's latency).
+        a.expires = now + a.lifetime;
+        let mut buf = Vec::with_capacity(128);
+        let mut w = MessageWriter::new(&mut buf, method::ALLOCATE, Class::Success, a.allocate_tid);
+        w.xor_addr(attr::XOR_RELAYED_ADDRESS, relay)
+            .u32(attr::LIFETIME, a.lifetime.as_secs() as u32)
+            .xor_addr(attr::XOR_MAPPED_ADDRESS, five.client)
+            .integrity(&a.key);
+        w.finish_with_fingerprint();
+        a.allocate_response = buf.clone();
+        tracing::debug!(id = id.0, client = %five.client, %relay, user = %a.username, "allocation created");
+        self.shared.metrics.allocations.inc();
+        self.shared.metrics.alloc_result(AllocResult::Ok);
+        self.out.push_back(Output::Transmit { to: five, data: buf });
+    }
+
+    fn relay_failed(&mut self, id: AllocId, result: AllocResult) {
+        let Some(a) = self.allocs.get(&id) else {
+            return;
+        };
+        let five = a.five;
+        self.shared.metrics.alloc_result(result);
+        let mut buf = Vec::with_capacity(96);
+        let mut w = MessageWriter::new(&mut buf, method::ALLOCATE, Class::Error, a.allocate_tid);
+        w.error(508, "Insufficient Capacity").integrity(&a.key);
+        w.finish_with_fingerprint();
+        self.remove(id);
+        // `remove` queued a Release for a socket that never existed;
+        // harmless for the driver and keeps one code path.
+        self.out.push_back(Output::Transmit { to: five, data: buf });
     }
 
     /// A datagram (or one framed message on a stream) from a client.
@@ -436,7 +455,10 @@ impl Engine {
                 Ok(msg) => self.stun(now, five, &msg),
                 Err(e) => {
                     tracing::debug!(client = %five.client, error = %e, "malformed STUN");
-                    self.bad_request(five, data);
+                    self.shared.metrics.drop_packet(DropReason::Malformed);
+                    if e.answerable() {
+                        self.bad_request(now, five, data);
+                    }
                     Forward::None
                 }
             },
@@ -447,18 +469,15 @@ impl Engine {
         }
     }
 
-    /// Answer 400 to something that looks like a STUN request but does not
-    /// parse; anything else malformed is dropped silently.
-    fn bad_request(&mut self, five: &FiveTuple, data: &[u8]) {
-        self.shared.metrics.drop_packet(DropReason::Malformed);
-        if data.len() < stun::HEADER_LEN
-            || u32::from_be_bytes([data[4], data[5], data[6], data[7]]) != stun::MAGIC_COOKIE
-        {
-            return;
-        }
+    /// Answer 400 to a well-framed request with a malformed attribute value
+    /// (framing and FINGERPRINT failures never get here: they are dropped).
+    fn bad_request(&mut self, now: Instant, five: &FiveTuple, data: &[u8]) {
         let typ = u16::from_be_bytes([data[0], data[1]]);
         if typ & 0x0110 != 0 {
             return; // not a request: never answer indications or responses
+        }
+        if !self.may_answer_unauthenticated(now, five) {
+            return;
         }
         let method = (typ & 0x000F) | ((typ & 0x00E0) >> 1) | ((typ & 0x3E00) >> 2);
         let mut tid = [0u8; 12];
@@ -544,8 +563,23 @@ impl Engine {
 
     fn stun<'a>(&mut self, now: Instant, five: &FiveTuple, msg: &Message<'a>) -> Forward<'a> {
         match (msg.class, msg.method) {
+            // An indication with an unknown comprehension-required attribute
+            // is discarded (RFC 8489 §6.3.2).
+            (Class::Indication, method::SEND) if !msg.unknown_required().is_empty() => {
+                self.shared.metrics.drop_packet(DropReason::Malformed);
+                Forward::None
+            }
             (Class::Indication, method::SEND) => self.send_indication(now, five, msg),
             (Class::Request, method::BINDING) => {
+                // Binding needs no credentials, so it is an amplifier like
+                // every unauthenticated answer: it shares their rate limit.
+                if !self.may_answer_unauthenticated(now, five) {
+                    return Forward::None;
+                }
+                if !msg.unknown_required().is_empty() {
+                    self.unknown_attributes(five, msg, None);
+                    return Forward::None;
+                }
                 self.respond(five, msg, Class::Success, None, |w| {
                     w.xor_addr(attr::XOR_MAPPED_ADDRESS, five.client);
                 });
@@ -555,16 +589,19 @@ impl Engine {
                 Class::Request,
                 m @ (method::ALLOCATE | method::REFRESH | method::CREATE_PERMISSION | method::CHANNEL_BIND),
             ) => {
-                if let Some(unknown) = msg.unknown_required {
-                    self.respond(five, msg, Class::Error, None, |w| {
-                        w.error(420, "Unknown Attribute").attr(attr::UNKNOWN_ATTRIBUTES, &unknown.to_be_bytes());
-                    });
-                    return Forward::None;
-                }
                 let (key, username) = match self.authenticate(now, five, msg) {
                     AuthOutcome::Ok(k, u) => (k, u),
                     AuthOutcome::Responded => return Forward::None,
                 };
+                // Unknown attributes are checked once authentication is done
+                // (RFC 8489 §6.3), so the 420 is signed like any answer.
+                if !msg.unknown_required().is_empty() {
+                    if m == method::ALLOCATE {
+                        self.shared.metrics.alloc_result(AllocResult::Error);
+                    }
+                    self.unknown_attributes(five, msg, Some(&key));
+                    return Forward::None;
+                }
                 match m {
                     method::ALLOCATE => self.allocate(now, five, msg, key, username),
                     method::REFRESH => self.refresh(now, five, msg, key, &username),
@@ -574,9 +611,11 @@ impl Engine {
                 Forward::None
             }
             (Class::Request, _) => {
-                self.respond(five, msg, Class::Error, None, |w| {
-                    w.error(400, "Bad Request");
-                });
+                if self.may_answer_unauthenticated(now, five) {
+                    self.respond(five, msg, Class::Error, None, |w| {
+                        w.error(400, "Bad Request: unknown method");
+                    });
+                }
                 Forward::None
             }
             // Responses and other indications from clients mean nothing to us.
@@ -630,6 +669,18 @@ impl Engine {
         self.out.push_back(Output::Transmit { to: *five, data: buf });
     }
 
+    /// 420 listing every unknown comprehension-required attribute.
+    fn unknown_attributes(&mut self, five: &FiveTuple, msg: &Message<'_>, key: Option<&Key>) {
+        let mut list = [0u8; 2 * stun::MAX_UNKNOWN];
+        let n = msg.unknown_required().len();
+        for (i, t) in msg.unknown_required().iter().enumerate() {
+            list[2 * i..2 * i + 2].copy_from_slice(&t.to_be_bytes());
+        }
+        self.respond(five, msg, Class::Error, key, |w| {
+            w.error(420, "Unknown Attribute").attr(attr::UNKNOWN_ATTRIBUTES, &list[..2 * n]);
+        });
+    }
+
     fn error(&mut self, five: &FiveTuple, msg: &Message<'_>, key: Option<&Key>, code: u16, reason: &str) {
         self.respond(five, msg, Class::Error, key, |w| {
             w.error(code, reason);
@@ -644,6 +695,13 @@ impl Engine {
                 .attr(attr::REALM, shared.credentials.realm().as_bytes())
                 .attr(attr::NONCE, nonce.as_bytes());
         });
+    }
+
+    /// Whether an answer that no credential vouches for (Binding, 400s) may
+    /// go to this client: free on a 5-tuple that holds an allocation (its
+    /// owner authenticated), otherwise under the unauthenticated rate limit.
+    fn may_answer_unauthenticated(&mut self, now: Instant, five: &FiveTuple) -> bool {
+        self.by_five.contains_key(five) || !self.rate_limited(now, five.client.ip())
     }
 
     fn rate_limited(&mut self, now: Instant, ip: IpAddr) -> bool {
@@ -792,6 +850,7 @@ impl Engine {
                 username,
                 quota_user,
                 key,
+                lifetime,
                 expires: now + lifetime,
                 permissions: Vec::new(),
                 channels: HashMap::new(),

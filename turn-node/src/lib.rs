@@ -3,9 +3,10 @@
 //! # Invariant
 //! Nothing is relayed to or from a peer unless an authenticated client holds
 //! an unexpired permission for that peer's IP, and no permission is ever
-//! installed for an address the [`filter::PeerFilter`] refuses (loopback,
-//! unspecified, link-local incl. 169.254.169.254, multicast, broadcast, ULA,
-//! and every IPv6 form embedding those), unless an allow CIDR says so.
+//! installed for an address the [`filter::PeerFilter`] refuses (every range
+//! the IANA special-purpose registries mark not globally reachable, multicast,
+//! reserved space, and every IPv6 form embedding those), unless an allow CIDR
+//! says so.
 //!
 //! # Flow
 //! ```text

@@ -32,10 +32,13 @@ pub enum AllocResult {
     Quota,
     /// Refused because the node is draining.
     Draining,
+    /// No relay port free in the configured range (508): the node is full
+    /// whatever its quotas say.
+    RelayPortsExhausted,
     /// Peer refused by the filter (CreatePermission/ChannelBind, counted here
     /// so one family tells the whole admission story).
     DeniedPeer,
-    /// Any other error (400, 437, 440, 442, 508).
+    /// Any other error (400, 420, 437, 440, 442, other 508s).
     Error,
 }
 
@@ -51,7 +54,7 @@ macro_rules! snake_labels {
     };
 }
 
-snake_labels!(AllocResult { Ok => "ok", Challenged => "challenged", Unauthorized => "unauthorized", StaleNonce => "stale_nonce", Quota => "quota", Draining => "draining", DeniedPeer => "denied_peer", Error => "error" });
+snake_labels!(AllocResult { Ok => "ok", Challenged => "challenged", Unauthorized => "unauthorized", StaleNonce => "stale_nonce", Quota => "quota", Draining => "draining", RelayPortsExhausted => "relay_ports_exhausted", DeniedPeer => "denied_peer", Error => "error" });
 snake_labels!(Direction { ClientToPeer => "client_to_peer", PeerToClient => "peer_to_client" });
 snake_labels!(TransportLabel { Udp => "udp", Tcp => "tcp", Tls => "tls" });
 snake_labels!(DropReason { NoPermission => "no_permission", DeniedPeer => "denied_peer", Bandwidth => "bandwidth", RateLimited => "rate_limited", Malformed => "malformed" });
@@ -175,6 +178,7 @@ impl Metrics {
             AllocResult::StaleNonce,
             AllocResult::Quota,
             AllocResult::Draining,
+            AllocResult::RelayPortsExhausted,
             AllocResult::DeniedPeer,
             AllocResult::Error,
         ] {

@@ -591,19 +591,23 @@ impl Worker {
                         .bind(self.relay_bind, even_port)
                         .and_then(UdpSocket::from_std)
                         .and_then(|s| Ok((s.local_addr()?, s)));
-                    let relay = match bound {
+                    match bound {
                         Ok((local, sock)) => {
                             let sock = Rc::new(sock);
                             let task = tokio::task::spawn_local(relay_loop(self.clone(), id, sock.clone()));
                             self.relays.borrow_mut().insert(id, (sock, task.abort_handle()));
-                            Some(SocketAddr::new(self.relay_ip, local.port()))
+                            let relay = SocketAddr::new(self.relay_ip, local.port());
+                            self.engine.borrow_mut().relay_bound(Instant::now(), id, Some(relay));
+                        }
+                        Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => {
+                            tracing::warn!(error = %e, "no relay port free in the configured range");
+                            self.engine.borrow_mut().relay_bound(Instant::now(), id, None);
                         }
                         Err(e) => {
-                            tracing::warn!(error = %e, "no relay port available");
-                            None
+                            tracing::warn!(error = %e, "binding a relay socket failed");
+                            self.engine.borrow_mut().relay_bind_failed(id);
                         }
-                    };
-                    self.engine.borrow_mut().relay_bound(Instant::now(), id, relay);
+                    }
                 }
                 Some(Output::Release { id }) => {
                     if let Some((_, task)) = self.relays.borrow_mut().remove(&id) {

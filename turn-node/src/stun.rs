@@ -114,18 +114,29 @@ impl Class {
     }
 }
 
-/// Why a datagram could not be parsed.
+/// Why a datagram could not be parsed. RFC 8489 §6.3: a message that fails
+/// the basic checks (framing, length, FINGERPRINT) is discarded silently;
+/// only a well-framed message with a bad attribute value earns a 400.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum ParseError {
-    /// Too short, wrong cookie, wrong length, or not STUN at all.
+    /// Too short, wrong cookie, a length that does not match the datagram,
+    /// attributes that do not tile the message, or not STUN at all.
     #[error("not a STUN message")]
     NotStun,
-    /// Looks like STUN but an attribute is malformed.
+    /// Well framed, but a known attribute's value is malformed.
     #[error("malformed attribute 0x{0:04x}")]
     BadAttribute(u16),
-    /// FINGERPRINT present and wrong.
+    /// FINGERPRINT wrong, misplaced or of the wrong length.
     #[error("bad fingerprint")]
     BadFingerprint,
+}
+
+impl ParseError {
+    /// Whether the sender of a request that failed this way gets a 400
+    /// (otherwise the message is dropped without an answer).
+    pub fn answerable(self) -> bool {
+        matches!(self, ParseError::BadAttribute(_))
+    }
 }
 
 /// What a datagram on a client transport is.
@@ -186,6 +197,9 @@ pub fn stream_frame_len(data: &[u8]) -> Option<usize> {
 /// Up to this many XOR-PEER-ADDRESS attributes are kept per message
 /// (CreatePermission may carry several); more is answered with 400.
 pub const MAX_PEERS: usize = 8;
+/// Up to this many distinct unknown comprehension-required attribute types
+/// are kept per message (all are listed in a 420's UNKNOWN-ATTRIBUTES).
+pub const MAX_UNKNOWN: usize = 8;
 
 /// A parsed STUN message borrowing from the datagram.
 #[derive(Clone, Debug)]
@@ -226,8 +240,11 @@ pub struct Message<'a> {
     pub reservation_token: bool,
     /// DONT-FRAGMENT present.
     pub dont_fragment: bool,
-    /// First unknown comprehension-required attribute (answered with 420).
-    pub unknown_required: Option<u16>,
+    /// Unknown comprehension-required attribute types, first
+    /// [`Message::unknown_len`] of them (answered with 420).
+    pub unknown: [u16; MAX_UNKNOWN],
+    /// How many of [`Message::unknown`] are set.
+    pub unknown_len: usize,
     /// ERROR-CODE as a number (responses).
     pub error_code: Option<u16>,
     /// XOR-RELAYED-ADDRESS (responses).
@@ -239,11 +256,18 @@ impl<'a> Message<'a> {
     pub fn peer_addrs(&self) -> impl Iterator<Item = SocketAddr> + '_ {
         self.peers.iter().flatten().copied()
     }
+
+    /// The unknown comprehension-required attribute types, in order of
+    /// appearance, without repeats (RFC 8489 §6.3.1: a request with any gets 420).
+    pub fn unknown_required(&self) -> &[u16] {
+        &self.unknown[..self.unknown_len]
+    }
 }
 
-/// Parse a STUN message. Validates header, lengths, attribute framing and
-/// the FINGERPRINT when present. Trailing bytes beyond the declared length
-/// are ignored (they occur on TCP framing only, which cuts first).
+/// Parse one STUN message: `data` is exactly one message (a UDP datagram,
+/// or a frame the stream transports cut with [`stream_frame_len`]). Validates
+/// the header, that the length matches `data`, the attribute framing and the
+/// FINGERPRINT when present.
 pub fn parse(data: &[u8]) -> Result<Message<'_>, ParseError> {
     if data.len() < HEADER_LEN || data[0] & 0xC0 != 0 {
         return Err(ParseError::NotStun);
@@ -251,7 +275,7 @@ pub fn parse(data: &[u8]) -> Result<Message<'_>, ParseError> {
     let msg_type = u16::from_be_bytes([data[0], data[1]]);
     let len = usize::from(u16::from_be_bytes([data[2], data[3]]));
     let cookie = u32::from_be_bytes([data[4], data[5], data[6], data[7]]);
-    if cookie != MAGIC_COOKIE || len % 4 != 0 || data.len() < HEADER_LEN + len {
+    if cookie != MAGIC_COOKIE || len % 4 != 0 || data.len() != HEADER_LEN + len {
         return Err(ParseError::NotStun);
     }
     let raw = &data[..HEADER_LEN + len];
@@ -283,7 +307,8 @@ pub fn parse(data: &[u8]) -> Result<Message<'_>, ParseError> {
         even_port: false,
         reservation_token: false,
         dont_fragment: false,
-        unknown_required: None,
+        unknown: [0; MAX_UNKNOWN],
+        unknown_len: 0,
         error_code: None,
         relayed: None,
     };
@@ -297,7 +322,7 @@ pub fn parse(data: &[u8]) -> Result<Message<'_>, ParseError> {
         let start = pos + 4;
         let end = start + alen;
         if end > raw.len() {
-            return Err(ParseError::BadAttribute(typ));
+            return Err(ParseError::NotStun);
         }
         let value = &raw[start..end];
         let next = start + alen.next_multiple_of(4);
@@ -348,7 +373,7 @@ pub fn parse(data: &[u8]) -> Result<Message<'_>, ParseError> {
             attr::DONT_FRAGMENT => msg.dont_fragment = true,
             attr::FINGERPRINT => {
                 if alen != 4 || end != raw.len() {
-                    return Err(ParseError::BadAttribute(typ));
+                    return Err(ParseError::BadFingerprint);
                 }
                 let want = u32::from_be_bytes([value[0], value[1], value[2], value[3]]);
                 if fingerprint(raw, pos) != want {
@@ -366,8 +391,9 @@ pub fn parse(data: &[u8]) -> Result<Message<'_>, ParseError> {
             attr::XOR_RELAYED_ADDRESS => msg.relayed = decode_xor_address(value, &transaction_id),
             attr::XOR_MAPPED_ADDRESS | attr::MAPPED_ADDRESS | attr::UNKNOWN_ATTRIBUTES => {}
             t => {
-                if msg.unknown_required.is_none() {
-                    msg.unknown_required = Some(t);
+                if msg.unknown_len < MAX_UNKNOWN && !msg.unknown_required().contains(&t) {
+                    msg.unknown[msg.unknown_len] = t;
+                    msg.unknown_len += 1;
                 }
             }
         }

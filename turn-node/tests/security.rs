@@ -1,7 +1,8 @@
 //! Security behaviour of the real server on loopback, driven by a raw STUN
 //! client: peer filtering (every denied address form gets 403 and no packet
 //! leaves), credentials (expired/forged get 401), quotas (486), malformed
-//! input (400 or dropped, no crash), drain, and secret rotation from a file.
+//! input (400 or dropped, no crash), safe defaults, drain, and secret rotation
+//! from a file.
 
 mod common;
 
@@ -154,6 +155,18 @@ fn denied_forms(port: u16) -> Vec<SocketAddr> {
         "[::ffff:224.0.0.1]",
         "[::127.0.0.1]",
         "[64:ff9b::7f00:1]",
+        // Found granted by the issue 11 probe: 6to4, local-use NAT64, SIIT, Teredo,
+        // discard-only, documentation; shared, IETF and benchmarking IPv4.
+        "[2002:7f00:1::]",
+        "[2002:a9fe:a9fe::]",
+        "[64:ff9b:1::7f00:1]",
+        "[::ffff:0:7f00:1]",
+        "[2001:0:7f00:1::f7f7:f7f7]",
+        "[100::1]",
+        "[2001:db8::1]",
+        "100.64.0.1",
+        "192.0.0.1",
+        "198.18.0.1",
     ]
     .iter()
     .map(|a| format!("{a}:{port}").parse().unwrap())
@@ -295,10 +308,23 @@ async fn relays_come_from_the_configured_port_range_and_exhaustion_gets_508() {
     let mut second = Raw::rest(addr, "second").await;
     assert_eq!(second.allocate().await.code(), Some(508), "range exhausted");
     assert_eq!(server.status().allocations, 1);
+    let m = server.metrics();
+    assert_eq!(m.alloc_result_count(AllocResult::RelayPortsExhausted), 1, "its own result");
+    assert_eq!(m.alloc_result_count(AllocResult::Error), 0);
     // The refused allocation released its quota reservation.
     assert_eq!(first.refresh(0).await.code(), None);
-    let mut third = Raw::rest(addr, "third").await;
-    assert_eq!(third.allocate().await.code(), None, "port free again after the first ended");
+    // The first relay socket closes when its worker next runs; a client on
+    // another worker can ask before that, so give it a moment.
+    let mut freed = false;
+    for _ in 0..20 {
+        let mut third = Raw::rest(addr, "third").await;
+        if third.allocate().await.code().is_none() {
+            freed = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(freed, "port free again after the first ended");
     server.shutdown();
 }
 
@@ -307,15 +333,30 @@ async fn malformed_input_gets_400_or_is_dropped_and_the_server_survives() {
     let dir = tempfile::tempdir().unwrap();
     let server = start(loopback_config(dir.path())).await;
     let c = Raw::rest(server.addrs().udp[0], "fuzzer").await;
-    // A request whose attribute overruns the message: 400.
+    // A well-framed request with a malformed attribute value: 400.
     let mut req = Vec::new();
-    MessageWriter::new(&mut req, method::ALLOCATE, Class::Request, [5; 12]).finish();
-    req.extend_from_slice(&[0x00, 0x19, 0x00, 0x40, 17, 0, 0, 0]);
-    req[3] = 8;
+    let mut w = MessageWriter::new(&mut req, method::ALLOCATE, Class::Request, [5; 12]);
+    w.attr(attr::REQUESTED_TRANSPORT, &[17, 0, 0, 0, 0, 0, 0, 0]);
+    w.finish();
     let answer = Answer { bytes: c.raw(&req).await.expect("400 answer") };
     assert_eq!((answer.class(), answer.code()), (Class::Error, Some(400)));
-    // Junk of every shape: dropped without an answer.
+    // A request whose attribute overruns the message, a bad FINGERPRINT, bytes
+    // after the message (each got a 400 before), and junk of every shape:
+    // dropped without an answer (RFC 8489 §6.3).
+    let mut overrun = Vec::new();
+    MessageWriter::new(&mut overrun, method::ALLOCATE, Class::Request, [5; 12]).finish();
+    overrun.extend_from_slice(&[0x00, 0x19, 0x00, 0x40, 17, 0, 0, 0]);
+    overrun[3] = 8;
+    let mut bad_fingerprint = Vec::new();
+    MessageWriter::new(&mut bad_fingerprint, method::BINDING, Class::Request, [6; 12]).finish_with_fingerprint();
+    *bad_fingerprint.last_mut().unwrap() ^= 0xff;
+    let mut trailing = Vec::new();
+    MessageWriter::new(&mut trailing, method::BINDING, Class::Request, [7; 12]).finish();
+    trailing.extend_from_slice(&[0xde, 0xad, 0xbe, 0xef]);
     let junk: Vec<Vec<u8>> = vec![
+        overrun,
+        bad_fingerprint,
+        trailing,
         vec![],
         vec![0],
         vec![0xff; 1200],
@@ -420,5 +461,37 @@ async fn secrets_rotate_from_file_without_restart() {
     }
     assert!(rotated, "new secret accepted after the file changed");
     assert_eq!(client("old-secret").await.allocate().await.code(), Some(401));
+    server.shutdown();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_standalone_node_caps_users_and_unauthenticated_floods_by_default() {
+    // Config::default, no quota set: one user got 975 allocations and 50,000 of
+    // 50,000 unauthenticated requests (Binding included) were answered before.
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(loopback_config(dir.path())).await;
+    let addr = server.addrs().udp[0];
+    let mut greedy = Vec::new();
+    for _ in 0..11 {
+        greedy.push(Raw::rest(addr, "greedy").await);
+    }
+    for (i, c) in greedy.iter_mut().enumerate() {
+        let want = if i < 10 { None } else { Some(486) };
+        assert_eq!(c.allocate().await.code(), want, "allocation {i} of one user");
+    }
+    let flood = UdpSocket::bind("127.0.0.2:0").await.unwrap();
+    let mut binding = Vec::new();
+    MessageWriter::new(&mut binding, method::BINDING, Class::Request, [1; 12]).finish_with_fingerprint();
+    for _ in 0..200 {
+        flood.send_to(&binding, addr).await.unwrap();
+    }
+    let mut answered = 0;
+    let mut buf = [0u8; 256];
+    while tokio::time::timeout(Duration::from_millis(300), flood.recv_from(&mut buf)).await.is_ok() {
+        answered += 1;
+    }
+    // A burst of twice the rate (per worker shard, which keeps its own buckets), then silence.
+    assert!((40..=80 + 10).contains(&answered), "{answered} of 200 Binding requests answered");
+    assert!(server.metrics().dropped_count(DropReason::RateLimited) >= 100);
     server.shutdown();
 }

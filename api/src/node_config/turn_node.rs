@@ -156,8 +156,9 @@ pub struct PeerConfig {
     pub deny: Vec<IpNet>,
 }
 
-/// Quotas (0 = unlimited).
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+/// Quotas (0 = unlimited). The defaults are the operator's (`MediaCluster`
+/// `spec.turn.quotas`), so a standalone node is as safe as a rendered one.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields, default)]
 pub struct QuotaConfig {
     /// Allocations per user id.
@@ -166,8 +167,20 @@ pub struct QuotaConfig {
     pub max_allocations: usize,
     /// Relayed bandwidth per allocation, bits per second, both directions.
     pub bandwidth_per_allocation_bps: u64,
-    /// Failed-authentication requests per second per source IP.
+    /// Answers per second per source IP that no credential vouches for
+    /// (401 challenges, failed authentication, Binding, 400s); the excess is dropped.
     pub unauthenticated_requests_per_second: u32,
+}
+
+impl Default for QuotaConfig {
+    fn default() -> Self {
+        QuotaConfig {
+            max_allocations_per_user: 10,
+            max_allocations: 0,
+            bandwidth_per_allocation_bps: 0,
+            unauthenticated_requests_per_second: 20,
+        }
+    }
 }
 
 /// Allocation lifetimes.

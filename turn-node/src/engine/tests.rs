@@ -35,6 +35,10 @@ impl Reply {
 }
 
 fn shared_with(limits: Limits, filter: PeerFilter) -> Arc<Shared> {
+    shared_on(limits, filter, "192.0.2.1".parse().unwrap())
+}
+
+fn shared_on(limits: Limits, filter: PeerFilter, relay_ip: IpAddr) -> Arc<Shared> {
     Arc::new(Shared {
         credentials: Credentials::new(REALM, vec![SECRET.to_vec()], &[]),
         nonces: NonceMinter::new([9; 32], 3600),
@@ -43,12 +47,14 @@ fn shared_with(limits: Limits, filter: PeerFilter) -> Arc<Shared> {
         quotas: Quotas::default(),
         metrics: Arc::new(Metrics::new()),
         draining: AtomicBool::new(false),
-        relay_ip: "192.0.2.1".parse().unwrap(),
+        relay_ip,
     })
 }
 
+/// The built-in policy, plus the documentation and benchmarking ranges the
+/// tests' peers come from (denied by default: they are not globally reachable).
 fn allow_all_public() -> PeerFilter {
-    PeerFilter::new(vec![], vec![], vec![])
+    PeerFilter::new(vec!["203.0.113.0/24".parse().unwrap(), "198.18.0.0/15".parse().unwrap()], vec![], vec![])
 }
 
 impl Harness {
@@ -441,7 +447,8 @@ fn denied_peers_get_403_and_nothing_is_installed() {
     assert_eq!(r.code(), Some(403));
     assert_eq!(h.shared.metrics.permissions.get(), 0);
     assert_eq!(h.permit("[::1]:1".parse().unwrap()).code(), Some(403), "denied before family");
-    assert_eq!(h.permit("[2001:db8::1]:1".parse().unwrap()).code(), Some(443), "v6 peer on a v4 relay");
+    assert_eq!(h.permit("[2001:db8::1]:1".parse().unwrap()).code(), Some(403), "documentation range");
+    assert_eq!(h.permit("[2001:4860::1]:1".parse().unwrap()).code(), Some(443), "v6 peer on a v4 relay");
 }
 
 #[test]
@@ -521,25 +528,192 @@ fn unauthenticated_requests_are_rate_limited() {
     assert_eq!(h.feed(&buf).len(), 1, "refilled after a second");
 }
 
+/// A Binding request with `attrs`, and FINGERPRINT when asked.
+fn binding(tid: u8, fingerprint: bool, attrs: impl Fn(&mut MessageWriter<'_>)) -> Vec<u8> {
+    let mut buf = Vec::new();
+    let mut w = MessageWriter::new(&mut buf, method::BINDING, Class::Request, [tid; 12]);
+    attrs(&mut w);
+    if fingerprint {
+        w.finish_with_fingerprint();
+    } else {
+        w.finish();
+    }
+    buf
+}
+
 #[test]
 fn malformed_input_gets_400_or_is_dropped() {
     let mut h = Harness::new();
-    // Request header with a truncated attribute: 400.
+    // Well framed, but REQUESTED-TRANSPORT is 8 bytes long: 400.
     let mut buf = Vec::new();
-    MessageWriter::new(&mut buf, method::ALLOCATE, Class::Request, [2; 12]).finish();
-    buf.extend_from_slice(&[0x00, 0x19, 0x00, 0x08, 0, 0, 0, 0]);
-    buf[3] = 8;
+    let mut w = MessageWriter::new(&mut buf, method::ALLOCATE, Class::Request, [2; 12]);
+    w.attr(attr::REQUESTED_TRANSPORT, &[17, 0, 0, 0, 0, 0, 0, 0]);
+    w.finish();
     let r = h.feed(&buf);
     assert_eq!(r[0].code(), Some(400));
     // Garbage, empty, short ChannelData: dropped, no answer.
     assert!(h.feed(&[]).is_empty());
     assert!(h.feed(&[0xff; 64]).is_empty());
     assert!(h.feed(&[0x40, 0x00, 0x10, 0x00]).is_empty());
-    // Unknown comprehension-required attribute: 420.
+}
+
+/// RFC 8489 §6.3: a message failing the basic checks is discarded silently.
+/// Each of these got a 400 before.
+#[test]
+fn bad_fingerprint_and_junk_after_the_header_are_dropped_silently() {
+    let mut h = Harness::new();
+    let good = binding(3, true, |_| {});
+    assert_eq!(h.feed(&good).len(), 1, "the well-formed request is answered");
+    let mut bad_fp = good.clone();
+    *bad_fp.last_mut().unwrap() ^= 1;
+    // An attribute that runs past the message (REQUESTED-TRANSPORT claims 8 bytes, 4 follow).
+    let mut overrun = binding(4, false, |_| {});
+    overrun.extend_from_slice(&[0x00, 0x19, 0x00, 0x08, 17, 0, 0, 0]);
+    overrun[3] = 8;
+    // Junk covered by the header's length: no attribute framing at all.
+    let mut junk = binding(5, false, |_| {});
+    junk.extend_from_slice(&[0xff; 8]);
+    junk[3] = 8;
+    // A complete message with bytes after it in the same datagram.
+    let mut trailing = binding(6, false, |_| {});
+    trailing.extend_from_slice(b"junk");
+    // FINGERPRINT that is not the last attribute.
+    let mut misplaced = Vec::new();
+    let mut w = MessageWriter::new(&mut misplaced, method::BINDING, Class::Request, [7; 12]);
+    w.attr(attr::FINGERPRINT, &[0; 4]).attr(attr::SOFTWARE, b"x");
+    w.finish();
+    let before = h.shared.metrics.dropped_count(DropReason::Malformed);
+    for (name, bytes) in [
+        ("bad fingerprint", &bad_fp),
+        ("overrun", &overrun),
+        ("junk", &junk),
+        ("trailing", &trailing),
+        ("misplaced", &misplaced),
+    ] {
+        assert!(h.feed(bytes).is_empty(), "{name}: dropped without an answer");
+    }
+    assert_eq!(h.shared.metrics.dropped_count(DropReason::Malformed), before + 5);
+}
+
+#[test]
+fn unknown_comprehension_required_attributes_get_420_listing_them_all() {
+    let mut h = Harness::new();
+    // Binding succeeded before, whatever it carried.
+    let req = binding(8, true, |w| {
+        w.attr(0x0030, b"abcd").attr(0x8030, b"optional").attr(0x7fff, b"").attr(0x0030, b"again");
+    });
+    let r = h.feed(&req);
+    assert_eq!(r.len(), 1);
+    let msg = r[0].msg();
+    assert_eq!((msg.class, msg.error_code), (Class::Error, Some(420)));
+    assert_eq!(attribute(&r[0].bytes, attr::UNKNOWN_ATTRIBUTES), Some(vec![0x00, 0x30, 0x7f, 0xff]));
+    // Comprehension-optional attributes alone are fine.
+    let r = h.feed(&binding(9, true, |w| {
+        w.attr(0x8030, b"optional");
+    }));
+    assert_eq!(r[0].msg().class, Class::Success);
+    // TURN requests: checked after authentication, and the 420 is signed.
     let r = h.request(method::ALLOCATE, |w| {
-        w.u32(attr::REQUESTED_TRANSPORT, 17 << 24).attr(0x0030, b"abcd");
+        w.u32(attr::REQUESTED_TRANSPORT, 17 << 24).attr(0x0031, b"abcd").attr(0x0032, b"");
     });
     assert_eq!(r.code(), Some(420));
+    assert!(stun::verify_integrity(&r.msg(), &h.key), "the 420 carries MESSAGE-INTEGRITY");
+    assert_eq!(attribute(&r.bytes, attr::UNKNOWN_ATTRIBUTES), Some(vec![0x00, 0x31, 0x00, 0x32]));
+    assert_eq!(h.engine.allocation_count(), 0);
+    // An indication with one is discarded.
+    assert_eq!(h.allocate().code(), None);
+    h.permit(peer());
+    let mut buf = Vec::new();
+    let mut w = MessageWriter::new(&mut buf, method::SEND, Class::Indication, [4; 12]);
+    w.xor_addr(attr::XOR_PEER_ADDRESS, peer()).attr(attr::DATA, b"ping").attr(0x0030, b"");
+    w.finish();
+    assert_eq!(h.engine.handle_client(h.now, &h.five, &buf), Forward::None);
+}
+
+/// The raw value of the first `typ` attribute of a message.
+fn attribute(raw: &[u8], typ: u16) -> Option<Vec<u8>> {
+    let mut pos = stun::HEADER_LEN;
+    while pos + 4 <= raw.len() {
+        let t = u16::from_be_bytes([raw[pos], raw[pos + 1]]);
+        let len = usize::from(u16::from_be_bytes([raw[pos + 2], raw[pos + 3]]));
+        if t == typ {
+            return Some(raw[pos + 4..pos + 4 + len].to_vec());
+        }
+        pos += 4 + len.next_multiple_of(4);
+    }
+    None
+}
+
+#[test]
+fn binding_requests_are_rate_limited_unless_the_five_tuple_holds_an_allocation() {
+    let limits = Limits { unauthenticated_rate: 5, ..Limits::default() };
+    let mut h = Harness::with(limits, allow_all_public());
+    let answered: usize = (0..50).map(|i| h.feed(&binding(i, true, |_| {})).len()).sum();
+    assert_eq!(answered, 10, "burst of 2x rate, then silence (all 50 were answered before)");
+    assert_eq!(h.shared.metrics.dropped_count(DropReason::RateLimited), 40);
+    // A client that allocated keeps its keepalives whatever its neighbours send.
+    h.now += Duration::from_secs(1);
+    assert_eq!(h.allocate().code(), None);
+    let answered: usize = (0..50).map(|i| h.feed(&binding(i, true, |_| {})).len()).sum();
+    assert_eq!(answered, 50);
+}
+
+#[test]
+fn the_lifetime_granted_is_the_lifetime_reported() {
+    // The driver binds the relay a little after the Allocate was handled;
+    // the allocation's lifetime starts then, and the answer says 3600, not 3599.
+    let mut h = Harness::new();
+    h.allocate();
+    h.refresh(0);
+    let mut buf = Vec::new();
+    let mut w = MessageWriter::new(&mut buf, method::ALLOCATE, Class::Request, [9; 12]);
+    w.u32(attr::REQUESTED_TRANSPORT, 17 << 24)
+        .u32(attr::LIFETIME, 3600)
+        .attr(attr::USERNAME, h.user.as_bytes())
+        .attr(attr::REALM, REALM.as_bytes())
+        .attr(attr::NONCE, &h.nonce.clone())
+        .integrity(&h.key.clone());
+    w.finish_with_fingerprint();
+    assert_eq!(h.engine.handle_client(h.now, &h.five, &buf), Forward::None);
+    let Some(Output::BindRelay { id, .. }) = h.engine.poll_output() else { panic!("a relay is requested") };
+    let bound_at = h.now + Duration::from_millis(3);
+    h.engine.relay_bound(bound_at, id, Some("192.0.2.1:50000".parse().unwrap()));
+    let Some(Output::Transmit { data, .. }) = h.engine.poll_output() else { panic!("an answer") };
+    assert_eq!(parse(&data).unwrap().lifetime, Some(3600));
+    assert_eq!(h.engine.poll_timeout(), Some(bound_at + MAX_LIFETIME), "expires 3600 s after it exists");
+}
+
+#[test]
+fn relay_port_exhaustion_is_its_own_allocate_result() {
+    let mut h = Harness::new();
+    let mut buf = Vec::new();
+    let mut w = MessageWriter::new(&mut buf, method::ALLOCATE, Class::Request, [1; 12]);
+    w.u32(attr::REQUESTED_TRANSPORT, 17 << 24);
+    w.finish();
+    let challenge = h.feed(&buf);
+    h.nonce = challenge[0].msg().nonce.unwrap().to_vec();
+    let mut buf = Vec::new();
+    let mut w = MessageWriter::new(&mut buf, method::ALLOCATE, Class::Request, [2; 12]);
+    w.u32(attr::REQUESTED_TRANSPORT, 17 << 24)
+        .attr(attr::USERNAME, h.user.as_bytes())
+        .attr(attr::REALM, REALM.as_bytes())
+        .attr(attr::NONCE, &h.nonce.clone())
+        .integrity(&h.key.clone());
+    w.finish_with_fingerprint();
+    h.engine.handle_client(h.now, &h.five, &buf);
+    let Some(Output::BindRelay { id, .. }) = h.engine.poll_output() else { panic!("a relay is requested") };
+    h.engine.relay_bound(h.now, id, None);
+    let answer = std::iter::from_fn(|| h.engine.poll_output())
+        .find_map(|o| match o {
+            Output::Transmit { data, .. } => Some(data),
+            _ => None,
+        })
+        .expect("an answer");
+    assert_eq!(parse(&answer).unwrap().error_code, Some(508));
+    let m = &h.shared.metrics;
+    assert_eq!(m.alloc_result_count(AllocResult::RelayPortsExhausted), 1);
+    assert_eq!(m.alloc_result_count(AllocResult::Error), 0, "counted as error before");
+    assert_eq!(h.shared.quotas.total(), 0, "the reservation is released");
 }
 
 #[test]
@@ -566,4 +740,47 @@ fn permissions_per_allocation_are_capped() {
     // Refreshing an existing one is always fine.
     assert_eq!(h.permit(SocketAddr::from(([203, 0, 113, 0], 9))).code(), None);
     assert_eq!(h.shared.metrics.permissions.get(), MAX_PERMISSIONS as i64);
+}
+
+/// The forms the probe found granted, through CreatePermission and
+/// ChannelBind on the relay family that reaches them.
+#[test]
+fn non_global_and_embedded_peers_are_refused_on_both_relay_families() {
+    let v6_relay = shared_on(Limits::default(), PeerFilter::default(), "2001:4860::1".parse().unwrap());
+    let mut h = Harness::on(v6_relay, 1);
+    h.allocate();
+    let forms = [
+        "2002:7f00:1::",
+        "2002:a9fe:a9fe::",
+        "64:ff9b:1::7f00:1",
+        "::ffff:0:7f00:1",
+        "2001:0:7f00:1::f7f7:f7f7",
+        "2001:0::1",
+        "100::1",
+        "2001:db8::1",
+        "64:ff9b::a9fe:a9fe",
+        "::127.0.0.1",
+    ];
+    for (i, p) in forms.iter().enumerate() {
+        let peer = SocketAddr::new(p.parse().unwrap(), 3478);
+        assert_eq!(h.permit(peer).code(), Some(403), "CreatePermission {p}");
+        assert_eq!(h.bind(0x4000 + i as u16, peer).code(), Some(403), "ChannelBind {p}");
+    }
+    // Globally reachable IPv4 behind a translator or tunnel is an IPv6 peer.
+    for p in ["64:ff9b::808:808", "2002:808:808::1", "2001:4860::8888"] {
+        let peer = SocketAddr::new(p.parse().unwrap(), 3478);
+        assert_eq!(h.permit(peer).code(), None, "CreatePermission {p}");
+    }
+    assert_eq!(h.shared.metrics.permissions.get(), 3);
+
+    let mut h = Harness::with(Limits::default(), PeerFilter::default());
+    h.allocate();
+    for (i, p) in ["100.64.0.1", "192.0.0.1", "198.18.0.1", "10.0.0.1", "192.168.0.1", "172.16.0.1"].iter().enumerate()
+    {
+        let peer = SocketAddr::new(p.parse().unwrap(), 3478);
+        assert_eq!(h.permit(peer).code(), Some(403), "CreatePermission {p}");
+        assert_eq!(h.bind(0x4000 + i as u16, peer).code(), Some(403), "ChannelBind {p}");
+    }
+    assert_eq!(h.permit("8.8.8.8:53".parse().unwrap()).code(), None);
+    assert_eq!(h.permit("[64:ff9b::808:808]:53".parse().unwrap()).code(), Some(443), "an IPv6 peer on an IPv4 relay");
 }
