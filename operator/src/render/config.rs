@@ -102,9 +102,11 @@ fn protocol(p: TurnProtocol) -> Protocol {
     }
 }
 
-/// Render turn-node's config. In Gateway mode every peer is denied except the SFU pods
-/// (`sfu_pod_ips`, as host routes) and the user's allow list: TURN is then a gateway
-/// into the media fleet, not an open relay into the pod network. Settings the spec does
+/// Render turn-node's config. The SFU pods (`sfu_pod_ips`, as host routes) and, in Direct
+/// mode, the SFU's advertised addresses are always allowed, since the built-in rules deny
+/// private addresses. In Gateway mode every other peer is denied except the user's allow
+/// list: TURN is then a gateway into the media fleet, not an open relay into the pod
+/// network. Settings the spec does
 /// not cover (lifetimes, workers, …) keep turn-node's defaults and are not rendered.
 pub fn turn_node(mc: &MediaCluster, sfu_pod_ips: &[String]) -> Result<TurnNodeConfig> {
     let t = &mc.spec.turn;
@@ -114,13 +116,22 @@ pub fn turn_node(mc: &MediaCluster, sfu_pod_ips: &[String]) -> Result<TurnNodeCo
     });
     let mut allow = cidrs(&t.peers.allow, "turn.peers.allow")?;
     let mut deny = cidrs(&t.peers.deny, "turn.peers.deny")?;
+    // The SFU is always a peer TURN may relay to, even at a private address (which the
+    // built-in rules deny): its pods, and in Direct mode the addresses it advertises.
+    let mut ips = sfu_pod_ips
+        .iter()
+        .map(|ip| ip.parse::<IpAddr>().map(IpNet::from).map_err(|e| invalid("SFU pod IP", format!("{ip:?}: {e}"))))
+        .collect::<Result<Vec<_>>>()?;
+    if mc.spec.media.mode == ExposureMode::Direct {
+        for a in &mc.spec.media.advertised_addresses {
+            let ip = a.parse::<IpAddr>().map_err(|e| invalid("media.advertisedAddresses", format!("{a:?}: {e}")))?;
+            ips.push(IpNet::from(ip));
+        }
+    }
+    ips.sort_by_key(|n| n.to_string());
+    ips.dedup();
+    allow.extend(ips);
     if mc.spec.media.mode == ExposureMode::Gateway {
-        let mut ips = sfu_pod_ips
-            .iter()
-            .map(|ip| ip.parse::<IpAddr>().map(IpNet::from).map_err(|e| invalid("SFU pod IP", format!("{ip:?}: {e}"))))
-            .collect::<Result<Vec<_>>>()?;
-        ips.sort_by_key(|n| n.to_string());
-        allow.extend(ips);
         deny.extend(["0.0.0.0/0", "::/0"].map(|n| n.parse::<IpNet>().expect("literal")));
     }
     let any = |port| SocketAddr::from(([0, 0, 0, 0], port));
