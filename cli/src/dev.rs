@@ -172,7 +172,7 @@ fn random_secret() -> String {
 }
 
 /// The embedded TURN server: UDP and TCP on `--turn-port`, relaying only to the SFU's
-/// media port (`sfu`), never to other ports of this machine or of the LAN.
+/// addresses (`sfu`), never to other hosts of the LAN.
 async fn start_turn(
     args: &DevArgs,
     sfu: Vec<SocketAddr>,
@@ -189,9 +189,10 @@ async fn start_turn(
     c.relay.address = Some(media_ip);
     c.auth.secrets = vec![secret.to_owned()];
     // The SFU is on this machine: allow exactly its addresses (loopback is denied
-    // otherwise), and of those only its media port.
+    // otherwise). Not yet only its media port: a port-exact list (`only_peers`) stops
+    // browsers' relayed media (permissions are per IP; the port rule needs to apply to
+    // relayed data only), so every port of the SFU's addresses stays reachable for now.
     c.peers.allow = sfu.iter().map(|a| ipnet::IpNet::from(a.ip())).collect();
-    c.only_peers = sfu;
     c.admin_address = SocketAddr::new(IpAddr::from([127, 0, 0, 1]), 0);
     c.workers = 1;
     switchyard_turn_node::TurnServer::start(c).await.context("starting the embedded TURN server")
