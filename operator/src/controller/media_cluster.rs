@@ -34,7 +34,6 @@ use super::{Context, ObservedNode, now_time, set_condition};
 use crate::decide::autoscale::{self, PodLoad, Policy, Recommendation, Scale};
 use crate::decide::drain::{self, DrainStep, Draining};
 use crate::decide::health::{self, PodHealth};
-use crate::decide::placement::NodeLoad;
 use crate::nodes::NodeAddr;
 use crate::render::config::{human_bandwidth, turn_uris, turn_uris_at};
 use crate::render::{self, FIELD_MANAGER, Fleet, Inputs, Names, Object, SecretMaterial};
@@ -459,29 +458,19 @@ async fn reconcile_inner(mc: &MediaCluster, ctx: &Context) -> Result<Action> {
 
         // Health: which pods serve, and whether a media-node has room for one more room.
         let counts = super::room::rooms_per_node(ctx, state, &ns, &name, "");
+        let loads = super::room::node_loads(state, &counts);
         let sfu = state
             .nodes
             .iter()
+            .zip(&loads)
             .zip(&sfu_pods)
-            .map(|(n, p)| {
-                let s = n.status.clone().unwrap_or_default();
-                let load = NodeLoad {
-                    name: n.name.clone(),
-                    ready: n.ready,
-                    draining: n.draining,
-                    rooms: counts.get(&n.name).copied().unwrap_or(0),
-                    participants: s.participants,
-                    bandwidth_bps: s.bandwidth_bps,
-                    full: s.full,
-                };
-                PodHealth {
-                    name: n.name.clone(),
-                    ready: p.ready,
-                    answered: n.status.is_some(),
-                    draining: n.draining,
-                    full: load.is_full(&cap),
-                    problem: p.problem.clone(),
-                }
+            .map(|((n, load), p)| PodHealth {
+                name: n.name.clone(),
+                ready: p.ready,
+                answered: n.status.is_some(),
+                draining: n.draining,
+                full: load.is_full(&cap),
+                problem: p.problem.clone(),
             })
             .collect();
         let turn = turn_pods

@@ -77,6 +77,27 @@ async fn reconcile_inner(room: Arc<Room>, ctx: &Context) -> Result<Action> {
     })
 }
 
+/// Each media-node's load as placement sees it: its last status, with `counts` (from
+/// [`rooms_per_node`]) as its rooms.
+pub(crate) fn node_loads(state: &ClusterState, counts: &BTreeMap<String, u64>) -> Vec<NodeLoad> {
+    state
+        .nodes
+        .iter()
+        .map(|n| {
+            let s = n.status.clone().unwrap_or_default();
+            NodeLoad {
+                name: n.name.clone(),
+                ready: n.ready,
+                draining: n.draining,
+                rooms: counts.get(&n.name).copied().unwrap_or(0),
+                participants: s.participants,
+                bandwidth_bps: s.bandwidth_bps,
+                full: s.full,
+            }
+        })
+        .collect()
+}
+
 /// Rooms per node as placement counts them ([`placement::rooms_per_node`]): the Room
 /// cache, this operator's unconfirmed placements and the nodes' reports. Called with the
 /// cluster lock held (`state` comes from it), so a poll pruning a placement the cache
@@ -197,22 +218,7 @@ async fn place(room: &Room, mc: &MediaCluster, api: &Api<Room>, ctx: &Context, m
         let mut clusters = ctx.clusters();
         let state = clusters.entry(cluster_key).or_default();
         let counts = rooms_per_node(ctx, state, &ns, &room.spec.cluster_ref, &name);
-        let loads: Vec<NodeLoad> = state
-            .nodes
-            .iter()
-            .map(|n| {
-                let s = n.status.clone().unwrap_or_default();
-                NodeLoad {
-                    name: n.name.clone(),
-                    ready: n.ready,
-                    draining: n.draining,
-                    rooms: counts.get(&n.name).copied().unwrap_or(0),
-                    participants: s.participants,
-                    bandwidth_bps: s.bandwidth_bps,
-                    full: s.full,
-                }
-            })
-            .collect();
+        let loads = node_loads(state, &counts);
         let choice = placement::place(&loads, &cap, &mut *ctx.rng()).map(|n| n.name.clone());
         match &choice {
             Ok(node) => state.placed.insert(name.clone(), node.clone()),
