@@ -22,6 +22,7 @@ use webrtc::api::media_engine::{MIME_TYPE_OPUS, MIME_TYPE_VP8, MediaEngine};
 use webrtc::api::setting_engine::SettingEngine;
 use webrtc::data_channel::RTCDataChannel;
 use webrtc::ice::mdns::MulticastDnsMode;
+use webrtc::ice_transport::ice_connection_state::RTCIceConnectionState;
 use webrtc::ice_transport::ice_server::RTCIceServer;
 use webrtc::interceptor::registry::Registry;
 use webrtc::media::Sample;
@@ -187,6 +188,20 @@ async fn new_pc(joined: &ServerMessage) -> Arc<RTCPeerConnection> {
     Arc::new(api.new_peer_connection(config).await.unwrap())
 }
 
+/// Waits (bounded) until the ICE agent has taken the remote credentials of the first
+/// answer. webrtc-rs starts its transports from a queue after `set_remote_description`
+/// returns; a remote offer applied before that finds no remote credentials yet, takes
+/// the server's unchanged ones for an ICE restart and answers with fresh local ones,
+/// which the server must refuse (three refusals end in `negotiation_failed` and a
+/// leave). On a loaded machine that race was won about one join in ten. A browser does
+/// not have it: its operations chain in order.
+async fn ice_started(pc: &RTCPeerConnection) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while pc.ice_connection_state() == RTCIceConnectionState::New && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
 pub async fn local_description(pc: &RTCPeerConnection) -> String {
     let mut gathered = pc.gathering_complete_promise().await;
     let _ = gathered.recv().await;
@@ -339,6 +354,7 @@ impl Peer {
                     // which the server must refuse.
                     ServerMessage::Offer(_) if pc2.signaling_state() == RTCSignalingState::HaveLocalOffer => {}
                     ServerMessage::Offer(o) => {
+                        ice_started(&pc2).await;
                         let offer = RTCSessionDescription::offer(o.sdp.clone()).unwrap();
                         let applied = async {
                             pc2.set_remote_description(offer).await?;
