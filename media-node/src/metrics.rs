@@ -46,6 +46,7 @@ pub(crate) struct Metrics {
     pub(crate) bytes: Family<Direction, Counter>,
     pub(crate) unrouted: Counter,
     pub(crate) shard_queue_drops: Counter,
+    pub(crate) udp_send_drops: Counter,
     pub(crate) connections: Family<Outcome, Counter>,
     pub(crate) signal_errors: Family<Code, Counter>,
     pub(crate) join_seconds: Histogram,
@@ -72,6 +73,7 @@ impl Metrics {
             bytes: Family::default(),
             unrouted: Counter::default(),
             shard_queue_drops: Counter::default(),
+            udp_send_drops: Counter::default(),
             connections: Family::default(),
             signal_errors: Family::default(),
             join_seconds: Histogram::new(exponential_buckets(0.001, 2.0, 14)),
@@ -101,6 +103,11 @@ impl Metrics {
             "shard_queue_dropped_datagrams",
             "Datagrams dropped because their shard's media queue was full",
             m.shard_queue_drops.clone(),
+        );
+        registry.register(
+            "udp_send_dropped_datagrams",
+            "Datagrams the kernel refused to send on the media socket (no buffer space, no route)",
+            m.udp_send_drops.clone(),
         );
         registry.register("signal_connections", "WebSocket connection attempts by result", m.connections.clone());
         registry.register("signal_errors", "Error messages sent to clients by code", m.signal_errors.clone());

@@ -2,6 +2,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
@@ -10,6 +11,8 @@ use str0m::net::Protocol;
 use switchyard_api::node::MediaNodeStatus;
 use switchyard_api::signal::{ErrorCode, ErrorMessage, IceServer, IceTransportPolicy, ServerMessage};
 use switchyard_api::token::Verifier;
+use switchyard_udp::{RecvBatch, SendBatch};
+use tokio::io::Interest;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::sync::{mpsc, oneshot, watch};
@@ -87,8 +90,6 @@ impl std::fmt::Debug for Shared {
         f.debug_struct("Shared").field("shards", &self.shards.len()).finish()
     }
 }
-
-const DATAGRAM_BUF: usize = 2048;
 
 /// The retry hint of `node_full`: long enough for placement to move new rooms elsewhere.
 const NODE_FULL_RETRY_MS: u64 = 2000;
@@ -452,29 +453,40 @@ async fn metrics_loop(shared: Arc<Shared>) {
 
 async fn recv_udp(udp: Arc<UdpSocket>, local: SocketAddr, shared: Arc<Shared>) {
     let mut batches: Vec<Batch> = (0..shared.shards.len()).map(|_| Vec::new()).collect();
+    let mut scratch = RecvBatch::new(0);
+    let fd = udp.as_raw_fd();
     loop {
         if udp.readable().await.is_err() {
             continue;
         }
-        // Take everything that is there (up to MAX_BATCH), then hand each shard its part.
-        for _ in 0..MAX_BATCH {
-            let mut buf = shared.spare.lock().expect("pool").pop().unwrap_or_default();
-            buf.resize(DATAGRAM_BUF, 0);
-            let (n, source) = match udp.try_recv_from(&mut buf) {
-                Ok(r) => r,
-                Err(e) => {
-                    if e.kind() != std::io::ErrorKind::WouldBlock {
-                        tracing::debug!(error = %e, "UDP receive");
-                    }
-                    shared.spare.lock().expect("pool").push(buf);
-                    break;
-                }
-            };
-            buf.truncate(n);
-            if let Some(Dest { shard, pid }) = shared.router.route(Protocol::Udp, source, &buf) {
+        // Drain the socket (one recvmmsg per BATCH datagrams, up to MAX_BATCH), then hand
+        // each shard its part of the burst in one queue message.
+        let mut taken = 0;
+        while taken < MAX_BATCH {
+            let mut got = 0;
+            // A short batch means the socket is drained: readiness is cleared right away
+            // instead of costing a second, empty syscall before the next wait.
+            let r = udp.try_io(Interest::READABLE, || {
+                got = scratch.recv(fd)?;
+                if got < switchyard_udp::BATCH { Err(std::io::ErrorKind::WouldBlock.into()) } else { Ok(()) }
+            });
+            if let Err(e) = &r
+                && e.kind() != std::io::ErrorKind::WouldBlock
+            {
+                tracing::debug!(error = %e, "UDP receive");
+            }
+            for i in 0..got {
+                let Some((slot, len, source)) = scratch.get(i) else { continue };
+                let packet = &slot[..len];
+                let Some(Dest { shard, pid }) = shared.router.route(Protocol::Udp, source, packet) else { continue };
+                let mut buf = shared.spare.lock().expect("pool").pop().unwrap_or_default();
+                buf.clear();
+                buf.extend_from_slice(packet);
                 batches[shard].push(Datagram { pid, proto: Protocol::Udp, source, destination: local, buf });
-            } else {
-                shared.spare.lock().expect("pool").push(buf);
+            }
+            taken += got;
+            if r.is_err() {
+                break;
             }
         }
         for (shard, batch) in batches.iter_mut().enumerate() {
@@ -549,6 +561,14 @@ async fn run_shard(
     udp: Arc<UdpSocket>,
 ) {
     let mut sessions: HashMap<Pid, crate::session::Outbox> = HashMap::new();
+    let mut sends: SendBatch<Vec<u8>> = SendBatch::new();
+    let fd = udp.as_raw_fd();
+    let flush = |sends: &mut SendBatch<Vec<u8>>| {
+        let done = sends.flush(fd);
+        if done.dropped > 0 {
+            shared.metrics.udp_send_drops.inc_by(done.dropped as u64);
+        }
+    };
     loop {
         let deadline = engine.next_timeout().unwrap_or_else(|| Instant::now() + Duration::from_secs(1));
         tokio::select! {
@@ -578,7 +598,11 @@ async fn run_shard(
             match out {
                 Output::Transmit(t) => match t.proto {
                     Protocol::Udp => {
-                        let _ = udp.try_send_to(&t.contents, t.destination);
+                        // Sent in batches: one sendmmsg for a packet's whole fan-out.
+                        sends.push(t.destination, t.contents.into());
+                        if sends.is_full() {
+                            flush(&mut sends);
+                        }
                     }
                     _ => {
                         let conns = shared.tcp_conns.read().expect("tcp map");
@@ -613,6 +637,9 @@ async fn run_shard(
                     shared.webhooks.notify(&e);
                 }
             }
+        }
+        if !sends.is_empty() {
+            flush(&mut sends);
         }
     }
 }

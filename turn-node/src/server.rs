@@ -16,7 +16,7 @@
 //!  caller's runtime: admin HTTP, bandwidth sampler, secrets reload, drain supervisor
 //! ```
 //!
-//! Receives use `recvmmsg` (see `batch`) into one buffer per worker that every
+//! Receives use `recvmmsg` (`switchyard_udp::RecvBatch`) into one buffer per worker that every
 //! socket of the worker shares between await points, so an allocation costs a
 //! socket, a task and the engine's bookkeeping, not a receive buffer. Sends are
 //! one `sendto` per packet: each client→peer packet leaves through its own
@@ -44,13 +44,13 @@ use tokio::task::AbortHandle;
 use tokio_rustls::TlsAcceptor;
 
 use crate::auth::{Credentials, NonceMinter};
-use crate::batch::RecvBatch;
 use crate::config::{Config, Protocol, TlsConfig, read_secrets_file};
 use crate::engine::{AllocId, Engine, FiveTuple, Forward, Limits, Output, Quotas, Shared, Transport};
 use crate::error::{Error, Result};
 use crate::filter::PeerFilter;
 use crate::metrics::{BandwidthWindow, Metrics};
 use crate::stun::{self, MAX_DATA_INDICATION_OVERHEAD};
+use switchyard_udp::RecvBatch;
 
 /// Largest framed message on a stream (STUN header + max length).
 const MAX_FRAME: usize = stun::HEADER_LEN + 65_535;
@@ -626,7 +626,7 @@ fn recv_batch(sock: &UdpSocket, fd: std::os::fd::RawFd, batch: &mut RecvBatch) -
     let mut got = 0;
     let result = sock.try_io(Interest::READABLE, || {
         got = batch.recv(fd)?;
-        if got < crate::batch::BATCH { Err(std::io::ErrorKind::WouldBlock.into()) } else { Ok(got) }
+        if got < switchyard_udp::BATCH { Err(std::io::ErrorKind::WouldBlock.into()) } else { Ok(got) }
     });
     match result {
         Ok(n) => Some(n),

@@ -4,7 +4,9 @@
 //! and timestamps are rewritten ([`Rewriter`](super::munger::Rewriter)). Each `write_rtp`
 //! is followed by a drain of that subscriber's `Rtc` (str0m's run-loop rule), so a batch of
 //! packets for one subscriber never piles up undrained writes. Nothing here allocates per
-//! packet once the queues have grown to their working size (tested in `tests.rs`).
+//! packet once the queues have grown to their working size: the heap allocations left
+//! are str0m's (its decrypted packet, its send queue entry, the encrypted datagram),
+//! counted apart by `probe` in `tests.rs`.
 
 use std::time::Instant;
 
@@ -14,7 +16,7 @@ use switchyard_api::signal::TrackKind;
 
 use super::keyframe::is_keyframe;
 use super::subscription::{SubState, Verdict};
-use super::{Engine, Pid, drain_rtc};
+use super::{Engine, Pid, drain_rtc, probe};
 
 impl Engine {
     pub(super) fn forward(&mut self, now: Instant, from: Pid, pkt: str0m::rtp::RtpPacket) {
@@ -55,15 +57,22 @@ impl Engine {
             }
             let Some(pt) = sub.pt_for(spec, out_mid, &sub_peer.rtc) else { continue };
             let (seq, ts) = sub.rewriter.rewrite(*ssrc, *pkt.seq_no, pkt.header.timestamp);
-            let mut api = sub_peer.rtc.direct_api();
-            let Some(tx) = api.stream_tx_by_mid(out_mid, None) else { continue };
             debug_assert!(!sub_peer.undrained, "a write to an Rtc that was not drained since its last mutation");
-            tx.write_rtp(
-                RtpWrite::new(pt, seq.into(), ts, pkt.timestamp, pkt.payload.clone())
-                    .marker(pkt.header.marker)
-                    .ext_vals(exts.clone())
-                    .nackable(video),
-            );
+            let written = {
+                let _str0m = probe::foreign();
+                let mut api = sub_peer.rtc.direct_api();
+                api.stream_tx_by_mid(out_mid, None).map(|tx| {
+                    tx.write_rtp(
+                        RtpWrite::new(pt, seq.into(), ts, pkt.timestamp, pkt.payload.clone())
+                            .marker(pkt.header.marker)
+                            .ext_vals(exts.clone())
+                            .nackable(video),
+                    )
+                })
+            };
+            if written.is_none() {
+                continue;
+            }
             sub_peer.undrained = true;
             sub.packets += 1;
             self.stats.packets_out += 1;

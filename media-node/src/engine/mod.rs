@@ -44,6 +44,7 @@ mod forward;
 pub(crate) mod keyframe;
 pub(crate) mod munger;
 mod participant;
+mod probe;
 pub mod report;
 mod room;
 pub mod stun;
@@ -56,6 +57,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use rand::SeedableRng;
 use rand::rngs::StdRng;
+use str0m::media::{KeyframeRequestKind, Mid, Rid};
 use str0m::net::{Protocol, Receive};
 use str0m::{Event, Input, Output as RtcOutput};
 use switchyard_api::room::Codec;
@@ -276,6 +278,10 @@ pub struct Engine {
     failed: Vec<Pid>,
     next_id: u64,
     stats: EngineStats,
+    /// Scratch list of the participants whose timeout is due.
+    due: Vec<Pid>,
+    /// Scratch list of the held-back keyframe requests now due.
+    due_keyframes: Vec<(Pid, Mid, Option<Rid>, KeyframeRequestKind)>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -312,6 +318,8 @@ impl Engine {
             failed: Vec::new(),
             next_id: 1,
             stats: EngineStats::default(),
+            due: Vec::with_capacity(64),
+            due_keyframes: Vec::with_capacity(16),
         }
     }
 
@@ -355,7 +363,11 @@ impl Engine {
         let Some(peer) = self.peers.get_mut(&pid) else { return };
         let Ok(contents) = data.try_into() else { return };
         let input = Input::Receive(now, Receive { proto, source, destination, contents });
-        if let Err(e) = peer.rtc.handle_input(input) {
+        let handled = {
+            let _str0m = probe::foreign();
+            peer.rtc.handle_input(input)
+        };
+        if let Err(e) = handled {
             tracing::debug!(pid, error = %e, "rtc refused input");
         }
         self.drain(pid);
@@ -364,14 +376,18 @@ impl Engine {
     /// Advance time.
     pub fn handle_timeout(&mut self, now: Instant) {
         self.now = now;
-        let due: Vec<Pid> =
-            self.peers.iter().filter(|(_, p)| p.next_timeout.is_none_or(|t| t <= now)).map(|(&pid, _)| pid).collect();
-        for pid in due {
+        // The list is reused: a timeout per paced send must not cost an allocation.
+        let mut due = std::mem::take(&mut self.due);
+        due.clear();
+        due.extend(self.peers.iter().filter(|(_, p)| p.next_timeout.is_none_or(|t| t <= now)).map(|(&pid, _)| pid));
+        for &pid in &due {
             if let Some(p) = self.peers.get_mut(&pid) {
+                let _str0m = probe::foreign();
                 let _ = p.rtc.handle_input(Input::Timeout(now));
             }
             self.drain(pid);
         }
+        self.due = due;
         self.keyframe_timeouts(now);
         self.offer_timeouts(now);
         self.drive();
@@ -528,7 +544,11 @@ fn drain_rtc(
             failed.push(pid);
             return;
         }
-        match peer.rtc.poll_output() {
+        let polled = {
+            let _str0m = probe::foreign();
+            peer.rtc.poll_output()
+        };
+        match polled {
             Ok(RtcOutput::Transmit(t)) => out.push_back(Output::Transmit(t)),
             Ok(RtcOutput::Timeout(t)) => {
                 peer.next_timeout = Some(t);

@@ -14,7 +14,7 @@ use switchyard_api::signal::{
 
 use super::keyframe::KeyframeThrottle;
 use super::subscription::Sub;
-use super::{Engine, Output, Pid, RoomEvent, err};
+use super::{Engine, Output, Pid, RoomEvent, err, probe};
 
 /// Publisher track (publisher, its mid) → the participants whose subscription to it is
 /// open, in the order they opened.
@@ -125,10 +125,6 @@ impl Published {
             height: self.height,
             layers: self.layers.clone(),
         }
-    }
-
-    pub(super) fn rids(&self) -> Vec<Rid> {
-        self.layers.iter().map(|l| Rid::from(l.rid.as_str())).collect()
     }
 
     /// The rid carrying `quality`, if the track is simulcast.
@@ -252,12 +248,24 @@ impl Engine {
         if track.kind != TrackKind::Video || !track.keyframes.ask(now, rid, kind) {
             return;
         }
-        let rids: Vec<Option<Rid>> =
-            if rid.is_some() { vec![rid] } else { track.rids().into_iter().map(Some).chain([None]).collect() };
-        let mut api = p.rtc.direct_api();
-        for rid in rids {
-            if let Some(rx) = api.stream_rx_by_mid(mid, rid) {
-                rx.request_keyframe(kind);
+        {
+            let _str0m = probe::foreign();
+            let mut api = p.rtc.direct_api();
+            let mut ask = |rid: Option<Rid>| {
+                if let Some(rx) = api.stream_rx_by_mid(mid, rid) {
+                    rx.request_keyframe(kind);
+                }
+            };
+            match rid {
+                Some(_) => ask(rid),
+                // No rid: every layer and the stream without one, so a subscriber whose layer
+                // is not known yet gets its keyframe.
+                None => {
+                    for layer in &track.layers {
+                        ask(Some(Rid::from(layer.rid.as_str())));
+                    }
+                    ask(None);
+                }
             }
         }
         self.drain(publisher);
@@ -265,18 +273,16 @@ impl Engine {
 
     /// Send the keyframe requests the throttle held back, once their window ends.
     pub(super) fn keyframe_timeouts(&mut self, now: Instant) {
-        let due: Vec<(Pid, Mid, Option<Rid>, KeyframeRequestKind)> = self
-            .peers
-            .values_mut()
-            .flat_map(|p| {
-                let pid = p.pid;
-                p.published
-                    .iter_mut()
-                    .filter_map(move |t| t.keyframes.take_due(now).map(|(rid, k)| (pid, t.mid, rid, k)))
-            })
-            .collect();
-        for (pid, mid, rid, kind) in due {
+        // The list is reused: this runs on every timeout.
+        let mut due = std::mem::take(&mut self.due_keyframes);
+        due.clear();
+        due.extend(self.peers.values_mut().flat_map(|p| {
+            let pid = p.pid;
+            p.published.iter_mut().filter_map(move |t| t.keyframes.take_due(now).map(|(rid, k)| (pid, t.mid, rid, k)))
+        }));
+        for &(pid, mid, rid, kind) in &due {
             self.request_keyframe(now, pid, mid, rid, kind);
         }
+        self.due_keyframes = due;
     }
 }

@@ -1,26 +1,22 @@
-//! Batched UDP receive with `recvmmsg(2)`: one syscall drains up to [`BATCH`]
-//! datagrams from a socket. This is the crate's only `unsafe` code.
+//! Batched UDP receive with `recvmmsg(2)`.
 //!
-//! One [`RecvBatch`] belongs to a worker thread and is shared by all of its
-//! sockets (listeners and every relay socket): it is only borrowed between
-//! await points, so the per-allocation cost is a socket and a task, not a
-//! 64 KiB buffer. Each slot keeps [`RecvBatch::head`] bytes free in front of
-//! the datagram so the engine can write a Data-indication or ChannelData
-//! header in place.
-#![allow(unsafe_code)]
+//! A [`RecvBatch`] is scratch space: turn-node shares one per worker thread among
+//! all of its sockets (listeners and every relay socket), borrowed only between await
+//! points, so the per-allocation cost is a socket and a task, not a 64 KiB buffer.
+//! Each slot keeps [`RecvBatch::head`] bytes free in front of the datagram so a
+//! caller can write a header in place (a TURN Data indication or ChannelData).
 
 use std::io;
 use std::mem::{MaybeUninit, size_of};
-use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
+use std::net::SocketAddr;
 use std::os::fd::RawFd;
 
-/// Datagrams per syscall.
-pub(crate) const BATCH: usize = 32;
+use crate::{BATCH, sockaddr};
 /// Largest datagram kept (bigger ones are truncated by the kernel and dropped).
 const MAX_DATAGRAM: usize = 65_535;
 
 /// Receive buffers and the kernel's per-message headers.
-pub(crate) struct RecvBatch {
+pub struct RecvBatch {
     head: usize,
     slot: usize,
     bufs: Vec<u8>,
@@ -29,6 +25,10 @@ pub(crate) struct RecvBatch {
     hdrs: Vec<libc::mmsghdr>,
     received: usize,
 }
+
+// SAFETY: the raw pointers in `iovs` and `hdrs` point into the batch's own vectors and
+// are rebuilt before every system call; nothing else holds them between calls.
+unsafe impl Send for RecvBatch {}
 
 impl std::fmt::Debug for RecvBatch {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -39,10 +39,10 @@ impl std::fmt::Debug for RecvBatch {
 impl RecvBatch {
     /// Buffers with `head` free bytes in front of each datagram and 4 behind
     /// (padding).
-    pub(crate) fn new(head: usize) -> Self {
+    pub fn new(head: usize) -> Self {
         let slot = head + MAX_DATAGRAM + 4;
-        // SAFETY: all-zero is a valid value for these plain C structs.
-        let zeroed_storage = unsafe { MaybeUninit::<libc::sockaddr_storage>::zeroed().assume_init() };
+        let zeroed_storage = sockaddr::zeroed();
+        // SAFETY: all-zero is a valid value for this plain C struct.
         let zeroed_hdr = unsafe { MaybeUninit::<libc::mmsghdr>::zeroed().assume_init() };
         RecvBatch {
             head,
@@ -56,13 +56,13 @@ impl RecvBatch {
     }
 
     /// Free bytes in front of every datagram.
-    pub(crate) fn head(&self) -> usize {
+    pub fn head(&self) -> usize {
         self.head
     }
 
     /// Non-blocking `recvmmsg` on `fd`; returns how many datagrams arrived
     /// (`WouldBlock` when none).
-    pub(crate) fn recv(&mut self, fd: RawFd) -> io::Result<usize> {
+    pub fn recv(&mut self, fd: RawFd) -> io::Result<usize> {
         self.received = 0;
         // The pointers are rebuilt on every call: `self` may have moved.
         let base = self.bufs.as_mut_ptr();
@@ -98,7 +98,7 @@ impl RecvBatch {
     /// Datagram `i` of the last [`RecvBatch::recv`]: its slot (header room
     /// included), payload length and sender. `None` for truncated datagrams
     /// and unknown address families.
-    pub(crate) fn get(&mut self, i: usize) -> Option<(&mut [u8], usize, SocketAddr)> {
+    pub fn get(&mut self, i: usize) -> Option<(&mut [u8], usize, SocketAddr)> {
         if i >= self.received {
             return None;
         }
@@ -107,34 +107,9 @@ impl RecvBatch {
             return None;
         }
         let len = hdr.msg_len as usize;
-        let from = sockaddr_to_std(&self.addrs[i])?;
+        let from = sockaddr::to_std(&self.addrs[i])?;
         let slot = &mut self.bufs[i * self.slot..(i + 1) * self.slot];
         Some((slot, len, from))
-    }
-}
-
-fn sockaddr_to_std(storage: &libc::sockaddr_storage) -> Option<SocketAddr> {
-    match i32::from(storage.ss_family) {
-        libc::AF_INET => {
-            // SAFETY: the family says the storage holds a sockaddr_in, and
-            // sockaddr_storage is large and aligned enough for it.
-            let sin = unsafe { &*(storage as *const libc::sockaddr_storage).cast::<libc::sockaddr_in>() };
-            Some(SocketAddr::V4(SocketAddrV4::new(
-                Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr)),
-                u16::from_be(sin.sin_port),
-            )))
-        }
-        libc::AF_INET6 => {
-            // SAFETY: as above, for sockaddr_in6.
-            let sin6 = unsafe { &*(storage as *const libc::sockaddr_storage).cast::<libc::sockaddr_in6>() };
-            Some(SocketAddr::V6(SocketAddrV6::new(
-                Ipv6Addr::from(sin6.sin6_addr.s6_addr),
-                u16::from_be(sin6.sin6_port),
-                sin6.sin6_flowinfo,
-                sin6.sin6_scope_id,
-            )))
-        }
-        _ => None,
     }
 }
 
