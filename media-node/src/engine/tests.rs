@@ -6,11 +6,12 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use str0m::change::{SdpAnswer, SdpOffer, SdpPendingOffer};
-use str0m::media::{Direction, MediaKind, MediaTime, Mid};
+use str0m::media::{Direction, MediaKind, MediaTime, Mid, Rid, Simulcast, SimulcastLayer};
 use str0m::net::{Protocol, Receive};
 use str0m::{Candidate, Event, Input, Output as RtcOutput, Rtc};
 use switchyard_api::signal::{
-    ClientMessage, ErrorCode, IceTransportPolicy, LeaveReason, ServerMessage, SessionDescription, TrackKind, TrackRef,
+    ClientMessage, ErrorCode, IceTransportPolicy, LeaveReason, PublishTrackRequest, ServerMessage, SessionDescription,
+    TrackKind, TrackRef, TrackSource, VideoQuality,
 };
 use switchyard_api::token::{Claims, Grants};
 
@@ -32,6 +33,8 @@ struct Client {
     offers: Offers,
     /// Keyframe requests (PLI/FIR) that reached the client's sending tracks.
     keyframe_requests: u32,
+    /// The simulcast layer of each of those requests.
+    keyframe_rids: Vec<Option<Rid>>,
 }
 
 /// How a test client treats a server offer.
@@ -124,6 +127,7 @@ impl Net {
             closed: false,
             offers: Offers::Answer,
             keyframe_requests: 0,
+            keyframe_rids: vec![],
         });
         self.engine.handle_command(self.now, Command::Join(Box::new(args)));
         self.flush();
@@ -225,7 +229,10 @@ impl Net {
                             Event::Connected => c.connected = true,
                             Event::MediaAdded(m) => c.added.push(m.mid),
                             Event::MediaData(d) => c.frames.push((d.mid, d.data.to_vec())),
-                            Event::KeyframeRequest(_) => c.keyframe_requests += 1,
+                            Event::KeyframeRequest(r) => {
+                                c.keyframe_requests += 1;
+                                c.keyframe_rids.push(r.rid);
+                            }
                             _ => {}
                         },
                         Ok(RtcOutput::Timeout(_)) | Err(_) => break,
@@ -791,4 +798,141 @@ fn forwarding_allocates_nothing_per_packet_in_our_code() {
         counts.str0m as f64 / transmits as f64
     );
     assert_eq!(counts.ours, 0, "our code allocated on the forwarding path: {counts:?}");
+}
+
+/// A VP8 frame of simulcast layer `layer` (0 = q, 1 = h, 2 = f): a keyframe or a delta
+/// frame, with the layer and `n` after the header so the subscriber can tell them apart.
+fn vp8_layer_frame(layer: u8, n: u32, keyframe: bool) -> Vec<u8> {
+    let mut f =
+        if keyframe { vec![0x10, 0x02, 0x00, 0x9d, 0x01, 0x2a, 0x80, 0x02, 0xe0, 0x01] } else { vec![0x11; 10] };
+    f.push(layer);
+    f.extend_from_slice(&n.to_be_bytes());
+    f.extend(std::iter::repeat_n(0xab, 200));
+    f
+}
+
+const RIDS: [&str; 3] = ["q", "h", "f"];
+
+impl Net {
+    /// `pid` announces and offers one three-layer simulcast video track.
+    fn offer_simulcast(&mut self, pid: Pid) -> Mid {
+        let layers = RIDS
+            .iter()
+            .zip([VideoQuality::Low, VideoQuality::Medium, VideoQuality::High])
+            .enumerate()
+            .map(|(i, (rid, quality))| switchyard_api::signal::SimulcastLayer {
+                rid: (*rid).into(),
+                quality,
+                width: 320 << i,
+                height: 180 << i,
+                max_bitrate_bps: None,
+            })
+            .collect();
+        self.send(
+            pid,
+            ClientMessage::PublishTrack(PublishTrackRequest {
+                cid: "cam".into(),
+                name: "camera".into(),
+                kind: TrackKind::Video,
+                source: TrackSource::Camera,
+                muted: false,
+                width: Some(1280),
+                height: Some(720),
+                layers,
+            }),
+        );
+        let c = self.client(pid);
+        let mut api = c.rtc.sdp_api();
+        let mut sim = Simulcast::new();
+        for rid in RIDS {
+            sim.add_send_layer(SimulcastLayer::new(rid));
+        }
+        let mid = api.add_media(MediaKind::Video, Direction::SendOnly, None, None, Some(sim));
+        api.add_channel("reliable".into());
+        let (offer, pending) = api.apply().expect("changes");
+        c.pending = Some(pending);
+        let msg = ClientMessage::Offer(SessionDescription { sdp: offer.to_sdp_string(), id: 1 });
+        self.engine.handle_command(self.now, Command::Client { pid, msg });
+        self.flush();
+        mid
+    }
+
+    /// One frame on every layer (`key`: which layers send a keyframe), 33 ms apart.
+    fn simulcast_frames(&mut self, pid: Pid, mid: Mid, n: u32, key: [bool; 3]) {
+        let now = self.now;
+        let c = self.client(pid);
+        for (i, rid) in RIDS.iter().enumerate() {
+            let writer = c.rtc.writer(mid).expect("writer").rid(Rid::from(*rid));
+            let pt = writer.payload_params().next().expect("a negotiated codec").pt();
+            let time = MediaTime::from_90khz(u64::from(n) * 3000);
+            writer.write(pt, now, time, vp8_layer_frame(i as u8, n, key[i])).unwrap();
+        }
+        self.run(33);
+    }
+
+    /// The layers of the frames `pid` received since `from` (index into its frames).
+    fn layers_received(&self, pid: Pid, from: usize) -> Vec<u8> {
+        let c = self.clients.iter().find(|c| c.pid == pid).unwrap();
+        c.frames[from..].iter().map(|(_, d)| d[10]).collect()
+    }
+}
+
+/// Simulcast on the virtual clock: a subscriber starts on the first layer that brings a
+/// keyframe; asked for another layer it keeps the current one (no freeze) and asks the
+/// publisher for a keyframe of the new one, then switches on that keyframe and receives
+/// that layer alone, every frame of it.
+#[test]
+fn simulcast_switches_layers_only_on_a_keyframe_of_the_asked_layer() {
+    let mut net = Net::new();
+    let a = net.join("alice", "r", |_| {});
+    let b = net.join("bob", "r", |_| {});
+    let mid = net.offer_simulcast(a);
+    net.offer(b, None);
+    net.run(300);
+    let sid = net.published_sid(a);
+    let mut n = 0;
+    let mut frames = |net: &mut Net, count: u32, key: [bool; 3]| {
+        for i in 0..count {
+            let key = if i == 0 { key } else { [false; 3] };
+            net.simulcast_frames(a, mid, n, key);
+            n += 1;
+        }
+    };
+
+    // Delta frames only: nothing reaches bob, and alice is asked for a keyframe.
+    let asked = net.client(a).keyframe_requests;
+    frames(&mut net, 10, [false; 3]);
+    assert!(net.layers_received(b, 0).is_empty(), "no keyframe yet: {:?}", net.layers_received(b, 0));
+    assert!(net.client(a).keyframe_requests > asked, "a subscriber waiting for a keyframe asks for one");
+
+    // A keyframe on the low layer: bob starts there and stays there.
+    frames(&mut net, 10, [true, false, false]);
+    let start = net.layers_received(b, 0);
+    assert!(start.len() >= 9 && start.iter().all(|&l| l == 0), "low layer only: {start:?}");
+
+    // Bob asks for high: the low layer goes on until high's keyframe, which is asked for.
+    let mark = net.client(b).frames.len();
+    let rids_before = net.client(a).keyframe_rids.len();
+    net.send(
+        b,
+        ClientMessage::UpdateSubscription(switchyard_api::signal::UpdateSubscription {
+            track_sids: vec![sid],
+            subscribe: true,
+            quality: Some(VideoQuality::High),
+        }),
+    );
+    frames(&mut net, 10, [false; 3]);
+    let waiting = net.layers_received(b, mark);
+    assert!(waiting.len() >= 9 && waiting.iter().all(|&l| l == 0), "no freeze while waiting: {waiting:?}");
+    let asked_for: Vec<_> = net.client(a).keyframe_rids[rids_before..].to_vec();
+    assert!(asked_for.contains(&Some(Rid::from("f"))), "a keyframe of the high layer was asked for: {asked_for:?}");
+
+    // High's keyframe: bob switches and gets every high frame, nothing else.
+    let mark = net.client(b).frames.len();
+    frames(&mut net, 10, [false, false, true]);
+    // (The low layer's frame written just before that keyframe still goes out.)
+    let after = net.layers_received(b, mark);
+    let high: Vec<u8> = after.iter().copied().skip_while(|&l| l == 0).collect();
+    assert_eq!(high, vec![2; 10], "from the keyframe on, the high layer alone, all 10 frames: {after:?}");
+    assert!(after.len() - high.len() <= 1, "at most the one low frame before the keyframe: {after:?}");
 }
