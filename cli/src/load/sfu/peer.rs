@@ -9,7 +9,9 @@
 //! ignored (glare: the server withdraws it and offers again).
 
 use std::collections::{HashMap, HashSet};
+use std::io;
 use std::net::{IpAddr, SocketAddr};
+use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -25,6 +27,8 @@ use switchyard_api::signal::{
     ClientMessage, JoinRequest, ParticipantInfo, Ping, PublishTrackRequest, ServerMessage, SessionDescription,
     SimulcastLayer as ApiLayer, TrackKind, TrackSource, UpdateSubscription, VideoQuality,
 };
+use switchyard_udp::RecvBatch;
+use tokio::io::Interest;
 use tokio::net::UdpSocket;
 use tokio::sync::watch;
 use tokio_tungstenite::tungstenite::Message;
@@ -282,7 +286,8 @@ impl Participant {
         let offer = ClientMessage::Offer(SessionDescription { sdp: offer.to_sdp_string(), id: 1 });
         ws.send(text(&offer)).await.map_err(|e| fail("signaling", e.to_string()))?;
 
-        let mut buf = vec![0u8; 2000];
+        let mut batch = RecvBatch::with_max_datagram(0, 2048);
+        let fd = socket.as_raw_fd();
         let mut next_ping = Instant::now() + ping_every;
         let connect_by = Instant::now() + CONNECT_TIMEOUT;
         loop {
@@ -300,17 +305,30 @@ impl Participant {
             }
             let ws = self.ws.as_mut().expect("connected");
             tokio::select! {
-                r = socket.recv_from(&mut buf) => {
-                    let (n, from) = r.map_err(|e| fail("socket", e.to_string()))?;
-                    // str0m's run-loop rule: every input is followed by a full drain (in RTP
-                    // mode it holds one received packet until the next poll).
-                    if self.receive(&mut rtc, local, from, &buf[..n], plan) {
-                        self.drain(&mut rtc, &socket, plan)?;
-                    }
-                    for _ in 1..RECV_BATCH {
-                        let Ok((n, from)) = socket.try_recv_from(&mut buf) else { break };
-                        if self.receive(&mut rtc, local, from, &buf[..n], plan) {
-                            self.drain(&mut rtc, &socket, plan)?;
+                r = socket.readable() => {
+                    r.map_err(|e| fail("socket", e.to_string()))?;
+                    // Up to RECV_BATCH datagrams, BATCH per recvmmsg; a short batch means
+                    // the socket is drained.
+                    let mut taken = 0;
+                    while taken < RECV_BATCH {
+                        let mut got = 0;
+                        let r = socket.try_io(Interest::READABLE, || {
+                            got = batch.recv(fd)?;
+                            if got < switchyard_udp::BATCH { Err(io::ErrorKind::WouldBlock.into()) } else { Ok(()) }
+                        });
+                        for i in 0..got {
+                            let Some((slot, len, from)) = batch.get(i) else { continue };
+                            // str0m's run-loop rule: every input is followed by a full drain
+                            // (in RTP mode it holds one received packet until the next poll).
+                            if self.receive(&mut rtc, local, from, &slot[..len], plan) {
+                                self.drain(&mut rtc, &socket, plan)?;
+                            }
+                        }
+                        taken += got;
+                        match r {
+                            Ok(()) => {}
+                            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                            Err(e) => return Err(fail("socket", e.to_string())),
                         }
                     }
                 }
