@@ -327,7 +327,9 @@ fn join_reports_room_and_others() {
             .iter()
             .any(|m| matches!(m, ServerMessage::ParticipantJoined(p) if p.participant.identity == "bob"))
     );
-    assert_eq!(net.events[0], RoomEvent::RoomStarted { room: "r".into() });
+    let RoomEvent::RoomStarted { room, room_sid } = &net.events[0] else { panic!("{:?}", net.events) };
+    assert_eq!(room, "r");
+    assert_eq!(&j.room.sid, room_sid, "the event carries the room's sid");
     assert_eq!(net.engine.stats().participants, 2);
 }
 
@@ -417,7 +419,7 @@ fn an_empty_room_closes_after_its_timeout() {
     assert!(net.engine.has_room("r"), "still inside the 5 s timeout");
     net.run(1_500);
     assert!(!net.engine.has_room("r"));
-    assert!(net.events.contains(&RoomEvent::RoomFinished { room: "r".into() }));
+    assert!(net.events.iter().any(|e| matches!(e, RoomEvent::RoomFinished { room, .. } if room == "r")));
 }
 
 #[test]
