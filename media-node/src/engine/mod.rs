@@ -102,11 +102,20 @@ pub struct RoomSettings {
     pub allowed_codecs: Vec<Codec>,
     /// Application data.
     pub metadata: Option<String>,
+    /// The room's sid when the control plane names it (Kubernetes: from the Room
+    /// object's uid, so every node reports the same); a new one otherwise.
+    pub sid: Option<String>,
 }
 
 impl Default for RoomSettings {
     fn default() -> Self {
-        Self { max_participants: 0, empty_timeout: Duration::from_secs(300), allowed_codecs: vec![], metadata: None }
+        Self {
+            max_participants: 0,
+            empty_timeout: Duration::from_secs(300),
+            allowed_codecs: vec![],
+            metadata: None,
+            sid: None,
+        }
     }
 }
 

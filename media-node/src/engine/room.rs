@@ -155,7 +155,7 @@ impl Engine {
 
     /// Open `name` (not open yet) with `settings`: a new sid, and `room_started`.
     pub(super) fn open_room(&mut self, now: Instant, name: &str, settings: RoomSettings) {
-        let sid = self.new_sid("RM");
+        let sid = settings.sid.clone().unwrap_or_else(|| self.new_sid("RM"));
         let created_at_ms = self.clock.unix_ms(now);
         let room = Room { sid: sid.clone(), settings, members: vec![], created_at_ms, empty_since: None };
         self.rooms.insert(name.to_owned(), room);
