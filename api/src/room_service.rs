@@ -31,6 +31,10 @@ pub const BASE_PATH: &str = "/api/v1";
 /// messages, which have their own limit.
 pub const MAX_METADATA_BYTES: usize = 16 * 1024;
 
+/// Requests per second one API key may make to one node; bursts up to twice that, and
+/// beyond them `rate_limited` (429 with `Retry-After`).
+pub const REQUESTS_PER_SECOND_PER_KEY: u32 = 50;
+
 /// Largest empty timeout a room may ask for, seconds (as the Room CRD allows).
 pub const MAX_EMPTY_TIMEOUT_SECONDS: u32 = 86_400;
 
@@ -643,7 +647,8 @@ pub fn openapi() -> serde_json::Value {
             "description": "JSON over HTTP on every media-node's signaling port and on `switchyard dev`'s. \
                 Authenticate with an access token (`Authorization: Bearer <jwt>`, minted with an API key and \
                 secret) whose grants allow the operation. Errors are an ApiError with a stable `code` that \
-                decides the HTTP status.",
+                decides the HTTP status. Each API key may make 50 requests per second to one node (bursts \
+                of 100).",
         },
         "paths": paths,
         "components": {

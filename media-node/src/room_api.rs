@@ -38,7 +38,7 @@ use crate::engine::admin::{Admin, Answer};
 use crate::node::{Shared, unix_now};
 
 /// Requests per second each API key may make to one node; bursts up to twice that.
-pub(crate) const REQUESTS_PER_SECOND: f64 = 50.0;
+const REQUESTS_PER_SECOND: f64 = switchyard_api::room_service::REQUESTS_PER_SECOND_PER_KEY as f64;
 
 /// The per-API-key request budgets of one node (bounded by the number of keys: only
 /// verified tokens reach it).
