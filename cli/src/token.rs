@@ -72,7 +72,7 @@ pub(crate) fn run(args: TokenArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn parse_duration(s: &str) -> Result<u64, String> {
+pub(crate) fn parse_duration(s: &str) -> Result<u64, String> {
     let (number, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
     let n: u64 = number.parse().map_err(|_| format!("{s:?} is not a duration such as 90, 15m, 6h or 7d"))?;
     let scale = match unit {
