@@ -306,10 +306,9 @@ impl ApiErrorCode {
 
 fn check_metadata(what: &str, m: Option<&str>) -> Result<(), ApiError> {
     match m {
-        Some(m) if m.len() > MAX_METADATA_BYTES => Err(ApiError::bad_request(format!(
-            "{what} is {} bytes; the limit is {MAX_METADATA_BYTES}",
-            m.len()
-        ))),
+        Some(m) if m.len() > MAX_METADATA_BYTES => {
+            Err(ApiError::bad_request(format!("{what} is {} bytes; the limit is {MAX_METADATA_BYTES}", m.len())))
+        }
         _ => Ok(()),
     }
 }
@@ -582,17 +581,13 @@ pub fn openapi() -> serde_json::Value {
             .split('/')
             .filter_map(|s| s.strip_prefix('{').and_then(|s| s.strip_suffix('}')))
             .map(parameter)
-            .chain(
-                (op.id == "ListRooms")
-                    .then(|| {
-                        json!({
-                            "name": "names", "in": "query", "required": false,
-                            "description": "Comma-separated room names: list only these.",
-                            "schema": { "type": "string" },
-                        })
-                    })
-                    .into_iter(),
-            )
+            .chain((op.id == "ListRooms").then(|| {
+                json!({
+                    "name": "names", "in": "query", "required": false,
+                    "description": "Comma-separated room names: list only these.",
+                    "schema": { "type": "string" },
+                })
+            }))
             .collect();
         if !params.is_empty() {
             operation.insert("parameters".into(), Value::Array(params));

@@ -266,7 +266,11 @@ mod tests {
             event: EventKind::ParticipantJoined,
             created_at: NOW,
             room: WebhookRoom { name: "standup".into(), sid: "RM_1abc".into() },
-            participant: Some(WebhookParticipant { identity: "alice".into(), sid: "PA_2def".into(), leave_reason: None }),
+            participant: Some(WebhookParticipant {
+                identity: "alice".into(),
+                sid: "PA_2def".into(),
+                leave_reason: None,
+            }),
             track: None,
             node: "edge-sfu-0".into(),
             cluster: "edge".into(),
@@ -334,7 +338,8 @@ mod tests {
         let body = body();
         let auth = sign(&body, "APIkey1", "secret-one", NOW);
         let mut forged = event();
-        forged.participant = Some(WebhookParticipant { identity: "mallory".into(), sid: "PA_2def".into(), leave_reason: None });
+        forged.participant =
+            Some(WebhookParticipant { identity: "mallory".into(), sid: "PA_2def".into(), leave_reason: None });
         let forged = serde_json::to_vec(&forged).unwrap();
         let err = verify(&forged, &auth, secrets, NOW).unwrap_err();
         assert_eq!(err, WebhookError::BodyHashMismatch);

@@ -147,7 +147,9 @@ enum RoomCommand {
 fn parse_codec(s: &str) -> Result<Codec, String> {
     Codec::ALL
         .into_iter()
-        .find(|c| serde_json::to_value(c).ok().and_then(|v| v.as_str().map(|n| n.eq_ignore_ascii_case(s))) == Some(true))
+        .find(|c| {
+            serde_json::to_value(c).ok().and_then(|v| v.as_str().map(|n| n.eq_ignore_ascii_case(s))) == Some(true)
+        })
         .ok_or_else(|| format!("{s:?} is not one of Opus, VP8, VP9, H264, AV1"))
 }
 
@@ -208,7 +210,8 @@ fn request(cmd: &RoomCommand) -> anyhow::Result<(&'static str, String, Option<Va
                 body["name"] = json!(n);
             }
             let mut permission = serde_json::Map::new();
-            for (key, v) in [("canPublish", can_publish), ("canSubscribe", can_subscribe), ("canPublishData", can_publish_data)]
+            for (key, v) in
+                [("canPublish", can_publish), ("canSubscribe", can_subscribe), ("canPublishData", can_publish_data)]
             {
                 if let Some(v) = v {
                     permission.insert(key.into(), json!(v));
@@ -375,11 +378,8 @@ fn participants_table(participants: &[ParticipantInfo]) -> String {
     let rows = participants
         .iter()
         .map(|p| {
-            let tracks: Vec<String> = p
-                .tracks
-                .iter()
-                .map(|t| format!("{}{}", t.sid, if t.muted { " (muted)" } else { "" }))
-                .collect();
+            let tracks: Vec<String> =
+                p.tracks.iter().map(|t| format!("{}{}", t.sid, if t.muted { " (muted)" } else { "" })).collect();
             vec![
                 p.identity.clone(),
                 p.sid.clone(),
@@ -409,14 +409,13 @@ mod tests {
 
     #[test]
     fn commands_map_to_requests() {
-        let (m, p, b) = request(&RoomCommand::Mute {
-            room: "r".into(),
-            identity: "a".into(),
-            track: "TR_1".into(),
-            unmute: true,
-        })
-        .unwrap();
-        assert_eq!((m, p.as_str(), b), ("POST", "/rooms/r/participants/a/tracks/TR_1/mute", Some(json!({"muted": false}))));
+        let (m, p, b) =
+            request(&RoomCommand::Mute { room: "r".into(), identity: "a".into(), track: "TR_1".into(), unmute: true })
+                .unwrap();
+        assert_eq!(
+            (m, p.as_str(), b),
+            ("POST", "/rooms/r/participants/a/tracks/TR_1/mute", Some(json!({"muted": false})))
+        );
         let (_, p, _) = request(&RoomCommand::List { names: vec!["a".into(), "b".into()] }).unwrap();
         assert_eq!(p, "/rooms?names=a,b");
         let update = RoomCommand::Update {

@@ -446,7 +446,8 @@ async fn room_service(f: &Fixture) -> Result<()> {
     // A participant on the host, managed through the other node.
     let mut alice = join(&f.url(host_ip, "alice", room), 1).await?;
     let listed = f.room_json(other_ip, &["participants", room]).await?;
-    let ids: Vec<&str> = listed["participants"].as_array().into_iter().flatten().filter_map(|p| p["identity"].as_str()).collect();
+    let ids: Vec<&str> =
+        listed["participants"].as_array().into_iter().flatten().filter_map(|p| p["identity"].as_str()).collect();
     ensure!(ids == ["alice"], "participants through the other node: {listed}");
     let updated = f.room_json(other_ip, &["update", room, "alice", "--can-publish-data", "false"]).await?;
     ensure!(updated["permission"]["canPublishData"] == false, "{updated}");

@@ -67,7 +67,9 @@ pub(crate) async fn serve(shared: &Arc<Shared>, cluster: &Cluster, req: &Req) ->
                 Err(Failure::Api(e)) if e.code == ApiErrorCode::RoomNotFound => {}
                 Err(Failure::Api(e)) => tracing::warn!(room = %req.room(), error = %e, "closing on its node"),
                 Err(Failure::Relayed(r)) if r.status() == StatusCode::NOT_FOUND => {}
-                Err(Failure::Relayed(r)) => tracing::warn!(room = %req.room(), status = %r.status(), "closing on its node"),
+                Err(Failure::Relayed(r)) => {
+                    tracing::warn!(room = %req.room(), status = %r.status(), "closing on its node")
+                }
             }
             match cluster.api().delete(req.room(), &DeleteParams::default()).await {
                 Ok(_) => Ok((StatusCode::NO_CONTENT, None)),
@@ -126,9 +128,7 @@ fn info(shared: &Shared, room: &Room) -> RoomInfo {
         sid: room_sid(room).unwrap_or_default(),
         name: room.name_any(),
         metadata: spec.metadata.clone(),
-        max_participants: spec
-            .max_participants
-            .map_or(shared.cfg.max_participants, |m| u32::try_from(m).unwrap_or(0)),
+        max_participants: spec.max_participants.map_or(shared.cfg.max_participants, |m| u32::try_from(m).unwrap_or(0)),
         empty_timeout_seconds: spec
             .empty_timeout_seconds
             .map_or(shared.cfg.empty_timeout().as_secs() as u32, |s| u32::try_from(s).unwrap_or(0)),
@@ -165,7 +165,8 @@ async fn create(shared: &Arc<Shared>, cluster: &Cluster, req: &Req) -> Result<Do
             && room.status.as_ref().and_then(|s| s.node.as_deref()).is_some()
         {
             match on_host(shared, cluster, &room, req).await {
-                Err(Failure::Api(e)) if e.code == ApiErrorCode::Unavailable && e.reason.as_deref() == Some("no_address") => {}
+                Err(Failure::Api(e))
+                    if e.code == ApiErrorCode::Unavailable && e.reason.as_deref() == Some("no_address") => {}
                 other => return other,
             }
         }
@@ -189,7 +190,9 @@ async fn on_host(shared: &Arc<Shared>, cluster: &Cluster, room: &Room, req: &Req
     let Some(node) = room.status.as_ref().and_then(|s| s.node.clone()) else {
         // Not placed: nobody can be in it.
         return match req.op.id {
-            "ListParticipants" => Ok(crate::room_api::answer(req.op, crate::engine::admin::Answer::Participants(vec![]))),
+            "ListParticipants" => {
+                Ok(crate::room_api::answer(req.op, crate::engine::admin::Answer::Participants(vec![])))
+            }
             "SendData" => Ok(crate::room_api::answer(req.op, crate::engine::admin::Answer::Sent(0))),
             "GetParticipant" | "UpdateParticipant" | "RemoveParticipant" | "MutePublishedTrack" => {
                 Err(ApiError::participant_not_found(req.room(), req.param("identity")).into())
@@ -210,9 +213,7 @@ type HttpClient = Client<HttpConnector, Full<Bytes>>;
 
 fn client() -> &'static HttpClient {
     static CLIENT: OnceLock<HttpClient> = OnceLock::new();
-    CLIENT.get_or_init(|| {
-        Client::builder(TokioExecutor::new()).pool_idle_timeout(Duration::from_secs(30)).build_http()
-    })
+    CLIENT.get_or_init(|| Client::builder(TokioExecutor::new()).pool_idle_timeout(Duration::from_secs(30)).build_http())
 }
 
 /// Send `req` to the signaling port of `node` at `ip` and pass its answer on.
@@ -223,14 +224,18 @@ async fn forward(shared: &Shared, node: &str, ip: IpAddr, req: &Req) -> Result<D
         .method(req.op.method)
         .uri(&uri)
         .header(header::CONTENT_TYPE, "application/json")
-        .header(FORWARDED_HEADER, HeaderValue::from_str(&shared.cfg.node_name).unwrap_or(HeaderValue::from_static("node")));
+        .header(
+            FORWARDED_HEADER,
+            HeaderValue::from_str(&shared.cfg.node_name).unwrap_or(HeaderValue::from_static("node")),
+        );
     if let Some(auth) = &req.authorization {
         builder = builder.header(header::AUTHORIZATION, auth.clone());
     }
     let request = builder
         .body(Full::new(req.body.clone()))
         .map_err(|e| ApiError::new(ApiErrorCode::Internal, format!("forward request: {e}")))?;
-    let unreachable = |why: String| unavailable(format!("the room's node {node} is unreachable: {why}"), "node_unreachable");
+    let unreachable =
+        |why: String| unavailable(format!("the room's node {node} is unreachable: {why}"), "node_unreachable");
     let response = match tokio::time::timeout(FORWARD_TIMEOUT, client().request(request)).await {
         Ok(Ok(r)) => r,
         Ok(Err(e)) => return Err(unreachable(e.to_string()).into()),

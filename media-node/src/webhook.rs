@@ -114,7 +114,8 @@ fn event_label(kind: EventKind) -> &'static str {
 /// The payload of a room event, without its id, time and origin.
 fn describe(e: &RoomEvent) -> (EventKind, WebhookRoom, Option<WebhookParticipant>, Option<WebhookTrack>) {
     let room = |name: &str, sid: &str| WebhookRoom { name: name.to_owned(), sid: sid.to_owned() };
-    let who = |w: &Who, leave_reason| WebhookParticipant { identity: w.identity.clone(), sid: w.sid.clone(), leave_reason };
+    let who =
+        |w: &Who, leave_reason| WebhookParticipant { identity: w.identity.clone(), sid: w.sid.clone(), leave_reason };
     let track = |sid: &str| Some(WebhookTrack { sid: sid.to_owned() });
     match e {
         RoomEvent::RoomStarted { room: r, room_sid } => (EventKind::RoomStarted, room(r, room_sid), None, None),

@@ -51,7 +51,7 @@ async fn api(node: &NodeHandle, method: &str, path: &str, token: &str, body: Val
 async fn joined(node: &NodeHandle, identity: &str, room: &str) -> Ws {
     let (mut ws, _) = tokio_tungstenite::connect_async(url(node, &token(identity, room, |_| {}))).await.unwrap();
     ws.send(Message::text(r#"{"type":"join","protocolVersion":1}"#)).await.unwrap();
-    assert!(matches!(next_matching(&mut ws, |m| matches!(m, ServerMessage::Joined(_))).await, Some(_)));
+    assert!(next_matching(&mut ws, |m| matches!(m, ServerMessage::Joined(_))).await.is_some());
     ws
 }
 
@@ -76,7 +76,10 @@ async fn next_matching(ws: &mut Ws, f: impl Fn(&ServerMessage) -> bool) -> Optio
 async fn tokens_without_the_grant_are_refused_with_a_reason() {
     let node = start_node().await;
     let (status, body, _) = api(&node, "GET", "/rooms", "", Value::Null).await;
-    assert_eq!((status, body["code"].as_str(), body["reason"].as_str()), (401, Some("unauthorized"), Some("missing_token")));
+    assert_eq!(
+        (status, body["code"].as_str(), body["reason"].as_str()),
+        (401, Some("unauthorized"), Some("missing_token"))
+    );
 
     let join_only = token("alice", "standup", |_| {});
     let (status, body, _) = api(&node, "POST", "/rooms", &join_only, json!({"name": "standup"})).await;
@@ -181,7 +184,10 @@ async fn participant_changes_apply_to_the_live_session() {
     assert!(next_matching(&mut bob, |m| matches!(m, ServerMessage::ParticipantUpdated(_))).await.is_some());
     alice.send(Message::text(r#"{"type":"data","kind":"reliable","payload":"aGk="}"#)).await.unwrap();
     let refused = next_matching(&mut alice, |m| matches!(m, ServerMessage::Error(_))).await;
-    assert!(matches!(&refused, Some(ServerMessage::Error(e)) if e.code == switchyard_api::signal::ErrorCode::PermissionDenied), "{refused:?}");
+    assert!(
+        matches!(&refused, Some(ServerMessage::Error(e)) if e.code == switchyard_api::signal::ErrorCode::PermissionDenied),
+        "{refused:?}"
+    );
     let (status, body, _) = api(&node, "PATCH", "/rooms/standup/participants/alice", &t, json!({})).await;
     assert_eq!((status, body["code"].as_str()), (400, Some("bad_request")));
 
@@ -250,7 +256,8 @@ impl Hooks {
 async fn a_muted_track_and_a_deleted_room_are_seen_by_participants_and_webhooks() {
     let _heavy = HEAVY.lock().await;
     let (hooks, hook_url) = Hooks::start().await;
-    let node = start_node_with(|c| c.webhooks = vec![WebhookSpec { url: hook_url, events: vec![], api_key: None }]).await;
+    let node =
+        start_node_with(|c| c.webhooks = vec![WebhookSpec { url: hook_url, events: vec![], api_key: None }]).await;
     let t = full_token();
     let mut alice = Peer::join(&node, &token("alice", "standup", |_| {}), 1, &[TrackKind::Audio]).await;
     let track = alice
