@@ -739,3 +739,50 @@ fn leaving_empties_the_track_index() {
     net.send(a, ClientMessage::Leave(Default::default()));
     assert_eq!(net.engine.index.len(), 0, "a publisher leaving takes its tracks out");
 }
+
+#[test]
+fn a_room_opened_by_the_room_service_expires_empty_and_keeps_a_given_sid() {
+    use super::admin::{Admin, Answer};
+    let mut net = Net::new();
+    let open = |exclusive| Admin::OpenRoom {
+        room: "r".into(),
+        settings: RoomSettings {
+            empty_timeout: Duration::from_secs(3),
+            sid: Some("RM_uid-1".into()),
+            ..RoomSettings::default()
+        },
+        exclusive,
+    };
+    net.engine.handle_command(net.now, Command::Admin(open(true)));
+    let Some(Ok(Answer::Room(info))) = net.engine.take_reply() else { panic!("opened") };
+    assert_eq!((info.sid.as_str(), info.num_participants), ("RM_uid-1", 0));
+    net.engine.handle_command(net.now, Command::Admin(open(true)));
+    assert!(
+        matches!(net.engine.take_reply(), Some(Err(e)) if e.code == switchyard_api::room_service::ApiErrorCode::RoomExists)
+    );
+    net.engine.handle_command(net.now, Command::Admin(open(false)));
+    assert!(matches!(net.engine.take_reply(), Some(Ok(Answer::Room(_)))), "not exclusive: the open room");
+    net.run(2_000);
+    assert!(net.engine.has_room("r"), "inside the empty timeout");
+    net.run(1_500);
+    assert!(!net.engine.has_room("r"), "nobody came");
+    assert!(net.events.iter().any(|e| matches!(e, RoomEvent::RoomFinished { room_sid, .. } if room_sid == "RM_uid-1")));
+}
+
+#[test]
+fn leaving_with_tracks_unpublishes_them_with_sids_and_the_reason() {
+    let (mut net, a, _b, _mid) = alice_publishes_to_bob();
+    let track = net.published_sid(a);
+    net.send(a, ClientMessage::Leave(Default::default()));
+    let unpublished = net.events.iter().find_map(|e| match e {
+        RoomEvent::TrackUnpublished { participant, track_sid, room_sid, .. } => {
+            Some((participant, track_sid, room_sid))
+        }
+        _ => None,
+    });
+    let (who, sid, room_sid) = unpublished.expect("track_unpublished on leave");
+    assert_eq!((who.identity.as_str(), sid.as_str()), ("alice", track.as_str()));
+    assert!(room_sid.starts_with("RM_"));
+    assert!(net.events.iter().any(|e| matches!(e, RoomEvent::ParticipantLeft { participant, reason, .. }
+        if participant.identity == "alice" && *reason == LeaveReason::ClientRequest)));
+}
