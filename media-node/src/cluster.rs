@@ -227,13 +227,15 @@ impl Cluster {
         all
     }
 
-    /// The sid of `name`'s Room, waiting up to 2 s for the reflector to show a Room
-    /// created a moment ago.
-    pub(crate) async fn room_sid_eventually(&self, name: &str) -> Option<String> {
+    /// `name`'s Room if it is placed on this node, waiting up to 2 s for the reflector to
+    /// show a placement made a moment ago.
+    pub(crate) async fn placed_here_eventually(&self, name: &str) -> Option<Arc<Room>> {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
         loop {
-            if let Some(r) = self.room(name) {
-                return room_sid(&r);
+            if let Some(r) = self.room_object(name)
+                && r.status.as_ref().and_then(|s| s.node.as_deref()) == Some(self.me.as_str())
+            {
+                return Some(r);
             }
             if tokio::time::Instant::now() >= deadline {
                 return None;

@@ -280,8 +280,9 @@ pub(crate) fn command(shared: &Shared, req: &Req) -> Result<Admin, ApiError> {
         "CreateRoom" => {
             let c: CreateRoomRequest = req.json()?;
             c.validate()?;
-            // Forwarded by the node that created the Room object: opening is idempotent.
-            Admin::OpenRoom { settings: settings(shared, &c), room: c.name, exclusive: !req.forwarded }
+            // In Kubernetes mode creating the Room object was the exclusive step; opening
+            // it on its node is idempotent (a join may have opened it first).
+            Admin::OpenRoom { settings: settings(shared, &c), room: c.name, exclusive: shared.cluster.is_none() }
         }
         "ListRooms" => Admin::ListRooms,
         "GetRoom" => Admin::GetRoom { room },
@@ -316,8 +317,14 @@ pub(crate) fn command(shared: &Shared, req: &Req) -> Result<Admin, ApiError> {
 pub(crate) async fn local(shared: &Shared, req: &Req) -> Result<Done, ApiError> {
     let mut cmd = command(shared, req)?;
     if let (Admin::OpenRoom { room, settings, .. }, Some(cluster)) = (&mut cmd, &shared.cluster) {
-        // The Room object names the room's sid, so every node reports the same one.
-        settings.sid = cluster.room_sid_eventually(room).await;
+        // Only a room whose Room object is placed here opens here; the object names the
+        // room's sid, so every node reports the same one.
+        let Some(placed) = cluster.placed_here_eventually(room).await else {
+            return Err(ApiError::new(ApiErrorCode::Unavailable, format!("room {room:?} is not placed on this node"))
+                .with_reason("not_placed_here")
+                .retry_after(1));
+        };
+        settings.sid = crate::cluster::room_sid(&placed);
     }
     let mut reply = shared.admin(cmd).await;
     // A placed room nobody has joined yet is not open on its node: it has no one in it.
