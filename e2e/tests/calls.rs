@@ -419,7 +419,10 @@ impl Fixture {
 
 async fn room_service(f: &Fixture) -> Result<()> {
     let room = "townhall";
+    let started = Instant::now();
     let created = f.room_json(f.sfu[0].1, &["create", room, "--max-participants", "8", "--metadata", "m0"]).await?;
+    // Includes the CLI's start, the Room object's creation and the operator's placement.
+    println!("switchyard room create answered in {} ms", started.elapsed().as_millis());
     ensure!(created["name"] == room && created["maxParticipants"] == 8, "{created}");
     let sid = created["sid"].as_str().context("a sid")?.to_owned();
     let obj = f.rooms().get(room).await.context("create made no Room object")?;
