@@ -5,7 +5,7 @@ export { AccessToken, TokenError, TokenVerifier, parseTtl } from "./token.js";
 export type { AccessTokenOptions, Claims, Grants, TokenErrorCode, TokenVerifierOptions, TrackSource } from "./token.js";
 export { WEBHOOK_CONTENT_TYPE, WEBHOOK_EVENTS, WebhookError, WebhookReceiver, bodyHash } from "./webhook.js";
 export type { ReceiveOptions, WebhookErrorCode, WebhookEvent, WebhookEventKind } from "./webhook.js";
-export { RoomServiceClient, RoomServiceError } from "./room.js";
+export { ROOM_SERVICE_ERROR_CODES, RoomServiceClient, RoomServiceError } from "./room.js";
 export type {
   Codec,
   CreateRoomOptions,

@@ -121,18 +121,22 @@ export interface SendDataOptions {
   destinationIdentities?: string[];
 }
 
-/** The stable codes of the service's errors (`ApiErrorCode`). */
-export type RoomServiceErrorCode =
-  | "bad_request"
-  | "unauthorized"
-  | "permission_denied"
-  | "room_not_found"
-  | "participant_not_found"
-  | "track_not_found"
-  | "room_exists"
-  | "rate_limited"
-  | "unavailable"
-  | "internal";
+/** The stable codes of the service's errors (`ApiErrorCode`), in the document's order. */
+export const ROOM_SERVICE_ERROR_CODES = [
+  "bad_request",
+  "unauthorized",
+  "permission_denied",
+  "room_not_found",
+  "participant_not_found",
+  "track_not_found",
+  "room_exists",
+  "rate_limited",
+  "unavailable",
+  "internal",
+] as const;
+
+/** A stable error code of the service. */
+export type RoomServiceErrorCode = (typeof ROOM_SERVICE_ERROR_CODES)[number];
 
 /** A refused call: the HTTP status, the stable code, the finer reason if any. */
 export class RoomServiceError extends Error {

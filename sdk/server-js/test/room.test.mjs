@@ -2,8 +2,9 @@
 // errors' codes and reasons, and changes a joined participant sees over signaling.
 
 import assert from "node:assert/strict";
+import { readFileSync } from "node:fs";
 import { test } from "node:test";
-import { AccessToken, RoomServiceClient, RoomServiceError } from "../dist/index.js";
+import { AccessToken, ROOM_SERVICE_ERROR_CODES, RoomServiceClient, RoomServiceError } from "../dist/index.js";
 import { join, startDev } from "./support.mjs";
 
 const KEY = "APIrooms";
@@ -104,4 +105,15 @@ test("a token without the grant is refused with 403 and the reason; a wrong secr
   } finally {
     await dev.stop();
   }
+});
+
+test("the client has a method for every operation of schema/room-service-v1.openapi.json, and its error codes", () => {
+  const doc = JSON.parse(readFileSync(new URL("../../../schema/room-service-v1.openapi.json", import.meta.url), "utf8"));
+  const ids = Object.values(doc.paths).flatMap((methods) => Object.values(methods).map((op) => op.operationId));
+  assert.equal(ids.length, 11);
+  for (const id of ids) {
+    const method = id[0].toLowerCase() + id.slice(1);
+    assert.equal(typeof RoomServiceClient.prototype[method], "function", `RoomServiceClient.${method} for ${id}`);
+  }
+  assert.deepEqual([...ROOM_SERVICE_ERROR_CODES], doc.components.schemas.ApiErrorCode.oneOf.map((c) => c.const));
 });
