@@ -113,8 +113,14 @@ fn unavailable(message: String, reason: &str) -> ApiError {
     ApiError::new(ApiErrorCode::Unavailable, message).with_reason(reason).retry_after(1)
 }
 
-/// A Room object as the service shows a room.
+/// A Room object as the service shows a room, with the node's defaults.
 fn info(shared: &Shared, room: &Room) -> RoomInfo {
+    room_info(room, shared.cfg.max_participants, shared.cfg.empty_timeout())
+}
+
+/// A Room object as a [`RoomInfo`]: what its spec sets over the defaults, the
+/// participants its hosting node last reported, its sid from its uid.
+fn room_info(room: &Room, default_max: u32, default_timeout: Duration) -> RoomInfo {
     let spec = &room.spec;
     let status = room.status.clone().unwrap_or_default();
     let codecs = if spec.allowed_codecs.is_empty() { Codec::ALL.to_vec() } else { spec.allowed_codecs.clone() };
@@ -128,10 +134,10 @@ fn info(shared: &Shared, room: &Room) -> RoomInfo {
         sid: room_sid(room).unwrap_or_default(),
         name: room.name_any(),
         metadata: spec.metadata.clone(),
-        max_participants: spec.max_participants.map_or(shared.cfg.max_participants, |m| u32::try_from(m).unwrap_or(0)),
+        max_participants: spec.max_participants.map_or(default_max, |m| u32::try_from(m).unwrap_or(0)),
         empty_timeout_seconds: spec
             .empty_timeout_seconds
-            .map_or(shared.cfg.empty_timeout().as_secs() as u32, |s| u32::try_from(s).unwrap_or(0)),
+            .map_or(default_timeout.as_secs() as u32, |s| u32::try_from(s).unwrap_or(0)),
         num_participants: u32::try_from(status.participants).unwrap_or(0),
         enabled_codecs: codecs,
         created_at_ms,
@@ -256,4 +262,33 @@ async fn forward(shared: &Shared, node: &str, ip: IpAddr, req: &Req) -> Result<D
         out.headers_mut().insert(header::RETRY_AFTER, r);
     }
     Err(Failure::Relayed(out))
+}
+
+#[cfg(test)]
+mod tests {
+    use switchyard_api::room::{RoomPhase, RoomStatus};
+
+    use super::*;
+
+    #[test]
+    fn a_room_object_reads_as_the_room_the_nodes_report() {
+        let mut room = Room::new(
+            "standup",
+            RoomSpec {
+                cluster_ref: "edge".into(),
+                max_participants: Some(8),
+                empty_timeout_seconds: None,
+                allowed_codecs: vec![Codec::VP9],
+                metadata: Some("m".into()),
+            },
+        );
+        room.metadata.uid = Some("0f1e".into());
+        room.status = Some(RoomStatus { phase: RoomPhase::Active, participants: 3, ..RoomStatus::default() });
+        let info = room_info(&room, 0, Duration::from_secs(300));
+        assert_eq!(info.sid, "RM_0f1e", "the sid every node gives this room");
+        assert_eq!((info.max_participants, info.empty_timeout_seconds, info.num_participants), (8, 300, 3));
+        assert_eq!((info.enabled_codecs, info.metadata.as_deref()), (vec![Codec::VP9], Some("m")));
+        room.spec.allowed_codecs.clear();
+        assert_eq!(room_info(&room, 0, Duration::from_secs(300)).enabled_codecs, Codec::ALL.to_vec());
+    }
 }
