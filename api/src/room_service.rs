@@ -373,6 +373,20 @@ impl SendDataRequest {
     }
 }
 
+/// `s` as one path segment: every byte but RFC 3986's unreserved characters
+/// percent-encoded (identities may hold spaces, `/`, `?` or any Unicode).
+pub fn path_segment(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
 /// Which grant an operation needs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Needs {
@@ -702,6 +716,13 @@ mod tests {
         assert!(data("aGk=").validate().is_ok());
         let d: SendDataRequest = serde_json::from_str(r#"{"payload":"aGk="}"#).unwrap();
         assert_eq!(d.kind, DataKind::Reliable, "reliable by default");
+    }
+
+    #[test]
+    fn path_segments_are_percent_encoded() {
+        assert_eq!(path_segment("standup-2.a"), "standup-2.a");
+        assert_eq!(path_segment("alice smith/x?y"), "alice%20smith%2Fx%3Fy");
+        assert_eq!(path_segment("zoë"), "zo%C3%AB");
     }
 
     #[test]

@@ -13,7 +13,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use serde_json::{Value, json};
 use switchyard_api::room::Codec;
-use switchyard_api::room_service::{ApiError, BASE_PATH};
+use switchyard_api::room_service::{ApiError, BASE_PATH, path_segment as seg};
 use switchyard_api::signal::{ParticipantInfo, RoomInfo};
 use switchyard_api::token::{Claims, Grants, mint};
 
@@ -173,17 +173,23 @@ fn request(cmd: &RoomCommand) -> anyhow::Result<(&'static str, String, Option<Va
             ("POST", "/rooms".into(), Some(body))
         }
         RoomCommand::List { names } if names.is_empty() => ("GET", "/rooms".into(), None),
-        RoomCommand::List { names } => ("GET", format!("/rooms?names={}", names.join(",")), None),
-        RoomCommand::Get { name } => ("GET", format!("/rooms/{name}"), None),
-        RoomCommand::Delete { name } => ("DELETE", format!("/rooms/{name}"), None),
-        RoomCommand::Participants { room, identity: None } => ("GET", format!("/rooms/{room}/participants"), None),
-        RoomCommand::Participants { room, identity: Some(id) } => {
-            ("GET", format!("/rooms/{room}/participants/{id}"), None)
+        RoomCommand::List { names } => {
+            ("GET", format!("/rooms?names={}", names.iter().map(|n| seg(n)).collect::<Vec<_>>().join(",")), None)
         }
-        RoomCommand::Remove { room, identity } => ("DELETE", format!("/rooms/{room}/participants/{identity}"), None),
+        RoomCommand::Get { name } => ("GET", format!("/rooms/{}", seg(name)), None),
+        RoomCommand::Delete { name } => ("DELETE", format!("/rooms/{}", seg(name)), None),
+        RoomCommand::Participants { room, identity: None } => {
+            ("GET", format!("/rooms/{}/participants", seg(room)), None)
+        }
+        RoomCommand::Participants { room, identity: Some(id) } => {
+            ("GET", format!("/rooms/{}/participants/{}", seg(room), seg(id)), None)
+        }
+        RoomCommand::Remove { room, identity } => {
+            ("DELETE", format!("/rooms/{}/participants/{}", seg(room), seg(identity)), None)
+        }
         RoomCommand::Mute { room, identity, track, unmute } => (
             "POST",
-            format!("/rooms/{room}/participants/{identity}/tracks/{track}/mute"),
+            format!("/rooms/{}/participants/{}/tracks/{}/mute", seg(room), seg(identity), seg(track)),
             Some(json!({ "muted": !unmute })),
         ),
         RoomCommand::Update { room, identity: None, metadata, name, can_publish, can_subscribe, can_publish_data } => {
@@ -191,7 +197,7 @@ fn request(cmd: &RoomCommand) -> anyhow::Result<(&'static str, String, Option<Va
                 bail!("--name and --can-* apply to a participant: give its IDENTITY after the room");
             }
             let Some(metadata) = metadata else { bail!("nothing to update: give --metadata") };
-            ("PATCH", format!("/rooms/{room}"), Some(json!({ "metadata": metadata })))
+            ("PATCH", format!("/rooms/{}", seg(room)), Some(json!({ "metadata": metadata })))
         }
         RoomCommand::Update {
             room,
@@ -220,7 +226,7 @@ fn request(cmd: &RoomCommand) -> anyhow::Result<(&'static str, String, Option<Va
             if !permission.is_empty() {
                 body["permission"] = Value::Object(permission);
             }
-            ("PATCH", format!("/rooms/{room}/participants/{id}"), Some(body))
+            ("PATCH", format!("/rooms/{}/participants/{}", seg(room), seg(id)), Some(body))
         }
         RoomCommand::Send { room, message, to, topic, lossy } => {
             let mut body = json!({
@@ -233,7 +239,7 @@ fn request(cmd: &RoomCommand) -> anyhow::Result<(&'static str, String, Option<Va
             if let Some(t) = topic {
                 body["topic"] = json!(t);
             }
-            ("POST", format!("/rooms/{room}/data"), Some(body))
+            ("POST", format!("/rooms/{}/data", seg(room)), Some(body))
         }
     })
 }
@@ -418,6 +424,8 @@ mod tests {
         );
         let (_, p, _) = request(&RoomCommand::List { names: vec!["a".into(), "b".into()] }).unwrap();
         assert_eq!(p, "/rooms?names=a,b");
+        let (_, p, _) = request(&RoomCommand::Remove { room: "r".into(), identity: "alice smith".into() }).unwrap();
+        assert_eq!(p, "/rooms/r/participants/alice%20smith");
         let update = RoomCommand::Update {
             room: "r".into(),
             identity: None,

@@ -82,7 +82,7 @@ impl Req {
     pub(crate) fn path_and_query(&self) -> String {
         let mut path = format!("{BASE_PATH}{}", self.op.path);
         for (k, v) in &self.params {
-            path = path.replace(&format!("{{{k}}}"), v);
+            path = path.replace(&format!("{{{k}}}"), &switchyard_api::room_service::path_segment(v));
         }
         match &self.query {
             Some(q) => format!("{path}?{q}"),

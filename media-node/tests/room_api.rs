@@ -169,8 +169,9 @@ async fn participant_changes_apply_to_the_live_session() {
     assert_eq!(ids, ["alice", "bob"]);
     let (status, p, _) = api(&node, "GET", "/rooms/standup/participants/alice", &t, Value::Null).await;
     assert_eq!((status, p["permission"]["canPublishData"].as_bool()), (200, Some(true)));
-    let (status, body, _) = api(&node, "GET", "/rooms/standup/participants/carol", &t, Value::Null).await;
+    let (status, body, _) = api(&node, "GET", "/rooms/standup/participants/carol%20x", &t, Value::Null).await;
     assert_eq!((status, body["code"].as_str()), (404, Some("participant_not_found")));
+    assert!(body["message"].as_str().unwrap().contains("\"carol x\""), "the identity is decoded: {body}");
 
     // Revoke alice's data permission: she is told, and her next data message is refused.
     let update = json!({"metadata": "muted-chat", "name": "Alice", "permission": {"canPublishData": false}});
