@@ -1,5 +1,6 @@
 //! Generated artefacts: the CRD manifests under `crds/` and the JSON Schemas of the
-//! signaling protocol and the webhook payload under `schema/`. `crdgen` writes them; a test
+//! signaling protocol and the webhook payload, and the Room service's OpenAPI document, under
+//! `schema/`. `crdgen` writes them; a test
 //! fails when the committed files differ from what this module renders.
 
 use kube::CustomResourceExt;
@@ -30,6 +31,7 @@ pub fn artifacts() -> Result<Vec<Artifact>> {
         Artifact { path: "crds/rooms.switchyard.dev.yaml", contents: crd_yaml::<Room>()? },
         Artifact { path: "schema/signal-v1.schema.json", contents: crate::signal::protocol_schema_json() },
         Artifact { path: "schema/webhook-v1.schema.json", contents: crate::webhook::payload_schema_json() },
+        Artifact { path: "schema/room-service-v1.openapi.json", contents: crate::room_service::openapi_json() },
     ])
 }
 

@@ -6,7 +6,8 @@
 //!
 //! ```text
 //!  app backend ── mint (token) ──► browser ── /rtc?access_token ──► media-node ── verify (token)
-//!  kubectl / room API ── Room, MediaCluster (crd) ──► apiserver ◄── operator, media-node
+//!  kubectl ── Room, MediaCluster (crd) ──► apiserver ◄── operator, media-node
+//!  app backend ── CreateRoomRequest, … (room_service) ──► media-node ── Room (crd) ──► apiserver
 //!  browser ◄── ClientMessage / ServerMessage (signal) ──► media-node
 //!  media-node ── WebhookEvent, signed (webhook) ──► app backend ── verify (webhook)
 //!  operator ── MediaNodeConfig, TurnNodeConfig (node_config) ──► ConfigMap ──► media-node, turn-node
@@ -24,6 +25,7 @@ pub mod quantity;
 pub mod random;
 pub mod rate;
 pub mod room;
+pub mod room_service;
 pub mod signal;
 pub mod token;
 pub mod turn_rest;

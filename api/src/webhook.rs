@@ -66,9 +66,9 @@ pub struct WebhookEvent {
 pub struct WebhookRoom {
     /// The room's name.
     pub name: String,
-    /// The room's sid on its node, when known.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub sid: Option<String>,
+    /// The room's sid: one per opening of the room (a room closed and opened again gets
+    /// a new one).
+    pub sid: String,
 }
 
 /// The participant of an event.
@@ -77,6 +77,11 @@ pub struct WebhookRoom {
 pub struct WebhookParticipant {
     /// The identity from the participant's access token.
     pub identity: String,
+    /// The participant's sid: one per session.
+    pub sid: String,
+    /// Why the participant left, on `participant_left`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub leave_reason: Option<crate::signal::LeaveReason>,
 }
 
 /// The track of an event.
@@ -260,8 +265,12 @@ mod tests {
             id: "EV_7f3k2m9q".into(),
             event: EventKind::ParticipantJoined,
             created_at: NOW,
-            room: WebhookRoom { name: "standup".into(), sid: None },
-            participant: Some(WebhookParticipant { identity: "alice".into() }),
+            room: WebhookRoom { name: "standup".into(), sid: "RM_1abc".into() },
+            participant: Some(WebhookParticipant {
+                identity: "alice".into(),
+                sid: "PA_2def".into(),
+                leave_reason: None,
+            }),
             track: None,
             node: "edge-sfu-0".into(),
             cluster: "edge".into(),
@@ -281,8 +290,8 @@ mod tests {
                 "id": "EV_7f3k2m9q",
                 "event": "participant_joined",
                 "createdAt": NOW,
-                "room": {"name": "standup"},
-                "participant": {"identity": "alice"},
+                "room": {"name": "standup", "sid": "RM_1abc"},
+                "participant": {"identity": "alice", "sid": "PA_2def"},
                 "node": "edge-sfu-0",
                 "cluster": "edge",
             })
@@ -293,6 +302,7 @@ mod tests {
             (EventKind::ParticipantJoined, "participant_joined"),
             (EventKind::ParticipantLeft, "participant_left"),
             (EventKind::TrackPublished, "track_published"),
+            (EventKind::TrackUnpublished, "track_unpublished"),
         ] {
             assert_eq!(serde_json::to_value(kind).unwrap(), name);
         }
@@ -328,7 +338,8 @@ mod tests {
         let body = body();
         let auth = sign(&body, "APIkey1", "secret-one", NOW);
         let mut forged = event();
-        forged.participant = Some(WebhookParticipant { identity: "mallory".into() });
+        forged.participant =
+            Some(WebhookParticipant { identity: "mallory".into(), sid: "PA_2def".into(), leave_reason: None });
         let forged = serde_json::to_vec(&forged).unwrap();
         let err = verify(&forged, &auth, secrets, NOW).unwrap_err();
         assert_eq!(err, WebhookError::BodyHashMismatch);

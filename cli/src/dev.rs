@@ -139,6 +139,11 @@ pub(crate) fn run(args: DevArgs) -> anyhow::Result<()> {
         println!("  Switchyard dev server");
         println!("  demo call   http://{host}:{}/?room={}   (open it in two tabs)", node.http_addr.port(), args.room);
         println!("  signaling   ws://{host}:{}/rtc", node.http_addr.port());
+        println!(
+            "  room API    http://{host}:{}/api/v1   (switchyard room list --url http://{host}:{})",
+            node.http_addr.port(),
+            node.http_addr.port()
+        );
         println!("  media       udp {}  tcp {:?}", node.udp_addr, node.tcp_addr);
         if let Some(t) = &turn {
             let a = t.addrs();

@@ -3,6 +3,7 @@
 
 mod dev;
 mod load;
+mod room;
 mod token;
 
 use clap::{Parser, Subcommand};
@@ -20,6 +21,8 @@ enum Command {
     Dev(dev::DevArgs),
     /// Mint an access token for a participant.
     Token(token::TokenArgs),
+    /// Create, list, inspect and close rooms; manage their participants (the Room service).
+    Room(room::RoomArgs),
     /// Generate load against a deployment (`load turn`: TURN allocations relaying paced traffic).
     Load(load::LoadArgs),
 }
@@ -28,6 +31,7 @@ fn main() -> anyhow::Result<()> {
     match Args::parse().command {
         Command::Dev(args) => dev::run(args),
         Command::Token(args) => token::run(args),
+        Command::Room(args) => room::run(args),
         Command::Load(args) => load::run(args),
     }
 }

@@ -20,9 +20,15 @@ pub(crate) struct TokenArgs {
     /// Display name.
     #[arg(long)]
     name: Option<String>,
-    /// The room to join.
+    /// The room to join (and the room the other room grants apply to).
     #[arg(long)]
     room: Option<String>,
+    /// No roomJoin grant even with --room (a token for the Room service only).
+    #[arg(long)]
+    no_join: bool,
+    /// Application data handed to other participants.
+    #[arg(long)]
+    metadata: Option<String>,
     /// Lifetime: seconds, or a number with s, m, h or d.
     #[arg(long, default_value = "6h", value_parser = parse_duration)]
     ttl: u64,
@@ -52,7 +58,7 @@ pub(crate) struct TokenArgs {
 pub(crate) fn run(args: TokenArgs) -> anyhow::Result<()> {
     let now = SystemTime::now().duration_since(UNIX_EPOCH).context("system clock is before 1970")?.as_secs();
     let grants = Grants {
-        room_join: args.room.is_some(),
+        room_join: args.room.is_some() && !args.no_join,
         room: args.room,
         room_create: args.create,
         room_list: args.list,
@@ -65,6 +71,7 @@ pub(crate) fn run(args: TokenArgs) -> anyhow::Result<()> {
     };
     let mut claims = Claims::new(args.api_key, args.identity, now, args.ttl).with_grants(grants);
     claims.name = args.name;
+    claims.metadata = args.metadata;
     if args.verbose {
         eprintln!("{}", serde_json::to_string_pretty(&claims)?);
     }
@@ -72,7 +79,7 @@ pub(crate) fn run(args: TokenArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn parse_duration(s: &str) -> Result<u64, String> {
+pub(crate) fn parse_duration(s: &str) -> Result<u64, String> {
     let (number, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
     let n: u64 = number.parse().map_err(|_| format!("{s:?} is not a duration such as 90, 15m, 6h or 7d"))?;
     let scale = match unit {

@@ -1,6 +1,7 @@
 //! Calls on the e2e cluster: real webrtc-rs peers, real media-node and turn-node
 //! processes (the pod runner starts them for the pods the operator rendered), a real
-//! apiserver. Scenarios 4, 5, 7 and 9 of the e2e suite; run by `e2e/run.sh`.
+//! apiserver. Scenarios 4, 5, 7 and 9 of the e2e suite, and the Room service on the
+//! cluster; run by `e2e/run.sh`.
 
 #[path = "../../media-node/tests/common/mod.rs"]
 mod common;
@@ -371,6 +372,118 @@ async fn e2e_deleting_a_room_closes_it_and_fires_room_finished() -> Result<()> {
     }
     .await;
     f.finish(result).await
+}
+
+/// The Room service on the cluster, through `switchyard room`: a room created through
+/// one node is a placed Room object; the other node lists it from its reflector with the
+/// same sid and refuses a second create; a participant on the host is listed, updated
+/// (live) and the room deleted through the node that does not host it (forwarded); a
+/// token without the grant is refused with 403 and the grant's name.
+#[tokio::test]
+#[ignore = "needs the e2e cluster: e2e/run.sh"]
+async fn e2e_room_service_creates_lists_forwards_and_deletes() -> Result<()> {
+    let f = Fixture::gateway("e2e-roomapi", 2, json!({})).await?;
+    let result = room_service(&f).await;
+    f.finish(result).await
+}
+
+impl Fixture {
+    /// `switchyard room <args>` against the node at `ip`, with this cluster's API key:
+    /// (succeeded, stdout, stderr). The binary sits next to the test binary's `deps/`
+    /// directory (`e2e/run.sh` builds it).
+    async fn room_cli(&self, ip: IpAddr, args: &[&str]) -> Result<(bool, String, String)> {
+        let exe = std::env::current_exe()?;
+        let bin = exe.parent().and_then(|d| d.parent()).context("the test binary's directory")?.join("switchyard");
+        ensure!(bin.is_file(), "{} is not built (e2e/run.sh builds it)", bin.display());
+        let out = tokio::process::Command::new(&bin)
+            .arg("room")
+            .args(args)
+            .env("SWITCHYARD_URL", format!("http://{ip}:{SIGNALING_PORT}"))
+            .env("SWITCHYARD_API_KEY", &self.key)
+            .env("SWITCHYARD_API_SECRET", &self.secret)
+            .output()
+            .await?;
+        let text = |b: Vec<u8>| String::from_utf8_lossy(&b).into_owned();
+        Ok((out.status.success(), text(out.stdout), text(out.stderr)))
+    }
+
+    /// `room_cli` that must succeed, its stdout as JSON.
+    async fn room_json(&self, ip: IpAddr, args: &[&str]) -> Result<serde_json::Value> {
+        let mut all = args.to_vec();
+        all.extend(["-o", "json"]);
+        let (ok, out, err) = self.room_cli(ip, &all).await?;
+        ensure!(ok, "switchyard room {}: {err}", args.join(" "));
+        Ok(serde_json::from_str(&out)?)
+    }
+}
+
+async fn room_service(f: &Fixture) -> Result<()> {
+    let room = "townhall";
+    let started = Instant::now();
+    let created = f.room_json(f.sfu[0].1, &["create", room, "--max-participants", "8", "--metadata", "m0"]).await?;
+    // Includes the CLI's start, the Room object's creation and the operator's placement.
+    println!("switchyard room create answered in {} ms", started.elapsed().as_millis());
+    ensure!(created["name"] == room && created["maxParticipants"] == 8, "{created}");
+    let sid = created["sid"].as_str().context("a sid")?.to_owned();
+    let obj = f.rooms().get(room).await.context("create made no Room object")?;
+    ensure!(obj.spec.max_participants == Some(8) && obj.spec.metadata.as_deref() == Some("m0"), "{:?}", obj.spec);
+    let host = obj.status.as_ref().and_then(|s| s.node.clone()).context("create answered before placement")?;
+    let (host_ip, other_ip) = match f.sfu.iter().position(|(name, _)| *name == host) {
+        Some(0) => (f.sfu[0].1, f.sfu[1].1),
+        Some(_) => (f.sfu[1].1, f.sfu[0].1),
+        None => bail!("placed on {host}, not one of {:?}", f.sfu),
+    };
+
+    // Every node answers the same list, from its Room reflector.
+    for ip in [f.sfu[0].1, f.sfu[1].1] {
+        wait_for(&format!("{ip} to list {room}"), Duration::from_secs(20), || async {
+            let list = f.room_json(ip, &["list"]).await?;
+            let rooms = list["rooms"].as_array().cloned().unwrap_or_default();
+            Ok(rooms.iter().any(|r| r["name"] == room && r["sid"] == sid.as_str()).then_some(()))
+        })
+        .await?;
+    }
+    let (ok, _, err) = f.room_cli(other_ip, &["create", room]).await?;
+    ensure!(!ok && err.contains("HTTP 409") && err.contains("room_exists"), "{err}");
+
+    // A participant on the host, managed through the other node.
+    let mut alice = join(&f.url(host_ip, "alice", room), 1).await?;
+    let listed = f.room_json(other_ip, &["participants", room]).await?;
+    let ids: Vec<&str> =
+        listed["participants"].as_array().into_iter().flatten().filter_map(|p| p["identity"].as_str()).collect();
+    ensure!(ids == ["alice"], "participants through the other node: {listed}");
+    let updated = f.room_json(other_ip, &["update", room, "alice", "--can-publish-data", "false"]).await?;
+    ensure!(updated["permission"]["canPublishData"] == false, "{updated}");
+    let seen = alice
+        .wait_for(Duration::from_secs(10), |m| match m {
+            ServerMessage::ParticipantUpdated(u) if u.participant.identity == "alice" => {
+                Some(u.participant.permission.can_publish_data)
+            }
+            _ => None,
+        })
+        .await;
+    ensure!(seen == Some(false), "alice was not told her new permission: {seen:?}");
+
+    let (ok, _, err) = f.room_cli(other_ip, &["list", "--token", &f.token("alice", room)]).await?;
+    ensure!(!ok && err.contains("HTTP 403") && err.contains("roomList"), "{err}");
+
+    let (ok, _, err) = f.room_cli(other_ip, &["delete", room]).await?;
+    ensure!(ok, "delete: {err}");
+    let left = alice
+        .wait_for(Duration::from_secs(20), |m| match m {
+            ServerMessage::Leave(l) => Some(l.reason),
+            _ => None,
+        })
+        .await;
+    ensure!(left == Some(LeaveReason::RoomClosed), "alice got {left:?}");
+    wait_for("the Room object to go", Duration::from_secs(20), || async {
+        Ok(f.rooms().get_opt(room).await?.is_none().then_some(()))
+    })
+    .await?;
+    let (ok, _, err) = f.room_cli(host_ip, &["get", room]).await?;
+    ensure!(!ok && err.contains("HTTP 404"), "{err}");
+    alice.close().await;
+    Ok(())
 }
 
 /// Scenario 7: the media-node pod hosting a room is deleted (grace 0, like a crash). The

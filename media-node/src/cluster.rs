@@ -125,9 +125,24 @@ pub(crate) fn decide(
     }
 }
 
+/// A room this node serves: its Room's spec, and the sid its uid gives it.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Served {
+    pub(crate) spec: RoomSpec,
+    pub(crate) sid: Option<String>,
+}
+
+/// The sid of the room a Room object declares: the same on every node and in every
+/// answer of the Room service.
+pub(crate) fn room_sid(room: &Room) -> Option<String> {
+    room.metadata.uid.as_ref().map(|uid| format!("RM_{uid}"))
+}
+
 /// The Room's settings over the cluster defaults.
-pub(crate) fn room_settings(spec: &RoomSpec, defaults: RoomSettings) -> RoomSettings {
+pub(crate) fn room_settings(served: &Served, defaults: RoomSettings) -> RoomSettings {
+    let spec = &served.spec;
     RoomSettings {
+        sid: served.sid.clone(),
         max_participants: spec.max_participants.map_or(defaults.max_participants, |m| u32::try_from(m).unwrap_or(0)),
         empty_timeout: spec
             .empty_timeout_seconds
@@ -156,7 +171,7 @@ impl std::fmt::Debug for Cluster {
 /// How a routed join ends.
 #[derive(Debug)]
 pub(crate) enum Route {
-    Serve(RoomSpec),
+    Serve(Served),
     Proxy { node: String, ip: IpAddr },
     Refuse(ErrorMessage),
 }
@@ -200,7 +215,51 @@ impl Cluster {
         self.rooms.get(&ObjectRef::new(name).within(&self.mode.namespace))
     }
 
-    fn pod_ip(&self, name: &str) -> Option<IpAddr> {
+    /// The Room object of `name` in this cluster, unless it is being deleted or closed.
+    pub(crate) fn room_object(&self, name: &str) -> Option<Arc<Room>> {
+        self.room(name).filter(|r| live(r, &self.mode.cluster))
+    }
+
+    /// The cluster's live Room objects, by name.
+    pub(crate) fn room_objects(&self) -> Vec<Arc<Room>> {
+        let mut all: Vec<_> = self.rooms.state().into_iter().filter(|r| live(r, &self.mode.cluster)).collect();
+        all.sort_by_key(|r| r.name_any());
+        all
+    }
+
+    /// `name`'s Room if it is placed on this node, waiting up to 2 s for the reflector to
+    /// show a placement made a moment ago.
+    pub(crate) async fn placed_here_eventually(&self, name: &str) -> Option<Arc<Room>> {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
+        loop {
+            if let Some(r) = self.room_object(name)
+                && r.status.as_ref().and_then(|s| s.node.as_deref()) == Some(self.me.as_str())
+            {
+                return Some(r);
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// This node's pod name.
+    pub(crate) fn me(&self) -> &str {
+        &self.me
+    }
+
+    /// Where this node sits.
+    pub(crate) fn mode(&self) -> &KubeMode {
+        &self.mode
+    }
+
+    /// The Room API of the cluster's namespace.
+    pub(crate) fn api(&self) -> &Api<Room> {
+        &self.api
+    }
+
+    pub(crate) fn pod_ip(&self, name: &str) -> Option<IpAddr> {
         let pod = self.pods.get(&ObjectRef::new(name).within(&self.mode.namespace))?;
         if pod.metadata.deletion_timestamp.is_some() {
             return None;
@@ -220,7 +279,10 @@ impl Cluster {
                 Decision::Wait("this node has not listed the cluster's rooms yet")
             };
             let waiting = match decision {
-                Decision::Serve(spec) => return Route::Serve(*spec),
+                Decision::Serve(spec) => {
+                    let sid = self.room(room).as_deref().and_then(room_sid);
+                    return Route::Serve(Served { spec: *spec, sid });
+                }
                 Decision::Proxy { node, ip } => return Route::Proxy { node, ip },
                 Decision::Refuse(code, message) => return Route::Refuse(ErrorMessage::new(code, message)),
                 Decision::Create => {
@@ -247,19 +309,14 @@ impl Cluster {
     }
 
     async fn create(&self, name: &str) -> kube::Result<()> {
-        let mut room = Room::new(
-            name,
-            RoomSpec {
-                cluster_ref: self.mode.cluster.clone(),
-                max_participants: None,
-                empty_timeout_seconds: None,
-                allowed_codecs: vec![],
-                metadata: None,
-            },
-        );
-        room.metadata.labels = Some(BTreeMap::from([(AUTO_CREATED_LABEL.to_owned(), "true".to_owned())]));
-        room.metadata.annotations = Some(BTreeMap::from([("switchyard.dev/created-by".to_owned(), self.me.clone())]));
-        match self.api.create(&PostParams::default(), &room).await {
+        let spec = RoomSpec {
+            cluster_ref: self.mode.cluster.clone(),
+            max_participants: None,
+            empty_timeout_seconds: None,
+            allowed_codecs: vec![],
+            metadata: None,
+        };
+        match self.create_room(name, spec).await {
             Ok(_) => {
                 tracing::info!(room = name, "created Room for a join");
                 Ok(())
@@ -268,6 +325,15 @@ impl Cluster {
             Err(kube::Error::Api(e)) if e.code == 409 => Ok(()),
             Err(e) => Err(e),
         }
+    }
+
+    /// Create a Room object labelled auto-created (the operator deletes it once it
+    /// expires, as a room of dev mode disappears), annotated with this node's name.
+    pub(crate) async fn create_room(&self, name: &str, spec: RoomSpec) -> kube::Result<Room> {
+        let mut room = Room::new(name, spec);
+        room.metadata.labels = Some(BTreeMap::from([(AUTO_CREATED_LABEL.to_owned(), "true".to_owned())]));
+        room.metadata.annotations = Some(BTreeMap::from([("switchyard.dev/created-by".to_owned(), self.me.clone())]));
+        self.api.create(&PostParams::default(), &room).await
     }
 
     /// The rooms this node hosts according to the API, with their reported status.
@@ -282,6 +348,13 @@ impl Cluster {
             })
             .collect()
     }
+}
+
+/// A Room of `cluster` that is neither being deleted nor closed.
+fn live(r: &Room, cluster: &str) -> bool {
+    r.spec.cluster_ref == cluster
+        && r.metadata.deletion_timestamp.is_none()
+        && r.status.as_ref().is_none_or(|s| s.phase != RoomPhase::Closed)
 }
 
 async fn drive<S, K>(stream: S, what: &'static str)
@@ -457,16 +530,18 @@ mod tests {
             empty_timeout: Duration::from_secs(300),
             allowed_codecs: vec![],
             metadata: None,
+            sid: None,
         };
         let mut spec = room("edge", None, RoomPhase::Pending).spec;
         spec.empty_timeout_seconds = Some(5);
         spec.allowed_codecs = vec![switchyard_api::room::Codec::VP9];
-        let s = room_settings(&spec, defaults.clone());
+        let s = room_settings(&Served { spec: spec.clone(), sid: Some("RM_u1".into()) }, defaults.clone());
+        assert_eq!(s.sid.as_deref(), Some("RM_u1"));
         assert_eq!(s.max_participants, 3);
         assert_eq!(s.empty_timeout, Duration::from_secs(5));
         assert_eq!(s.allowed_codecs, vec![switchyard_api::room::Codec::VP9]);
         spec.max_participants = None;
-        assert_eq!(room_settings(&spec, defaults).max_participants, 10);
+        assert_eq!(room_settings(&Served { spec, sid: None }, defaults).max_participants, 10);
     }
 
     #[test]

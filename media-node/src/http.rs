@@ -1,4 +1,5 @@
-//! HTTP: the `/rtc` WebSocket (token verified before the upgrade completes), health,
+//! HTTP: the `/rtc` WebSocket (token verified before the upgrade completes), the Room
+//! service (`/api/v1`, in `room_api`), health,
 //! the internal API the operator calls, and the demo page.
 //!
 //! Both ports are served by one accept loop ([`run`]): every connection must send its
@@ -40,7 +41,8 @@ pub(crate) async fn serve(listener: TcpListener, shared: Arc<Shared>, shutdown: 
     let mut app = axum::Router::new()
         .route("/rtc", get(rtc))
         .route("/healthz", get(|| async { "ok" }))
-        .route("/readyz", get(readyz));
+        .route("/readyz", get(readyz))
+        .merge(crate::room_api::routes());
     if shared.cfg.public_metrics {
         app = app.route("/metrics", get(metrics));
     }
@@ -356,7 +358,7 @@ async fn rtc(
 
 /// The token of an `Authorization: Bearer <token>` header; the scheme is matched without
 /// regard to case (RFC 9110 §11.1).
-fn bearer(value: &str) -> Option<String> {
+pub(crate) fn bearer(value: &str) -> Option<String> {
     let (scheme, token) = value.trim().split_once(' ')?;
     let token = token.trim();
     (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then(|| token.to_owned())

@@ -3,7 +3,8 @@
 //! ```text
 //!             ┌──────────── HTTP (axum) ─────────────┐
 //! browser ──► │ /rtc  token checked before upgrade   │──► session task ──┐ Command
-//!             │ /healthz /readyz /metrics /internal/* │      │ admit     ▼ (never dropped)
+//!             │ /api/v1 Room service (room_api)       │      │ admit     ▼ (never dropped)
+//!             │ /healthz /readyz /metrics /internal/* │      │
 //!             └──────────────────────────────────────┘      ▼     shard task (Engine)
 //!                                                          router ◄── Route, room events
 //! UDP :7882 ──► recv task ── router: (shard, pid) ── batch ──► shard    │ Transmit
@@ -26,6 +27,8 @@ mod http;
 mod metrics;
 mod node;
 mod proxy;
+mod room_api;
+mod room_kube;
 mod router;
 mod session;
 mod webhook;

@@ -36,6 +36,13 @@ pub(crate) struct WebhookResult {
     pub(crate) result: &'static str,
 }
 
+/// A Room service request: its operation (`CreateRoom`, …) and its result code.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct ApiRequest {
+    pub(crate) operation: &'static str,
+    pub(crate) code: &'static str,
+}
+
 #[derive(Debug)]
 pub(crate) struct Metrics {
     pub(crate) registry: Registry,
@@ -60,6 +67,8 @@ pub(crate) struct Metrics {
     pub(crate) http_connections: Gauge,
     pub(crate) http_refused: Family<Reason, Counter>,
     pub(crate) slow_clients: Family<Reason, Counter>,
+    pub(crate) room_api: Family<ApiRequest, Counter>,
+    pub(crate) room_api_seconds: Histogram,
 }
 
 impl Metrics {
@@ -87,8 +96,20 @@ impl Metrics {
             http_connections: Gauge::default(),
             http_refused: Family::default(),
             slow_clients: Family::default(),
+            room_api: Family::default(),
+            room_api_seconds: Histogram::new(exponential_buckets(0.0005, 2.0, 16)),
             registry: Registry::default(),
         };
+        registry.register(
+            "room_api_requests",
+            "Room service requests by operation and result code (ok, an error code, or relayed from the hosting node)",
+            m.room_api.clone(),
+        );
+        registry.register(
+            "room_api_request_duration_seconds",
+            "Time to answer a Room service request, placement waits and forwarding included",
+            m.room_api_seconds.clone(),
+        );
         registry.register("rooms", "Rooms open on this node", m.rooms.clone());
         registry.register("participants", "Participants connected to this node", m.participants.clone());
         registry.register("tracks", "Tracks published on this node", m.tracks.clone());

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use str0m::net::Protocol;
 use switchyard_api::node::MediaNodeStatus;
+use switchyard_api::room_service::{ApiError, ApiErrorCode};
 use switchyard_api::signal::{ErrorCode, ErrorMessage, IceServer, IceTransportPolicy, ServerMessage};
 use switchyard_api::token::Verifier;
 use switchyard_udp::{RecvBatch, SendBatch};
@@ -17,6 +18,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::sync::{mpsc, oneshot, watch};
 
+use crate::engine::admin::{Admin, Answer, Reply};
 use crate::engine::{Command, Engine, EngineConfig, EngineStats, Output, Pid, Route};
 use crate::metrics::Metrics;
 use crate::router::{Dest, Router};
@@ -36,6 +38,8 @@ pub(crate) enum ShardMsg {
     Register(Pid, crate::session::Outbox),
     Status(oneshot::Sender<(EngineStats, Vec<String>)>),
     Rooms(oneshot::Sender<Vec<crate::engine::RoomReport>>),
+    /// A Room service operation; answered once its outputs are applied.
+    Admin(Admin, oneshot::Sender<Reply>),
 }
 
 /// One received datagram (or de-framed TCP packet), already routed to its participant.
@@ -83,6 +87,8 @@ pub(crate) struct Shared {
     pub(crate) webhooks: crate::webhook::Notifier,
     /// Kubernetes mode: the cluster's Rooms and pods, for signaling routing.
     pub(crate) cluster: Option<Arc<crate::cluster::Cluster>>,
+    /// The Room service's request budgets, per API key.
+    pub(crate) budgets: crate::room_api::Budgets,
 }
 
 impl std::fmt::Debug for Shared {
@@ -187,6 +193,39 @@ impl Shared {
         }
         all.sort_by(|a, b| a.name.cmp(&b.name));
         all
+    }
+
+    /// Run a Room service operation on the shard that has (or gets) its room: the
+    /// node's capacity decides whether a room may be opened, an operation on a room not
+    /// open here is `room_not_found`, and listing asks every shard.
+    pub(crate) async fn admin(&self, req: Admin) -> Reply {
+        let Some(room) = req.room() else {
+            let mut rooms = vec![];
+            for shard in 0..self.shards.len() {
+                if let Ok(Answer::Rooms(r)) = self.admin_on(shard, req.clone()).await {
+                    rooms.extend(r);
+                }
+            }
+            rooms.sort_by(|a, b| a.name.cmp(&b.name));
+            return Ok(Answer::Rooms(rooms));
+        };
+        let shard = if let Admin::OpenRoom { .. } = req {
+            let bandwidth = self.bandwidth_bps.load(Ordering::Relaxed);
+            self.router.place(room, &self.cfg.capacity, bandwidth).map_err(|full| {
+                ApiError::new(ApiErrorCode::Unavailable, full.to_string())
+                    .with_reason("node_full")
+                    .retry_after(NODE_FULL_RETRY_MS / 1000)
+            })?
+        } else {
+            self.router.open_room(room).ok_or_else(|| ApiError::room_not_found(room))?
+        };
+        self.admin_on(shard, req).await
+    }
+
+    async fn admin_on(&self, shard: usize, req: Admin) -> Reply {
+        let (tx, rx) = oneshot::channel();
+        self.send(shard, ShardMsg::Admin(req, tx));
+        rx.await.unwrap_or_else(|_| Err(ApiError::new(ApiErrorCode::Internal, "the room's shard stopped")))
     }
 
     async fn collect(&self) -> (EngineStats, Vec<String>) {
@@ -413,6 +452,7 @@ impl Node {
             tcp_conns: RwLock::new(HashMap::new()),
             next_pid: AtomicU64::new(1),
             spare: Mutex::new(Vec::new()),
+            budgets: crate::room_api::Budgets::default(),
         });
         for (i, (commands, media)) in receivers.into_iter().enumerate() {
             let seed = rand::random::<u64>();
@@ -570,6 +610,8 @@ async fn run_shard(
         }
     };
     loop {
+        // The answer to a Room service operation leaves after its outputs are applied.
+        let mut answer: Option<oneshot::Sender<Reply>> = None;
         let deadline = engine.next_timeout().unwrap_or_else(|| Instant::now() + Duration::from_secs(1));
         tokio::select! {
             // Commands first: a join or a leave never waits behind media.
@@ -582,6 +624,10 @@ async fn run_shard(
                     ShardMsg::Register(pid, tx) => { sessions.insert(pid, tx); }
                     ShardMsg::Status(reply) => { let _ = reply.send((engine.stats(), engine.room_names())); }
                     ShardMsg::Rooms(reply) => { let _ = reply.send(engine.report()); }
+                    ShardMsg::Admin(req, reply) => {
+                        engine.handle_command(now, Command::Admin(req));
+                        answer = Some(reply);
+                    }
                 }
             }
             batch = media.recv() => {
@@ -640,6 +686,9 @@ async fn run_shard(
         }
         if !sends.is_empty() {
             flush(&mut sends);
+        }
+        if let (Some(tx), Some(reply)) = (answer, engine.take_reply()) {
+            let _ = tx.send(reply);
         }
     }
 }

@@ -129,6 +129,24 @@ impl Tables {
         shard
     }
 
+    /// The shard to open `room` on without a join (the Room service's create): its
+    /// shard if it is known already, else the least loaded one, if the node's capacity
+    /// takes one more room. The entry becomes open with the engine's `room_started`.
+    pub(crate) fn place(&mut self, room: &str, cap: &Capacity, bandwidth_bps: u64) -> Result<usize, Full> {
+        if let Some(r) = self.rooms.get(room) {
+            return Ok(r.shard);
+        }
+        if cap.rooms > 0 && self.rooms.len() as u64 >= cap.rooms {
+            return Err(Full::Rooms(cap.rooms));
+        }
+        if cap.bandwidth_bps > 0 && bandwidth_bps >= cap.bandwidth_bps {
+            return Err(Full::Bandwidth(cap.bandwidth_bps));
+        }
+        let shard = self.reserve(room);
+        self.rooms.get_mut(room).expect("reserved").joining -= 1;
+        Ok(shard)
+    }
+
     /// The shard of `room`, if the engine has it open.
     pub(crate) fn open_room(&self, room: &str) -> Option<usize> {
         self.rooms.get(room).filter(|r| r.open).map(|r| r.shard)
@@ -157,11 +175,11 @@ impl Tables {
     /// Apply a room event: rooms open and close.
     pub(crate) fn event(&mut self, shard: usize, event: &RoomEvent) {
         match event {
-            RoomEvent::RoomStarted { room } => {
+            RoomEvent::RoomStarted { room, .. } => {
                 let r = self.rooms.entry(room.clone()).or_insert(RoomRoute { shard, open: false, joining: 0 });
                 r.open = true;
             }
-            RoomEvent::RoomFinished { room } => {
+            RoomEvent::RoomFinished { room, .. } => {
                 if let Some(r) = self.rooms.get_mut(room) {
                     r.open = false;
                 }
@@ -251,6 +269,10 @@ impl Router {
         self.tables.read().expect("router").open_room(room)
     }
 
+    pub(crate) fn place(&self, room: &str, cap: &Capacity, bandwidth_bps: u64) -> Result<usize, Full> {
+        self.tables.write().expect("router").place(room, cap, bandwidth_bps)
+    }
+
     pub(crate) fn apply(&self, shard: usize, change: &Route) {
         self.tables.write().expect("router").apply(shard, change);
     }
@@ -325,7 +347,7 @@ mod tests {
     fn a_leave_and_a_close_leave_no_entry_behind() {
         let router = Router::new(2, Counter::default());
         let shard = router.admit("r", &Capacity::default(), 0).unwrap();
-        router.event(shard, &RoomEvent::RoomStarted { room: "r".into() });
+        router.event(shard, &RoomEvent::RoomStarted { room: "r".into(), room_sid: "RM_r".into() });
         router.apply(shard, &admitted(1, "r", "ufragA"));
         assert_eq!(router.open_room("r"), Some(shard));
         let second = router.admit("r", &Capacity::default(), 0).unwrap();
@@ -343,7 +365,7 @@ mod tests {
 
         // The room closes: its last participant goes, then the room.
         router.apply(shard, &Route::Closed { pid: 2 });
-        router.event(shard, &RoomEvent::RoomFinished { room: "r".into() });
+        router.event(shard, &RoomEvent::RoomFinished { room: "r".into(), room_sid: "RM_r".into() });
         assert_eq!(router.open_room("r"), None);
         assert_eq!(router.tables.read().unwrap().sizes(), (0, 0, 0, 0));
     }
@@ -352,13 +374,13 @@ mod tests {
     fn a_room_closing_while_a_join_is_in_flight_keeps_its_shard() {
         let mut t = Tables::new(4);
         let shard = t.reserve("r");
-        t.event(shard, &RoomEvent::RoomStarted { room: "r".into() });
+        t.event(shard, &RoomEvent::RoomStarted { room: "r".into(), room_sid: "RM_r".into() });
         t.apply(shard, &admitted(1, "r", "u1"));
         assert_eq!(t.reserve("r"), shard);
         t.apply(shard, &Route::Closed { pid: 1 });
-        t.event(shard, &RoomEvent::RoomFinished { room: "r".into() });
+        t.event(shard, &RoomEvent::RoomFinished { room: "r".into(), room_sid: "RM_r".into() });
         assert_eq!(t.sizes().0, 1, "the join in flight still needs the room's shard");
-        t.event(shard, &RoomEvent::RoomStarted { room: "r".into() });
+        t.event(shard, &RoomEvent::RoomStarted { room: "r".into(), room_sid: "RM_r".into() });
         t.apply(shard, &admitted(2, "r", "u2"));
         assert_eq!(t.open_room("r"), Some(shard));
     }
@@ -372,7 +394,7 @@ mod tests {
         assert_eq!(t.admit("b", &cap, 0), Ok(0), "two joins in flight, a third");
         assert_eq!(t.admit("a", &cap, 0), Err(Full::Participants(3)), "in-flight joins count");
         assert!(t.full(&cap, 0));
-        t.event(0, &RoomEvent::RoomStarted { room: "a".into() });
+        t.event(0, &RoomEvent::RoomStarted { room: "a".into(), room_sid: "RM_a".into() });
         t.apply(0, &admitted(1, "a", "u1"));
         t.apply(0, &Route::Refused { pid: 2, room: "a".into() });
         t.apply(0, &Route::Refused { pid: 3, room: "b".into() });
@@ -396,7 +418,7 @@ mod tests {
     fn nat_rebinding_and_ice_restart_drop_old_paths() {
         let mut t = Tables::new(1);
         t.reserve("r");
-        t.event(0, &RoomEvent::RoomStarted { room: "r".into() });
+        t.event(0, &RoomEvent::RoomStarted { room: "r".into(), room_sid: "RM_r".into() });
         t.apply(0, &admitted(1, "r", "u1"));
         for port in 1..=(MAX_PATHS as u16 + 2) {
             assert_eq!(t.learn("u1", (Protocol::Udp, addr(port))), Some(Dest { shard: 0, pid: 1 }));
@@ -414,5 +436,21 @@ mod tests {
         assert_eq!(t.learn("u1", (Protocol::Udp, addr(50))), None, "the old ufrag is gone");
         assert_eq!(t.sizes(), (1, 2, 1, 2), "only participant 2's path is left");
         assert_eq!(t.learn("u1b", (Protocol::Udp, addr(51))), Some(Dest { shard: 0, pid: 1 }));
+    }
+
+    #[test]
+    fn a_room_opened_without_a_join_counts_against_the_rooms_limit() {
+        let mut t = Tables::new(2);
+        let cap = Capacity { rooms: 2, ..Capacity::default() };
+        let a = t.place("a", &cap, 0).unwrap();
+        assert_eq!(t.open_room("a"), None, "open once the engine says so");
+        t.event(a, &RoomEvent::RoomStarted { room: "a".into(), room_sid: "RM_a".into() });
+        assert_eq!(t.open_room("a"), Some(a));
+        assert_eq!(t.place("a", &cap, 0), Ok(a), "the same room stays on its shard");
+        let b = t.place("b", &cap, 0).unwrap();
+        assert_ne!(a, b, "the least loaded shard");
+        assert_eq!(t.place("c", &cap, 0), Err(Full::Rooms(2)));
+        t.event(a, &RoomEvent::RoomFinished { room: "a".into(), room_sid: "RM_a".into() });
+        assert_eq!(t.sizes().0, 1, "a closed room leaves nothing behind");
     }
 }

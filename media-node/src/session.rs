@@ -199,6 +199,7 @@ pub(crate) async fn run(ws: WebSocket, shared: Arc<Shared>, claims: Claims, room
         empty_timeout: cfg.empty_timeout(),
         allowed_codecs: vec![],
         metadata: None,
+        sid: None,
     };
     let Some((ws, settings)) = route(ws, &shared, &claims, &room, req, defaults).await else { return };
     serve(ws, shared, claims, room, settings).await;

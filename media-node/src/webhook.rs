@@ -30,7 +30,7 @@ use switchyard_api::media_cluster::WebhookSpec;
 use switchyard_api::webhook::{self, EventKind, WebhookEvent, WebhookParticipant, WebhookRoom, WebhookTrack};
 use tokio::sync::mpsc;
 
-use crate::engine::RoomEvent;
+use crate::engine::{RoomEvent, Who};
 use crate::metrics::{Metrics, WebhookResult};
 use crate::{Error, Result};
 
@@ -112,14 +112,25 @@ fn event_label(kind: EventKind) -> &'static str {
 }
 
 /// The payload of a room event, without its id, time and origin.
-fn describe(e: &RoomEvent) -> (EventKind, &str, Option<&str>, Option<&str>) {
+fn describe(e: &RoomEvent) -> (EventKind, WebhookRoom, Option<WebhookParticipant>, Option<WebhookTrack>) {
+    let room = |name: &str, sid: &str| WebhookRoom { name: name.to_owned(), sid: sid.to_owned() };
+    let who =
+        |w: &Who, leave_reason| WebhookParticipant { identity: w.identity.clone(), sid: w.sid.clone(), leave_reason };
+    let track = |sid: &str| Some(WebhookTrack { sid: sid.to_owned() });
     match e {
-        RoomEvent::RoomStarted { room } => (EventKind::RoomStarted, room, None, None),
-        RoomEvent::RoomFinished { room } => (EventKind::RoomFinished, room, None, None),
-        RoomEvent::ParticipantJoined { room, identity } => (EventKind::ParticipantJoined, room, Some(identity), None),
-        RoomEvent::ParticipantLeft { room, identity } => (EventKind::ParticipantLeft, room, Some(identity), None),
-        RoomEvent::TrackPublished { room, identity, track_sid } => {
-            (EventKind::TrackPublished, room, Some(identity), Some(track_sid))
+        RoomEvent::RoomStarted { room: r, room_sid } => (EventKind::RoomStarted, room(r, room_sid), None, None),
+        RoomEvent::RoomFinished { room: r, room_sid } => (EventKind::RoomFinished, room(r, room_sid), None, None),
+        RoomEvent::ParticipantJoined { room: r, room_sid, participant } => {
+            (EventKind::ParticipantJoined, room(r, room_sid), Some(who(participant, None)), None)
+        }
+        RoomEvent::ParticipantLeft { room: r, room_sid, participant, reason } => {
+            (EventKind::ParticipantLeft, room(r, room_sid), Some(who(participant, Some(*reason))), None)
+        }
+        RoomEvent::TrackPublished { room: r, room_sid, participant, track_sid } => {
+            (EventKind::TrackPublished, room(r, room_sid), Some(who(participant, None)), track(track_sid))
+        }
+        RoomEvent::TrackUnpublished { room: r, room_sid, participant, track_sid } => {
+            (EventKind::TrackUnpublished, room(r, room_sid), Some(who(participant, None)), track(track_sid))
         }
     }
 }
@@ -210,7 +221,7 @@ impl Notifier {
 
     /// Queue `e` for every receiver that wants it; never waits.
     pub(crate) fn notify(&self, e: &RoomEvent) {
-        let (kind, room, identity, track) = describe(e);
+        let (kind, room, participant, track) = describe(e);
         if !self.queues.iter().any(|q| q.receiver.wants(kind)) {
             return;
         }
@@ -218,9 +229,9 @@ impl Notifier {
             id: event_id(),
             event: kind,
             created_at: crate::node::unix_now(),
-            room: WebhookRoom { name: room.to_owned(), sid: None },
-            participant: identity.map(|i| WebhookParticipant { identity: i.to_owned() }),
-            track: track.map(|sid| WebhookTrack { sid: sid.to_owned() }),
+            room,
+            participant,
+            track,
             node: self.node.clone(),
             cluster: self.cluster.clone(),
         };
@@ -386,9 +397,29 @@ mod tests {
 
     #[test]
     fn events_map_to_payloads() {
-        let e = RoomEvent::TrackPublished { room: "r".into(), identity: "alice".into(), track_sid: "TR_1".into() };
-        assert_eq!(describe(&e), (EventKind::TrackPublished, "r", Some("alice"), Some("TR_1")));
-        assert_eq!(describe(&RoomEvent::RoomFinished { room: "r".into() }), (EventKind::RoomFinished, "r", None, None));
+        let alice = Who { identity: "alice".into(), sid: "PA_1".into() };
+        let e = RoomEvent::TrackPublished {
+            room: "r".into(),
+            room_sid: "RM_1".into(),
+            participant: alice.clone(),
+            track_sid: "TR_1".into(),
+        };
+        let (kind, room, participant, track) = describe(&e);
+        assert_eq!((kind, room.name.as_str(), room.sid.as_str()), (EventKind::TrackPublished, "r", "RM_1"));
+        assert_eq!(participant.unwrap().sid, "PA_1");
+        assert_eq!(track.unwrap().sid, "TR_1");
+        let left = RoomEvent::ParticipantLeft {
+            room: "r".into(),
+            room_sid: "RM_1".into(),
+            participant: alice,
+            reason: switchyard_api::signal::LeaveReason::Removed,
+        };
+        let (kind, _, participant, _) = describe(&left);
+        assert_eq!(kind, EventKind::ParticipantLeft);
+        assert_eq!(participant.unwrap().leave_reason, Some(switchyard_api::signal::LeaveReason::Removed));
+        let (kind, _, participant, track) =
+            describe(&RoomEvent::RoomFinished { room: "r".into(), room_sid: "RM_1".into() });
+        assert_eq!((kind, participant, track), (EventKind::RoomFinished, None, None));
         assert_ne!(event_id(), event_id());
     }
 
@@ -408,7 +439,11 @@ mod tests {
         let metrics = Metrics::new();
         let r = receivers(&[spec(&format!("http://{addr}/hook"), None)], &keys()).unwrap();
         let n = Notifier::with_queue(r, "node-0".into(), "edge".into(), &metrics, 2);
-        let joined = RoomEvent::ParticipantJoined { room: "r".into(), identity: "a".into() };
+        let joined = RoomEvent::ParticipantJoined {
+            room: "r".into(),
+            room_sid: "RM_1".into(),
+            participant: Who { identity: "a".into(), sid: "PA_1".into() },
+        };
         n.notify(&joined);
         // Let the task take the first event off the queue.
         tokio::time::sleep(Duration::from_millis(100)).await;

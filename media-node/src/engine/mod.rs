@@ -24,6 +24,7 @@
 //! | [`keyframe`] | codec keyframe detection and the PLI/FIR throttle |
 //! | [`data`] | signaling `data` messages and data channels |
 //! | [`report`] | counters and the admin API's room reports |
+//! | [`admin`] | the Room service's operations: open, inspect, update and close rooms; list, update, remove participants; mute; server data |
 //! | [`allocation`] | the seat for bandwidth allocation (empty for now) |
 //!
 //! Rules of the run loop:
@@ -38,6 +39,7 @@
 //!   was admitted, refused, restarted ICE or closed ([`Route`]), and a datagram arrives
 //!   already naming its participant.
 
+pub mod admin;
 pub(crate) mod allocation;
 mod data;
 mod forward;
@@ -102,11 +104,20 @@ pub struct RoomSettings {
     pub allowed_codecs: Vec<Codec>,
     /// Application data.
     pub metadata: Option<String>,
+    /// The room's sid when the control plane names it (Kubernetes: from the Room
+    /// object's uid, so every node reports the same); a new one otherwise.
+    pub sid: Option<String>,
 }
 
 impl Default for RoomSettings {
     fn default() -> Self {
-        Self { max_participants: 0, empty_timeout: Duration::from_secs(300), allowed_codecs: vec![], metadata: None }
+        Self {
+            max_participants: 0,
+            empty_timeout: Duration::from_secs(300),
+            allowed_codecs: vec![],
+            metadata: None,
+            sid: None,
+        }
     }
 }
 
@@ -155,44 +166,79 @@ pub enum Command {
         /// Which.
         room: String,
     },
+    /// A Room service operation; its answer goes back with [`Engine::take_reply`].
+    Admin(admin::Admin),
     /// Tell everyone to reconnect elsewhere (the node drains).
     Drain,
 }
 
+/// A participant an event is about.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Who {
+    /// The identity from the token.
+    pub identity: String,
+    /// The session's sid.
+    pub sid: String,
+}
+
 /// Something that happened that the outside world may want to hear of (webhooks,
-/// status, metrics).
+/// status, metrics). Every event names its room and the room's sid.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RoomEvent {
     /// A room opened on this node.
     RoomStarted {
         /// The room.
         room: String,
+        /// Its sid.
+        room_sid: String,
     },
     /// A room closed.
     RoomFinished {
         /// The room.
         room: String,
+        /// Its sid.
+        room_sid: String,
     },
     /// A participant joined.
     ParticipantJoined {
         /// The room.
         room: String,
-        /// The identity.
-        identity: String,
+        /// Its sid.
+        room_sid: String,
+        /// Who.
+        participant: Who,
     },
     /// A participant left.
     ParticipantLeft {
         /// The room.
         room: String,
-        /// The identity.
-        identity: String,
+        /// Its sid.
+        room_sid: String,
+        /// Who.
+        participant: Who,
+        /// Why.
+        reason: LeaveReason,
     },
     /// A track was published.
     TrackPublished {
         /// The room.
         room: String,
+        /// Its sid.
+        room_sid: String,
         /// The publisher.
-        identity: String,
+        participant: Who,
+        /// The track.
+        track_sid: String,
+    },
+    /// A track was unpublished (by its publisher, by a permission change, or because
+    /// its publisher left).
+    TrackUnpublished {
+        /// The room.
+        room: String,
+        /// Its sid.
+        room_sid: String,
+        /// The publisher.
+        participant: Who,
         /// The track.
         track_sid: String,
     },
@@ -282,6 +328,8 @@ pub struct Engine {
     due: Vec<Pid>,
     /// Scratch list of the held-back keyframe requests now due.
     due_keyframes: Vec<(Pid, Mid, Option<Rid>, KeyframeRequestKind)>,
+    /// The answer to the last [`Command::Admin`], until taken.
+    reply: Option<admin::Reply>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -320,6 +368,7 @@ impl Engine {
             stats: EngineStats::default(),
             due: Vec::with_capacity(64),
             due_keyframes: Vec::with_capacity(16),
+            reply: None,
         }
     }
 
@@ -402,6 +451,10 @@ impl Engine {
             Command::Client { pid, msg } => self.client_message(now, pid, msg),
             Command::Leave { pid, reason } => self.leave(now, pid, reason),
             Command::CloseRoom { room } => self.close_room(now, &room),
+            Command::Admin(req) => {
+                let reply = self.admin(now, req);
+                self.reply = Some(reply);
+            }
             Command::Drain => self.drain_node(),
         }
         self.drive();

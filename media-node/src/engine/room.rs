@@ -13,7 +13,7 @@ use switchyard_api::signal::{
 
 use super::participant::Peer;
 use super::subscription::Sub;
-use super::{Engine, JoinArgs, Output, Pid, RoomEvent, RoomSettings, Route, err};
+use super::{Engine, JoinArgs, Output, Pid, RoomEvent, RoomSettings, Route, Who, err};
 
 pub(super) struct Room {
     pub(super) sid: String,
@@ -52,11 +52,7 @@ impl Engine {
                 let message = format!("room {:?} does not exist", args.room);
                 return self.refuse(pid, &args.room, ErrorCode::RoomNotFound, message);
             }
-            let sid = self.new_sid("RM");
-            let created_at_ms = self.clock.unix_ms(now);
-            let room = Room { sid, settings: args.settings.clone(), members: vec![], created_at_ms, empty_since: None };
-            self.rooms.insert(args.room.clone(), room);
-            self.out.push_back(Output::Event(RoomEvent::RoomStarted { room: args.room.clone() }));
+            self.open_room(now, &args.room, args.settings.clone());
         }
         // A second session of the same identity replaces the first.
         let duplicate = self.rooms[&args.room]
@@ -137,10 +133,9 @@ impl Engine {
                 self.signal(m, ServerMessage::ParticipantJoined(ParticipantEvent { participant: info.clone() }));
             }
         }
-        self.out.push_back(Output::Event(RoomEvent::ParticipantJoined {
-            room: args.room.clone(),
-            identity: args.claims.sub.clone(),
-        }));
+        if let Some((room, room_sid, participant)) = self.who(pid) {
+            self.out.push_back(Output::Event(RoomEvent::ParticipantJoined { room, room_sid, participant }));
+        }
         if can_subscribe {
             let tracks: Vec<(Pid, String, str0m::media::Mid, MediaKind, String)> = members
                 .iter()
@@ -156,6 +151,22 @@ impl Engine {
             }
             self.mark_renegotiate(pid);
         }
+    }
+
+    /// Open `name` (not open yet) with `settings`: a new sid, and `room_started`.
+    pub(super) fn open_room(&mut self, now: Instant, name: &str, settings: RoomSettings) {
+        let sid = settings.sid.clone().unwrap_or_else(|| self.new_sid("RM"));
+        let created_at_ms = self.clock.unix_ms(now);
+        let room = Room { sid: sid.clone(), settings, members: vec![], created_at_ms, empty_since: None };
+        self.rooms.insert(name.to_owned(), room);
+        self.out.push_back(Output::Event(RoomEvent::RoomStarted { room: name.to_owned(), room_sid: sid }));
+    }
+
+    /// The room and room sid of `pid`'s room, and who `pid` is, for an event.
+    pub(super) fn who(&self, pid: Pid) -> Option<(String, String, Who)> {
+        let p = self.peers.get(&pid)?;
+        let room_sid = self.rooms.get(&p.room).map(|r| r.sid.clone()).unwrap_or_default();
+        Some((p.room.clone(), room_sid, Who { identity: p.identity.clone(), sid: p.sid.clone() }))
     }
 
     pub(super) fn room_info(&self, name: &str) -> RoomInfo {
@@ -180,7 +191,16 @@ impl Engine {
     /// Remove a participant: its tracks leave the index and every subscriber's offer,
     /// the room hears why, the router forgets it.
     pub(super) fn leave(&mut self, now: Instant, pid: Pid, reason: LeaveReason) {
-        let Some(mut peer) = self.peers.remove(&pid) else { return };
+        let Some((room, room_sid, who)) = self.who(pid) else { return };
+        let mut peer = self.peers.remove(&pid).expect("who found it");
+        for t in &peer.published {
+            self.out.push_back(Output::Event(RoomEvent::TrackUnpublished {
+                room: room.clone(),
+                room_sid: room_sid.clone(),
+                participant: who.clone(),
+                track_sid: t.sid.clone(),
+            }));
+        }
         peer.rtc.disconnect();
         // The close (RTCP BYE, DTLS close_notify) still goes out; its events do not matter.
         let mut ignored = std::collections::VecDeque::new();
@@ -190,12 +210,12 @@ impl Engine {
             self.index.unsubscribe(sub.publisher, sub.pub_mid, pid);
         }
         self.out.push_back(Output::Route(Route::Closed { pid }));
-        let Some(room) = self.rooms.get_mut(&peer.room) else { return };
-        room.members.retain(|&m| m != pid);
-        if room.members.is_empty() {
-            room.empty_since = Some(now);
+        let Some(r) = self.rooms.get_mut(&peer.room) else { return };
+        r.members.retain(|&m| m != pid);
+        if r.members.is_empty() {
+            r.empty_since = Some(now);
         }
-        let members = room.members.clone();
+        let members = r.members.clone();
         for &m in &members {
             if let Some(p) = self.peers.get_mut(&m) {
                 p.drop_publisher(pid);
@@ -212,8 +232,7 @@ impl Engine {
             }
             self.mark_renegotiate(m);
         }
-        self.out
-            .push_back(Output::Event(RoomEvent::ParticipantLeft { room: peer.room.clone(), identity: peer.identity }));
+        self.out.push_back(Output::Event(RoomEvent::ParticipantLeft { room, room_sid, participant: who, reason }));
     }
 
     pub(super) fn close_room(&mut self, now: Instant, room: &str) {
@@ -230,8 +249,9 @@ impl Engine {
             );
             self.leave(now, m, LeaveReason::RoomClosed);
         }
-        self.rooms.remove(room);
-        self.out.push_back(Output::Event(RoomEvent::RoomFinished { room: room.to_owned() }));
+        if let Some(r) = self.rooms.remove(room) {
+            self.out.push_back(Output::Event(RoomEvent::RoomFinished { room: room.to_owned(), room_sid: r.sid }));
+        }
     }
 
     /// Close the rooms whose empty timeout ran out.
@@ -243,8 +263,9 @@ impl Engine {
             .map(|(name, _)| name.clone())
             .collect();
         for room in expired {
-            self.rooms.remove(&room);
-            self.out.push_back(Output::Event(RoomEvent::RoomFinished { room }));
+            if let Some(r) = self.rooms.remove(&room) {
+                self.out.push_back(Output::Event(RoomEvent::RoomFinished { room, room_sid: r.sid }));
+            }
         }
     }
 

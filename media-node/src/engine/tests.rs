@@ -334,7 +334,9 @@ fn join_reports_room_and_others() {
             .iter()
             .any(|m| matches!(m, ServerMessage::ParticipantJoined(p) if p.participant.identity == "bob"))
     );
-    assert_eq!(net.events[0], RoomEvent::RoomStarted { room: "r".into() });
+    let RoomEvent::RoomStarted { room, room_sid } = &net.events[0] else { panic!("{:?}", net.events) };
+    assert_eq!(room, "r");
+    assert_eq!(&j.room.sid, room_sid, "the event carries the room's sid");
     assert_eq!(net.engine.stats().participants, 2);
 }
 
@@ -424,7 +426,7 @@ fn an_empty_room_closes_after_its_timeout() {
     assert!(net.engine.has_room("r"), "still inside the 5 s timeout");
     net.run(1_500);
     assert!(!net.engine.has_room("r"));
-    assert!(net.events.contains(&RoomEvent::RoomFinished { room: "r".into() }));
+    assert!(net.events.iter().any(|e| matches!(e, RoomEvent::RoomFinished { room, .. } if room == "r")));
 }
 
 #[test]
@@ -935,4 +937,51 @@ fn simulcast_switches_layers_only_on_a_keyframe_of_the_asked_layer() {
     let high: Vec<u8> = after.iter().copied().skip_while(|&l| l == 0).collect();
     assert_eq!(high, vec![2; 10], "from the keyframe on, the high layer alone, all 10 frames: {after:?}");
     assert!(after.len() - high.len() <= 1, "at most the one low frame before the keyframe: {after:?}");
+}
+
+#[test]
+fn a_room_opened_by_the_room_service_expires_empty_and_keeps_a_given_sid() {
+    use super::admin::{Admin, Answer};
+    let mut net = Net::new();
+    let open = |exclusive| Admin::OpenRoom {
+        room: "r".into(),
+        settings: RoomSettings {
+            empty_timeout: Duration::from_secs(3),
+            sid: Some("RM_uid-1".into()),
+            ..RoomSettings::default()
+        },
+        exclusive,
+    };
+    net.engine.handle_command(net.now, Command::Admin(open(true)));
+    let Some(Ok(Answer::Room(info))) = net.engine.take_reply() else { panic!("opened") };
+    assert_eq!((info.sid.as_str(), info.num_participants), ("RM_uid-1", 0));
+    net.engine.handle_command(net.now, Command::Admin(open(true)));
+    assert!(
+        matches!(net.engine.take_reply(), Some(Err(e)) if e.code == switchyard_api::room_service::ApiErrorCode::RoomExists)
+    );
+    net.engine.handle_command(net.now, Command::Admin(open(false)));
+    assert!(matches!(net.engine.take_reply(), Some(Ok(Answer::Room(_)))), "not exclusive: the open room");
+    net.run(2_000);
+    assert!(net.engine.has_room("r"), "inside the empty timeout");
+    net.run(1_500);
+    assert!(!net.engine.has_room("r"), "nobody came");
+    assert!(net.events.iter().any(|e| matches!(e, RoomEvent::RoomFinished { room_sid, .. } if room_sid == "RM_uid-1")));
+}
+
+#[test]
+fn leaving_with_tracks_unpublishes_them_with_sids_and_the_reason() {
+    let (mut net, a, _b, _mid) = alice_publishes_to_bob();
+    let track = net.published_sid(a);
+    net.send(a, ClientMessage::Leave(Default::default()));
+    let unpublished = net.events.iter().find_map(|e| match e {
+        RoomEvent::TrackUnpublished { participant, track_sid, room_sid, .. } => {
+            Some((participant, track_sid, room_sid))
+        }
+        _ => None,
+    });
+    let (who, sid, room_sid) = unpublished.expect("track_unpublished on leave");
+    assert_eq!((who.identity.as_str(), sid.as_str()), ("alice", track.as_str()));
+    assert!(room_sid.starts_with("RM_"));
+    assert!(net.events.iter().any(|e| matches!(e, RoomEvent::ParticipantLeft { participant, reason, .. }
+        if participant.identity == "alice" && *reason == LeaveReason::ClientRequest)));
 }

@@ -187,9 +187,12 @@ impl Engine {
         let cid = track.cid.clone();
         peer.published.push(track);
         let participant = peer.info();
-        let (room, identity, publisher_sid) = (peer.room.clone(), peer.identity.clone(), peer.sid.clone());
+        let publisher_sid = peer.sid.clone();
         self.signal(pid, ServerMessage::TrackPublished(TrackPublished { cid, track: info }));
-        self.out.push_back(Output::Event(RoomEvent::TrackPublished { room, identity, track_sid: sid.clone() }));
+        if let Some((room, room_sid, participant)) = self.who(pid) {
+            let track_sid = sid.clone();
+            self.out.push_back(Output::Event(RoomEvent::TrackPublished { room, room_sid, participant, track_sid }));
+        }
         for m in self.room_members(pid) {
             if m == pid {
                 continue;
@@ -218,6 +221,10 @@ impl Engine {
                 p.drop_track(pid, track.mid);
             }
             self.mark_renegotiate(m);
+        }
+        if let Some((room, room_sid, participant)) = self.who(pid) {
+            let track_sid = track.sid.clone();
+            self.out.push_back(Output::Event(RoomEvent::TrackUnpublished { room, room_sid, participant, track_sid }));
         }
         self.signal(pid, ServerMessage::TrackUnpublished(TrackRef { track_sid: track.sid }));
         self.broadcast(pid, ServerMessage::ParticipantUpdated(ParticipantEvent { participant: info }));

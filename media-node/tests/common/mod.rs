@@ -449,14 +449,33 @@ impl Peer {
 
 /// A minimal HTTP/1.0 request; returns (status, body).
 pub async fn http(addr: std::net::SocketAddr, method: &str, path: &str) -> (u16, String) {
+    let (status, _, body) = http_with(addr, method, path, &[], "").await;
+    (status, body)
+}
+
+/// A minimal HTTP/1.0 request with headers and a body; returns (status, response
+/// headers as one lowercase string, body).
+pub async fn http_with(
+    addr: std::net::SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> (u16, String, String) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
-    s.write_all(format!("{method} {path} HTTP/1.0\r\nHost: x\r\nContent-Length: 0\r\n\r\n").as_bytes()).await.unwrap();
+    let mut req = format!("{method} {path} HTTP/1.0\r\nHost: x\r\nContent-Length: {}\r\n", body.len());
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    req.push_str(body);
+    s.write_all(req.as_bytes()).await.unwrap();
     let mut out = String::new();
     s.read_to_string(&mut out).await.unwrap();
     let status = out.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
-    let body = out.split("\r\n\r\n").nth(1).unwrap_or_default().to_owned();
-    (status, body)
+    let (head, body) = out.split_once("\r\n\r\n").unwrap_or((&out, ""));
+    (status, head.to_ascii_lowercase(), body.to_owned())
 }
 
 /// Poll `f` until it holds or `within` passes.

@@ -55,7 +55,9 @@ pub(super) fn render(ctx: &Ctx<'_>) -> Result<Vec<Object>> {
         "roles",
         ctx.meta(account.clone(), Some(Fleet::Sfu)),
         json!({ "rules": [
-            { "apiGroups": ["switchyard.dev"], "resources": ["rooms"], "verbs": ["get", "list", "watch", "create"] },
+            // create: a join that may create its room, and the Room service's create;
+            // patch (metadata) and delete: the Room service.
+            { "apiGroups": ["switchyard.dev"], "resources": ["rooms"], "verbs": ["get", "list", "watch", "create", "patch", "delete"] },
             { "apiGroups": ["switchyard.dev"], "resources": ["rooms/status"], "verbs": ["get", "patch"] },
             // Signaling routing: the hosting pod's IP, from the media-node pods.
             { "apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch"] },

@@ -10,6 +10,7 @@
 
 import { createHash } from "node:crypto";
 import { MalformedJwt, decodeUnverified, signatureMatches, stripBearer } from "./jwt.js";
+import type { LeaveReason } from "./room.js";
 
 /** The `Content-Type` of every webhook request. */
 export const WEBHOOK_CONTENT_TYPE = "application/webhook+json";
@@ -34,9 +35,10 @@ export interface WebhookEvent {
   event: WebhookEventKind;
   /** Unix seconds. */
   createdAt: number;
-  room: { name: string; sid?: string };
-  /** On participant and track events. */
-  participant?: { identity: string };
+  /** The room; its sid is new each time the room opens. */
+  room: { name: string; sid: string };
+  /** On participant and track events: the identity, the session's sid, and on `participant_left` why. */
+  participant?: { identity: string; sid: string; leaveReason?: LeaveReason };
   /** On track events. */
   track?: { sid: string };
   /** The media-node that saw it. */

@@ -82,6 +82,14 @@ test("webhooks signed by media-node verify here, and an altered body does not", 
     const kinds = events().map((e) => `${e.event}:${e.participant?.identity ?? ""}`);
     assert.deepEqual(kinds.slice(0, 3), ["room_started:", "participant_joined:hooked", "participant_left:hooked"]);
     for (const e of events()) assert.equal(e.room.name, "hooks");
+    // Every event names the room's sid (one room, one sid) and the session's sid.
+    assert.equal(new Set(events().map((e) => e.room.sid)).size, 1);
+    assert.match(events()[0].room.sid, /^RM_/);
+    const [joined, left] = [events()[1], events()[2]];
+    assert.match(joined.participant.sid, /^PA_/);
+    assert.equal(left.participant.sid, joined.participant.sid);
+    assert.equal(left.participant.leaveReason, "client_request");
+    assert.equal(joined.participant.leaveReason, undefined);
     assert.ok(received.every((r) => r.type === "application/webhook+json"));
     const { body, auth } = received[1];
     const altered = Buffer.from(body.toString().replace("hooked", "spoofed"));

@@ -12,8 +12,8 @@ import { signHs256 } from "../dist/jwt.js";
 
 const NOW = 1_800_000_000;
 const body = JSON.stringify({
-  id: "EV_7f3k2m9q", event: "participant_joined", createdAt: NOW, room: { name: "standup" },
-  participant: { identity: "alice" }, node: "edge-sfu-0", cluster: "edge",
+  id: "EV_7f3k2m9q", event: "participant_joined", createdAt: NOW, room: { name: "standup", sid: "RM_1abc" },
+  participant: { identity: "alice", sid: "PA_2def" }, node: "edge-sfu-0", cluster: "edge",
 });
 const signature = (b, { key = "APIkey1", secret = "secret-one", iat = NOW, iss = key } = {}) =>
   signHs256({ iss, iat, exp: iat + 300, sha256: createHash("sha256").update(b).digest("base64") }, secret, key);
