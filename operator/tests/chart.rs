@@ -124,7 +124,7 @@ async fn exported_series() -> BTreeMap<&'static str, BTreeSet<String>> {
     operator.reconciled("room", "ok");
     operator.set_rooms(&[("Pending", 0)]);
     operator.placed(true, Some(0.1));
-    operator.fleet("media", "edge", "turn", 1, 1);
+    operator.fleet("media", "edge", "turn", switchyard_operator::metrics::FleetGauges::default());
     operator.turn_bandwidth("media", "edge", 0);
     operator.set_leader(false);
     let operator = series_names(&operator.encode());

@@ -11,8 +11,10 @@
 //!                                                         ▼
 //!                              one Worker per pod uid (pod.rs): netns with the pod IP
 //!                              (net.rs), volumes (volumes.rs), env/args (env.rs,
-//!                              expand.rs), mounts + argv (launch.rs), restarts,
-//!                              SIGTERM/SIGKILL on deletion
+//!                              expand.rs), mounts + argv (launch.rs), the image's
+//!                              root and securityContext (oci.rs), probes (probe.rs),
+//!                              pod status (status.rs), restarts, SIGTERM/SIGKILL on
+//!                              deletion
 //! ```
 //!
 //! Pure parts (decide, env, expand, image, launch, volumes' content) are unit-tested;
@@ -26,6 +28,8 @@ pub mod launch;
 pub mod net;
 pub mod oci;
 mod pod;
+pub mod probe;
+pub mod status;
 pub mod volumes;
 
 use std::collections::{HashMap, HashSet};
