@@ -50,9 +50,11 @@ fn string_map(v: &Value) -> BTreeMap<String, String> {
 
 fn ready(pod: &Pod) -> bool {
     pod.metadata.deletion_timestamp.is_none()
-        && pod.status.as_ref().and_then(|s| s.conditions.as_ref()).is_some_and(|cs| {
-            cs.iter().any(|c| c.type_ == "Ready" && c.status == "True")
-        })
+        && pod
+            .status
+            .as_ref()
+            .and_then(|s| s.conditions.as_ref())
+            .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
 }
 
 /// The pod's port for a Service port's `targetPort` (a number or a container port name).
@@ -177,7 +179,15 @@ pub async fn follow(client: kube::Client, dir: &std::path::Path) -> anyhow::Resu
                 std::fs::rename(&tmp, dir.join(format!("{name}.json")))?;
             }
             let n = t.plain.len() + t.honor.len();
-            println!("prom-targets: {n} targets: {}", t.plain.iter().chain(&t.honor).map(|g| format!("{}/{}", g.labels["namespace"], g.labels["pod"])).collect::<Vec<_>>().join(" "));
+            println!(
+                "prom-targets: {n} targets: {}",
+                t.plain
+                    .iter()
+                    .chain(&t.honor)
+                    .map(|g| format!("{}/{}", g.labels["namespace"], g.labels["pod"]))
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            );
             last = Some(t);
         }
         tokio::time::sleep(std::time::Duration::from_secs(1)).await;

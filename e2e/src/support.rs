@@ -214,7 +214,8 @@ where
     use kube::runtime::{WatchStreamExt, reflector, watcher};
     let api: Api<Pod> = Api::namespaced(client.clone(), namespace);
     let (store, writer) = reflector::store();
-    let stream = reflector::reflector(writer, watcher(api, watcher::Config::default().labels(selector)).default_backoff());
+    let stream =
+        reflector::reflector(writer, watcher(api, watcher::Config::default().labels(selector)).default_backoff());
     let mut stream = std::pin::pin!(stream);
     let start = Instant::now();
     let mut last = String::from("(no listing yet)");
@@ -252,6 +253,58 @@ where
             );
         }
     }
+}
+
+/// What the fleets of the MediaCluster(s) in `namespace` look like: the workloads'
+/// replica counts and the MediaClusters' conditions; the context of a failed pod wait.
+pub async fn describe_fleets(client: &Client, namespace: &str) -> String {
+    use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
+    use kube::api::{ApiResource, DynamicObject, GroupVersionKind};
+    let mut out = Vec::new();
+    match Api::<Deployment>::namespaced(client.clone(), namespace).list(&ListParams::default()).await {
+        Ok(list) => out.extend(list.items.iter().map(|d| {
+            let st = d.status.clone().unwrap_or_default();
+            format!(
+                "Deployment {}: spec {} replicas {} ready {} available {}",
+                d.metadata.name.as_deref().unwrap_or("?"),
+                d.spec.replicas.unwrap_or(1),
+                st.replicas.unwrap_or(0),
+                st.ready_replicas.unwrap_or(0),
+                st.available_replicas.unwrap_or(0)
+            )
+        })),
+        Err(e) => out.push(format!("Deployments: {e}")),
+    }
+    match Api::<StatefulSet>::namespaced(client.clone(), namespace).list(&ListParams::default()).await {
+        Ok(list) => out.extend(list.items.iter().map(|s| {
+            let st = s.status.clone().unwrap_or_default();
+            format!(
+                "StatefulSet {}: spec {} replicas {} ready {}",
+                s.metadata.name.as_deref().unwrap_or("?"),
+                s.spec.replicas.unwrap_or(1),
+                st.replicas,
+                st.ready_replicas.unwrap_or(0)
+            )
+        })),
+        Err(e) => out.push(format!("StatefulSets: {e}")),
+    }
+    let ar = ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk("switchyard.dev", "v1alpha1", "MediaCluster"),
+        "mediaclusters",
+    );
+    match Api::<DynamicObject>::namespaced_with(client.clone(), namespace, &ar).list(&ListParams::default()).await {
+        Ok(list) => out.extend(list.items.iter().map(|mc| {
+            let conds: Vec<String> = mc.data["status"]["conditions"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|c| format!("{}={} ({}: {})", c["type"], c["status"], c["reason"], c["message"]).replace('"', ""))
+                .collect();
+            format!("MediaCluster {}: {}", mc.metadata.name.as_deref().unwrap_or("?"), conds.join(", "))
+        })),
+        Err(e) => out.push(format!("MediaClusters: {e}")),
+    }
+    out.join("; ")
 }
 
 /// The running pods (with an IP, not terminating) among `pods`, as `(name, IP)`.

@@ -27,10 +27,10 @@ use k8s_openapi::api::core::v1::{ConfigMap, Node, Pod, Secret, ServiceAccount};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use kube::Client;
 use kube::api::{Api, PostParams};
+use kube::api::{Patch, PatchParams};
 use kube::runtime::reflector::{ObjectRef, Store};
 use rustix::process::{Pid, Signal, kill_process};
 use tokio::process::{Child, Command};
-use kube::api::{Patch, PatchParams};
 use tokio::sync::{mpsc, watch};
 use tokio::time::{Instant, sleep_until};
 
@@ -262,7 +262,10 @@ impl Worker {
             let mut child = match self.start(&launch, starts) {
                 Ok(c) => c,
                 Err(e) => {
-                    self.report(State::Waiting { reason: "CreateContainerError".into(), message: e.to_string() }, false);
+                    self.report(
+                        State::Waiting { reason: "CreateContainerError".into(), message: e.to_string() },
+                        false,
+                    );
                     self.error("spawn", &e);
                     if self.sleep_or_stop(backoff.delay(Duration::ZERO)).await {
                         break;
@@ -648,22 +651,17 @@ impl Worker {
         let mut probes = self.probe_plan(started_at);
         let (result_tx, mut results) = mpsc::unbounded_channel::<(usize, Result<(), String>)>();
         let mut in_flight = vec![false; probes.len()];
-        let target = ExecTarget {
-            pid: child.id().unwrap_or_default(),
-            user: self.security.as_ref().map(|s| (s.uid, s.gid)),
-        };
+        // a run of failures is logged once, at its first failure
+        let mut quiet = vec![false; probes.len()];
+        let target =
+            ExecTarget { pid: child.id().unwrap_or_default(), user: self.security.as_ref().map(|s| (s.uid, s.gid)) };
         let far = Instant::now() + Duration::from_secs(86400);
         loop {
             if let Some(deadline) = self.stop_deadline() {
                 return Exit::Stopped(self.terminate(child, deadline).await);
             }
-            let next = probes
-                .iter()
-                .zip(&in_flight)
-                .filter(|(_, busy)| !**busy)
-                .map(|((.., at), _)| *at)
-                .min()
-                .unwrap_or(far);
+            let next =
+                probes.iter().zip(&in_flight).filter(|(_, busy)| !**busy).map(|((.., at), _)| *at).min().unwrap_or(far);
             tokio::select! {
                 status = child.wait() => return Exit::Exited(status.unwrap_or_else(|_| failed_status())),
                 () = sleep_until(next) => {
@@ -687,10 +685,13 @@ impl Worker {
                     let (kind, spec, tracker, _) = &mut probes[i];
                     let kind = *kind;
                     let changed = tracker.observe(result.is_ok());
-                    if let Err(e) = &result
-                        && (changed.is_some() || tracker.ok())
-                    {
-                        self.note(&format!("{} probe failed: {e}", kind.name()));
+                    match &result {
+                        Err(e) if !quiet[i] => {
+                            quiet[i] = true;
+                            self.note(&format!("{} probe failed: {e}", kind.name()));
+                        }
+                        Err(_) => {}
+                        Ok(()) => quiet[i] = false,
                     }
                     match (kind, changed) {
                         (Kind::Readiness, Some(ready)) => {

@@ -224,7 +224,13 @@ pub struct ExecTarget {
 
 /// Run `action` once against the pod at `ip`; `Err` carries the failure, as the kubelet
 /// reports it in the event.
-pub async fn run(action: &Action, ip: IpAddr, timeout: Duration, nsenter: &Path, exec: &ExecTarget) -> Result<(), String> {
+pub async fn run(
+    action: &Action,
+    ip: IpAddr,
+    timeout: Duration,
+    nsenter: &Path,
+    exec: &ExecTarget,
+) -> Result<(), String> {
     match tokio::time::timeout(timeout, run_once(action, ip, nsenter, exec)).await {
         Ok(r) => r,
         Err(_) => Err(format!("timed out after {timeout:?}")),
@@ -255,11 +261,7 @@ async fn run_once(action: &Action, ip: IpAddr, nsenter: &Path, exec: &ExecTarget
                 buf.extend_from_slice(&chunk[..n]);
             }
             let code = http_status(&buf)?;
-            if (200..400).contains(&code) {
-                Ok(())
-            } else {
-                Err(format!("HTTP probe failed with statuscode: {code}"))
-            }
+            if (200..400).contains(&code) { Ok(()) } else { Err(format!("HTTP probe failed with statuscode: {code}")) }
         }
         Action::Tcp { port } => {
             let addr = SocketAddr::new(ip, *port);
@@ -324,8 +326,8 @@ mod tests {
 
     #[test]
     fn defaults_and_other_handlers() {
-        let s = ProbeSpec::from_probe(&probe(json!({"tcpSocket": {"port": 7880}})), &container(), Kind::Liveness)
-            .unwrap();
+        let s =
+            ProbeSpec::from_probe(&probe(json!({"tcpSocket": {"port": 7880}})), &container(), Kind::Liveness).unwrap();
         assert_eq!(s.action, Action::Tcp { port: 7880 });
         assert_eq!((s.period, s.timeout, s.failure_threshold), (10.s(), 1.s(), 3), "the kubelet's defaults");
         let s = ProbeSpec::from_probe(
@@ -349,11 +351,8 @@ mod tests {
         assert!(err(json!({"grpc": {"port": 80}})).contains("grpc"));
         assert!(err(json!({})).contains("exactly one handler"));
         assert!(err(json!({"exec": {"command": []}})).contains("without a command"));
-        let live = ProbeSpec::from_probe(
-            &probe(json!({"tcpSocket": {"port": 1}, "successThreshold": 2})),
-            &c,
-            Kind::Liveness,
-        );
+        let live =
+            ProbeSpec::from_probe(&probe(json!({"tcpSocket": {"port": 1}, "successThreshold": 2})), &c, Kind::Liveness);
         assert!(live.unwrap_err().to_string().contains("successThreshold must be 1"));
     }
 
@@ -377,8 +376,8 @@ mod tests {
         assert_eq!([t.observe(false), t.observe(false), t.observe(false)], [None, None, Some(false)]);
         assert_eq!(t.observe(false), None, "reported once");
 
-        let spec = ProbeSpec::from_probe(&probe(json!({"tcpSocket": {"port": 1}})), &container(), Kind::Liveness)
-            .unwrap();
+        let spec =
+            ProbeSpec::from_probe(&probe(json!({"tcpSocket": {"port": 1}})), &container(), Kind::Liveness).unwrap();
         let mut t = Tracker::new(&spec, Kind::Liveness);
         assert!(t.ok(), "alive until proven otherwise");
         assert_eq!([t.observe(false), t.observe(false), t.observe(false)], [None, None, Some(false)]);

@@ -34,10 +34,10 @@ use super::{Context, ObservedNode, now_time, set_condition};
 use crate::decide::autoscale::{self, PodLoad, Policy, Recommendation, Scale};
 use crate::decide::drain::{self, DrainStep, Draining};
 use crate::decide::health::{self, PodHealth};
+use crate::metrics::FleetGauges;
 use crate::nodes::NodeAddr;
 use crate::render::config::{human_bandwidth, turn_uris, turn_uris_at};
 use crate::render::{self, FIELD_MANAGER, Fleet, Inputs, Names, Object, SecretMaterial};
-use crate::metrics::FleetGauges;
 use crate::{Error, Result};
 
 /// The annotation that makes a ReplicaSet delete the victim first when scaling down.
@@ -584,13 +584,8 @@ async fn reconcile_inner(mc: &MediaCluster, ctx: &Context) -> Result<Action> {
     for (fleet, plan, current, policy) in
         [("sfu", &sfu_plan, sfu_current, &sfu_policy), ("turn", &turn_plan, turn_current, &turn_policy)]
     {
-        let gauges = FleetGauges {
-            desired: plan.rec.desired,
-            current,
-            wanted: plan.rec.raw,
-            min: policy.min,
-            max: policy.max,
-        };
+        let gauges =
+            FleetGauges { desired: plan.rec.desired, current, wanted: plan.rec.raw, min: policy.min, max: policy.max };
         ctx.metrics.fleet(&ns, &name, fleet, gauges);
     }
     ctx.metrics.turn_bandwidth(&ns, &name, bandwidth);
