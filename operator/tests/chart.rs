@@ -449,7 +449,11 @@ fn dashboards_are_well_formed() {
     }
     assert_eq!(
         titles,
-        BTreeSet::from(["Switchyard / Overview".to_owned(), "Switchyard / TURN".to_owned()]),
+        BTreeSet::from([
+            "Switchyard / Operator".to_owned(),
+            "Switchyard / Overview".to_owned(),
+            "Switchyard / TURN".to_owned()
+        ]),
         "the dashboards the README promises"
     );
 }
