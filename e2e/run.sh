@@ -163,22 +163,21 @@ step "CRDs (ours, and the Prometheus Operator's ServiceMonitor)"
 k apply --server-side -f "$ROOT/crds/" -f "$HERE/prometheus/servicemonitor-crd.yaml" >/dev/null
 k wait --for=condition=Established crd --all --timeout=60s >/dev/null
 
+images=()
+E2E_IMAGES=${E2E_IMAGES:-1}
+if [[ $E2E_IMAGES == 1 ]]; then
+  step "images (scripts/images --if-stale: built only when their sources changed; test-images.py)"
+  export SWITCHYARD_IMAGES_DIR=${SWITCHYARD_IMAGES_DIR:-${SWITCHYARD_CACHE:-$HOME/.cache/switchyard}/images}
+  "$ROOT/scripts/images" --if-stale 2>&1 | sed 's/^/[images] /' >&2
+  # the runner scenario's broken and probe images, derived from those
+  python3 "$HERE/test-images.py" "$SWITCHYARD_IMAGES_DIR" "$DIR/test-images" "$BIN/e2e-probe" | sed 's/^/[images] /' >&2
+  images=(--images "$SWITCHYARD_IMAGES_DIR" --images "$DIR/test-images")
+fi
+
 step "pod-runner"
 mkdir -p "$DIR/runner"
 # RUST_LOG reaches the pods (media-node logs nothing below error without it); the
 # runner's own filter is POD_RUNNER_LOG.
-images=()
-E2E_IMAGES=${E2E_IMAGES:-1}
-if [[ $E2E_IMAGES == 1 ]]; then
-  export SWITCHYARD_IMAGES_DIR=${SWITCHYARD_IMAGES_DIR:-${SWITCHYARD_CACHE:-$HOME/.cache/switchyard}/images}
-  t0=$(now)
-  # builds them only when the sources changed since the last build (CI builds them earlier)
-  "$ROOT/scripts/images" --if-stale | sed 's/^/[images] /' >&2
-  say "images: $(elapsed "$t0") s"
-  # the runner scenarios' broken and probe images, derived from those
-  python3 "$HERE/test-images.py" "$SWITCHYARD_IMAGES_DIR" "$DIR/test-images" "$BIN/e2e-probe" | sed 's/^/[images] /' >&2
-  images=(--images "$SWITCHYARD_IMAGES_DIR" --images "$DIR/test-images")
-fi
 RUST_LOG=${RUST_LOG:-info} setsid "$BIN/pod-runner" --kubeconfig "$KUBECONFIG" --state-dir "$DIR/runner" \
   --bin-dir "$BIN" --binary "e2e-probe=$BIN/e2e-probe" "${images[@]}" >"$DIR/runner.log" 2>&1 </dev/null &
 RUNNER_PID=$!
