@@ -50,12 +50,13 @@ TRANSIENT = {
     "SwitchyardOperatorNoLeader":
         "the restarts scenario force-deletes the leader; the standby takes the Lease",
     "SwitchyardRoomsUnschedulable":
-        "the scale scenario's 100 Rooms beyond capacity, the never-starting node's Rooms",
+        "scenarios take capacity away on purpose: the failover scenario kills the hosting "
+        "node, the scale scenario creates 100 Rooms beyond capacity",
     "SwitchyardRoomsPending":
-        "the scale scenario's Rooms beyond capacity",
+        "the Rooms of those scenarios wait for capacity",
     "SwitchyardPlacementSlow":
-        "the scale scenario places 1,000 Rooms at once and the failover scenario re-places "
-        "a Room after its node is killed; with few placements the p99 is the slowest one",
+        "Rooms waiting for capacity in those scenarios are placed late; with few "
+        "placements the p99 is the slowest one",
     "SwitchyardJoinRoutingSlow":
         "joins that wait for a Room's placement or ride out the apiserver restart; with a "
         "handful of joins the p99 is the slowest one",
@@ -63,7 +64,8 @@ TRANSIENT = {
         "reconciles of MediaClusters whose test namespace is being deleted fail (the "
         "apiserver refuses new objects there) until the MediaCluster is gone",
     "SwitchyardReconcileSlow":
-        "MediaCluster reconciles wait for the never-starting node's status endpoint to time out",
+        "one MediaCluster reconcile over 5 s while the autoscale scenario's fleet starts; "
+        "with few reconciles the p99 is the slowest one",
 }
 
 STEP = 5

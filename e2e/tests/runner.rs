@@ -257,7 +257,10 @@ fn hardened(image: &str, extra: Value) -> (Value, Value) {
     (spec, container)
 }
 
-/// Ready condition, container restarts, and the waiting reason of pod `name`.
+/// A condition over the test namespace's pods.
+type PodCheck = Box<dyn Fn(&[std::sync::Arc<Pod>]) -> bool + Send>;
+
+/// Ready condition and container restarts of pod `name`.
 fn pod_state(pods: &[std::sync::Arc<Pod>], name: &str) -> Option<(bool, i32)> {
     let p = pods.iter().find(|p| p.metadata.name.as_deref() == Some(name))?;
     let st = p.status.as_ref()?;
@@ -306,7 +309,7 @@ async fn e2e_runner_images_fail_as_a_real_install_would() -> Result<()> {
         merge(&mut spec, volumes.clone());
         pods.create(&PostParams::default(), &probe_pod(name, "kwok-node-0", spec, container)?).await?;
     }
-    let wait = |what: &'static str, check: Box<dyn Fn(&[std::sync::Arc<Pod>]) -> bool + Send>| {
+    let wait = |what: &'static str, check: PodCheck| {
         let client = client.clone();
         async move {
             switchyard_e2e::wait_pods(
