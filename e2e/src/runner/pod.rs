@@ -225,6 +225,9 @@ enum Exit {
 
 impl Worker {
     async fn run(mut self) {
+        // kwok marked the pod Ready when it made it Running; say at once that it is not,
+        // before the sandbox and the volumes (the probes decide from the first start on).
+        self.report(State::Waiting { reason: "ContainerCreating".into(), message: String::new() }, false);
         let mut backoff = Backoff::default();
         loop {
             if self.stopping() {
