@@ -6,10 +6,13 @@
 //!   volumes mounted at their paths, env and args from the pod spec, service-account
 //!   token, restarts, graceful termination).
 //! - [`support`]: what the scenario tests in `tests/` share.
+//! - [`prom`]: scrape targets from the ServiceMonitors the operator and the chart create,
+//!   for the Prometheus `run.sh` starts (`prom-targets`).
 //!
 //! `e2e/run.sh` builds everything, starts the cluster and the runner, installs the
 //! operator and runs `cargo test -p switchyard-e2e --tests -- --ignored`.
 
+pub mod prom;
 pub mod runner;
 pub mod support;
 

@@ -140,6 +140,182 @@ where
     }
 }
 
+/// How long a state-following wait may take: it fails when what it watches has not
+/// changed for `stall` (nothing is happening), or after `limit` in all (something keeps
+/// changing without getting there). A loaded machine makes each step slower, not
+/// absent, so `stall` is what catches a stuck cluster.
+#[derive(Clone, Copy, Debug)]
+pub struct Patience {
+    /// Longest time without any change of the observed state.
+    pub stall: Duration,
+    /// Longest time in all.
+    pub limit: Duration,
+}
+
+impl Patience {
+    /// Waits for pods the operator creates: 90 s without progress, 10 min in all.
+    pub const PODS: Patience = Patience { stall: Duration::from_secs(90), limit: Duration::from_secs(600) };
+}
+
+/// One line per pod: name, phase, IP, readiness, restarts, the container's waiting reason.
+pub fn describe_pods(pods: &[std::sync::Arc<Pod>]) -> String {
+    if pods.is_empty() {
+        return "no pods".into();
+    }
+    let mut lines: Vec<String> = pods
+        .iter()
+        .map(|p| {
+            let st = p.status.as_ref();
+            let ready = st
+                .and_then(|s| s.conditions.as_ref())
+                .and_then(|cs| cs.iter().find(|c| c.type_ == "Ready"))
+                .map_or("-", |c| c.status.as_str());
+            let cs = st.and_then(|s| s.container_statuses.as_ref()).and_then(|c| c.first());
+            let waiting = cs
+                .and_then(|c| c.state.as_ref())
+                .and_then(|s| s.waiting.as_ref())
+                .and_then(|w| w.reason.clone())
+                .map(|r| format!(" waiting={r}"))
+                .unwrap_or_default();
+            format!(
+                "{} {}{} ip={} ready={ready} restarts={}{waiting}{}",
+                p.metadata.name.as_deref().unwrap_or("?"),
+                st.and_then(|s| s.phase.as_deref()).unwrap_or("(no phase)"),
+                if p.spec.as_ref().and_then(|s| s.node_name.as_ref()).is_none() { " (unscheduled)" } else { "" },
+                st.and_then(|s| s.pod_ip.as_deref()).unwrap_or("-"),
+                cs.map_or(0, |c| c.restart_count),
+                if p.metadata.deletion_timestamp.is_some() { " (terminating)" } else { "" },
+            )
+        })
+        .collect();
+    lines.sort();
+    lines.join("; ")
+}
+
+/// Watch the pods matching `selector` in `namespace` until `check` over them returns a
+/// value. Evaluated on every watch event (and every second, for time-based checks); on
+/// failure the error names `what`, how it stopped (stalled or over the limit) and the
+/// pods as last seen, plus `context()`'s text (such as the owning workloads' status).
+pub async fn wait_pods<T, F, C, Fut>(
+    client: &Client,
+    namespace: &str,
+    selector: &str,
+    what: &str,
+    patience: Patience,
+    mut check: F,
+    context: C,
+) -> Result<T>
+where
+    F: FnMut(&[std::sync::Arc<Pod>]) -> Option<T>,
+    C: Fn() -> Fut,
+    Fut: Future<Output = String>,
+{
+    use futures::StreamExt;
+    use kube::runtime::{WatchStreamExt, reflector, watcher};
+    let api: Api<Pod> = Api::namespaced(client.clone(), namespace);
+    let (store, writer) = reflector::store();
+    let stream =
+        reflector::reflector(writer, watcher(api, watcher::Config::default().labels(selector)).default_backoff());
+    let mut stream = std::pin::pin!(stream);
+    let start = Instant::now();
+    let mut last = String::from("(no listing yet)");
+    let mut changed = Instant::now();
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tokio::select! {
+            ev = stream.next() => if ev.is_none() { bail!("the pod watch for {what} ended") },
+            _ = tick.tick() => {}
+        }
+        if tokio::time::timeout(Duration::ZERO, store.wait_until_ready()).await.is_err() {
+            continue; // before the first listing, no pods means nothing yet
+        }
+        let mut pods = store.state();
+        pods.sort_by(|a, b| a.metadata.name.cmp(&b.metadata.name));
+        if let Some(v) = check(&pods) {
+            return Ok(v);
+        }
+        let now = describe_pods(&pods);
+        if now != last {
+            last = now;
+            changed = Instant::now();
+        }
+        let stalled = changed.elapsed() >= patience.stall;
+        if stalled || start.elapsed() >= patience.limit {
+            let how = if stalled {
+                format!("nothing changed for {:?}", patience.stall)
+            } else {
+                format!("still changing after {:?}", patience.limit)
+            };
+            bail!(
+                "gave up waiting for {what} after {:.0?} ({how}); pods {selector}: {last}; {}",
+                start.elapsed(),
+                context().await
+            );
+        }
+    }
+}
+
+/// What the fleets of the MediaCluster(s) in `namespace` look like: the workloads'
+/// replica counts and the MediaClusters' conditions; the context of a failed pod wait.
+pub async fn describe_fleets(client: &Client, namespace: &str) -> String {
+    use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
+    use kube::api::{ApiResource, DynamicObject, GroupVersionKind};
+    let mut out = Vec::new();
+    match Api::<Deployment>::namespaced(client.clone(), namespace).list(&ListParams::default()).await {
+        Ok(list) => out.extend(list.items.iter().map(|d| {
+            let st = d.status.clone().unwrap_or_default();
+            format!(
+                "Deployment {}: spec {} replicas {} ready {} available {}",
+                d.metadata.name.as_deref().unwrap_or("?"),
+                d.spec.replicas.unwrap_or(1),
+                st.replicas.unwrap_or(0),
+                st.ready_replicas.unwrap_or(0),
+                st.available_replicas.unwrap_or(0)
+            )
+        })),
+        Err(e) => out.push(format!("Deployments: {e}")),
+    }
+    match Api::<StatefulSet>::namespaced(client.clone(), namespace).list(&ListParams::default()).await {
+        Ok(list) => out.extend(list.items.iter().map(|s| {
+            let st = s.status.clone().unwrap_or_default();
+            format!(
+                "StatefulSet {}: spec {} replicas {} ready {}",
+                s.metadata.name.as_deref().unwrap_or("?"),
+                s.spec.replicas.unwrap_or(1),
+                st.replicas,
+                st.ready_replicas.unwrap_or(0)
+            )
+        })),
+        Err(e) => out.push(format!("StatefulSets: {e}")),
+    }
+    let ar = ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk("switchyard.dev", "v1alpha1", "MediaCluster"),
+        "mediaclusters",
+    );
+    match Api::<DynamicObject>::namespaced_with(client.clone(), namespace, &ar).list(&ListParams::default()).await {
+        Ok(list) => out.extend(list.items.iter().map(|mc| {
+            let conds: Vec<String> = mc.data["status"]["conditions"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|c| format!("{}={} ({}: {})", c["type"], c["status"], c["reason"], c["message"]).replace('"', ""))
+                .collect();
+            format!("MediaCluster {}: {}", mc.metadata.name.as_deref().unwrap_or("?"), conds.join(", "))
+        })),
+        Err(e) => out.push(format!("MediaClusters: {e}")),
+    }
+    out.join("; ")
+}
+
+/// The running pods (with an IP, not terminating) among `pods`, as `(name, IP)`.
+pub fn running_ips(pods: &[std::sync::Arc<Pod>]) -> Vec<(String, IpAddr)> {
+    pods.iter()
+        .filter(|p| p.metadata.deletion_timestamp.is_none())
+        .filter(|p| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running"))
+        .filter_map(|p| Some((p.metadata.name.clone()?, pod_ip(p)?)))
+        .collect()
+}
+
 /// A namespace for one test, deleted by [`TestNamespace::delete`] (a failed test leaves it
 /// for inspection; `run.sh` tears the cluster down anyway).
 #[derive(Clone)]

@@ -33,7 +33,10 @@ use rustix::process::{Pid, Signal, kill_process};
 use serde_json::json;
 use switchyard_api::MediaCluster;
 use switchyard_api::node::TurnNodeStatus;
-use switchyard_e2e::support::{Env, TestNamespace, http_get, pod_ip, pod_ips, secret_data, wait_for};
+use switchyard_e2e::support::{
+    Env, Patience, TestNamespace, describe_fleets, http_get, pod_ip, pod_ips, running_ips, secret_data, wait_for,
+    wait_pods,
+};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
 use tokio::process::Command;
 use tokio::task::JoinHandle;
@@ -365,9 +368,15 @@ impl Fixture {
         });
         let api: Api<MediaCluster> = Api::namespaced(client.clone(), n);
         api.patch(CLUSTER, &PatchParams::apply("e2e").force(), &Patch::Apply(&mc)).await?;
-        let turn = wait_for("the turn pod", Duration::from_secs(90), || async {
-            Ok(pod_ips(&client, n, &selector()).await?.into_iter().next())
-        })
+        let turn = wait_pods(
+            &client,
+            n,
+            &selector(),
+            "the turn pod",
+            Patience::PODS,
+            |p| running_ips(p).into_iter().next(),
+            || describe_fleets(&client, n),
+        )
         .await?;
         wait_for(&format!("{} ready on {}", turn.0, turn.1), Duration::from_secs(60), || async {
             Ok((http_get(turn.1, ADMIN_PORT, "/readyz").await?.status == 200).then_some(()))

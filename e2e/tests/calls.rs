@@ -21,7 +21,10 @@ use switchyard_api::signal::{ErrorCode, LeaveReason, ServerMessage, TrackKind};
 use switchyard_api::token::{Claims, Grants, mint};
 use switchyard_api::webhook::{EventKind, WebhookEvent};
 use switchyard_api::{MediaCluster, Room};
-use switchyard_e2e::support::{Env, TestNamespace, http_get, merge, pod_ips, secret_data, wait_for};
+use switchyard_e2e::support::{
+    Env, Patience, TestNamespace, describe_fleets, http_get, merge, pod_ips, running_ips, secret_data, wait_for,
+    wait_pods,
+};
 
 const CLUSTER: &str = "edge";
 const SIGNALING_PORT: u16 = 7880;
@@ -71,16 +74,32 @@ impl Fixture {
         api.patch(CLUSTER, &PatchParams::apply("e2e").force(), &Patch::Apply(&mc)).await?;
 
         let n = &ns.name;
-        let turn = wait_for("the turn pod", Duration::from_secs(120), || async {
-            Ok(pod_ips(&client, n, &selector("turn")).await?.into_iter().next())
-        })
+        let fleets = || describe_fleets(&client, n);
+        let turn = wait_pods(
+            &client,
+            n,
+            &selector("turn"),
+            "the turn pod",
+            Patience::PODS,
+            |p| running_ips(p).into_iter().next(),
+            fleets,
+        )
         .await?;
         let patch = json!({ "spec": { "turn": { "service": { "externalAddresses": [turn.1.to_string()] } } } });
         api.patch(CLUSTER, &PatchParams::default(), &Patch::Merge(&patch)).await?;
-        let pods = wait_for(&format!("{sfu} sfu pods"), Duration::from_secs(90), || async {
-            let p = pod_ips(&client, n, &selector("sfu")).await?;
-            Ok((p.len() == sfu).then_some(p))
-        })
+        let what = format!("{sfu} sfu pods");
+        let pods = wait_pods(
+            &client,
+            n,
+            &selector("sfu"),
+            &what,
+            Patience::PODS,
+            |p| {
+                let p = running_ips(p);
+                (p.len() == sfu).then_some(p)
+            },
+            fleets,
+        )
         .await?;
         for (name, ip) in pods.iter().chain([&turn]) {
             wait_for(&format!("{name} ready on {ip}"), Duration::from_secs(60), || async {

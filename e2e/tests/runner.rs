@@ -240,3 +240,137 @@ async fn e2e_runner_restarts_and_terminates_like_a_kubelet() -> Result<()> {
 
     ns.delete().await
 }
+
+/// The pod- and container-level securityContext the chart and the operator render.
+fn hardened(image: &str, extra: Value) -> (Value, Value) {
+    let spec = json!({"securityContext": {
+        "runAsNonRoot": true, "runAsUser": 65532, "runAsGroup": 65532, "fsGroup": 65532
+    }, "terminationGracePeriodSeconds": 1});
+    let mut container = json!({
+        "image": image,
+        "args": ["--listen", "0.0.0.0:8080"],
+        "securityContext": {
+            "allowPrivilegeEscalation": false, "readOnlyRootFilesystem": true, "capabilities": {"drop": ["ALL"]}
+        }
+    });
+    merge(&mut container, extra);
+    (spec, container)
+}
+
+/// A condition over the test namespace's pods.
+type PodCheck = Box<dyn Fn(&[std::sync::Arc<Pod>]) -> bool + Send>;
+
+/// Ready condition and container restarts of pod `name`.
+fn pod_state(pods: &[std::sync::Arc<Pod>], name: &str) -> Option<(bool, i32)> {
+    let p = pods.iter().find(|p| p.metadata.name.as_deref() == Some(name))?;
+    let st = p.status.as_ref()?;
+    let ready = st.conditions.iter().flatten().any(|c| c.type_ == "Ready" && c.status == "True");
+    let restarts = st.container_statuses.iter().flatten().next().map_or(0, |c| c.restart_count);
+    Some((ready, restarts))
+}
+
+#[tokio::test]
+#[ignore = "needs the e2e cluster: e2e/run.sh"]
+async fn e2e_runner_images_fail_as_a_real_install_would() -> Result<()> {
+    let env = Env::from_env()?;
+    if std::env::var("E2E_IMAGES").as_deref() != Ok("1") {
+        println!("skipped: pods run binaries, not images (E2E_IMAGES=0)");
+        return Ok(());
+    }
+    let client = env.client().await?;
+    let ns = TestNamespace::create(&client, "images").await?;
+    let n = ns.name.as_str();
+    let pods: Api<Pod> = Api::namespaced(client.clone(), n);
+    let image = |name: &str| format!("e2e.switchyard.dev/{name}:test");
+    let tmp = json!({"volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}]});
+    let volumes = json!({"volumes": [{"name": "tmp", "emptyDir": {}}]});
+    let ready_probe = json!({"readinessProbe": {"httpGet": {"path": "/healthz", "port": 8080}, "periodSeconds": 1}});
+    let cases = [
+        ("wrong-entrypoint", image("e2e-wrong-entrypoint"), json!({})),
+        ("missing-library", image("e2e-missing-library"), json!({})),
+        ("probe", image("e2e-probe-image"), {
+            let mut c = tmp.clone();
+            merge(&mut c, ready_probe.clone());
+            c
+        }),
+        (
+            "wrong-readiness-port",
+            image("e2e-probe-image"),
+            json!({"readinessProbe": {"httpGet": {"path": "/healthz", "port": 8081}, "periodSeconds": 1, "failureThreshold": 1}}),
+        ),
+        (
+            "wrong-liveness-port",
+            image("e2e-probe-image"),
+            json!({"livenessProbe": {"tcpSocket": {"port": 8082}, "periodSeconds": 1, "failureThreshold": 2}}),
+        ),
+    ];
+    for (name, img, extra) in &cases {
+        let (mut spec, container) = hardened(img, extra.clone());
+        merge(&mut spec, volumes.clone());
+        pods.create(&PostParams::default(), &probe_pod(name, "kwok-node-0", spec, container)?).await?;
+    }
+    let wait = |what: &'static str, check: PodCheck| {
+        let client = client.clone();
+        async move {
+            switchyard_e2e::wait_pods(
+                &client,
+                n,
+                "app=probe",
+                what,
+                switchyard_e2e::Patience::PODS,
+                |p| check(p).then_some(()),
+                || async { String::new() },
+            )
+            .await
+        }
+    };
+
+    // The image runs as the chart asks: user 65532, no capabilities, no new privileges,
+    // a read-only root with writable volumes; its readiness probe makes it Ready.
+    let ip = probe_up(&client, &env, n, "probe").await?;
+    let status = get(ip, "/file/proc/self/status").await?;
+    let field = |k: &str| status.lines().find_map(|l| l.strip_prefix(k)).map(str::trim).unwrap_or_default().to_owned();
+    assert!(field("Uid:").split_whitespace().all(|u| u == "65532"), "Uid: {}", field("Uid:"));
+    assert!(field("Gid:").split_whitespace().all(|g| g == "65532"), "Gid: {}", field("Gid:"));
+    assert_eq!(field("Groups:"), "65532");
+    // (the bounding set stays full: see e2e/README.md; with no_new_privs nothing regains
+    // a capability through it)
+    for cap in ["CapInh:", "CapPrm:", "CapEff:", "CapAmb:"] {
+        assert_eq!(field(cap), "0000000000000000", "{cap}");
+    }
+    assert_eq!(field("NoNewPrivs:"), "1");
+    let root = http_get(ip, PORT, "/write/etc/written").await?;
+    assert_eq!(root.status, 500, "a write to the root filesystem must fail: {}", root.body);
+    assert!(root.body.contains("Read-only file system"), "{}", root.body);
+    assert_eq!(get(ip, "/write/tmp/written").await?, "/tmp/written: written", "the emptyDir is writable");
+    wait("probe Ready (readiness probe passes)", Box::new(|p| pod_state(p, "probe").is_some_and(|s| s.0))).await?;
+
+    // A wrong entrypoint and a missing library: the container exits at once, again and
+    // again; the pod never becomes Ready and its restarts are counted.
+    for (name, says) in [("wrong-entrypoint", "/usr/local/bin/turn-nod"), ("missing-library", "libgcc_s.so.1")] {
+        log_says(&env, n, name, says).await?;
+        log_says(&env, n, name, "runner: exited: exit code 127").await?;
+    }
+    wait(
+        "the broken images restarting, not Ready",
+        Box::new(|p| {
+            ["wrong-entrypoint", "missing-library"].iter().all(|n| pod_state(p, n).is_some_and(|(r, c)| !r && c >= 1))
+        }),
+    )
+    .await?;
+
+    // A readiness probe on the wrong port keeps the pod out of Ready although it runs; a
+    // liveness probe on the wrong port restarts it.
+    let wrong = probe_up(&client, &env, n, "wrong-readiness-port").await?;
+    log_says(&env, n, "wrong-readiness-port", "Readiness probe failed").await?;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let now: Vec<_> = pods.list(&Default::default()).await?.items.into_iter().map(std::sync::Arc::new).collect();
+    assert_eq!(pod_state(&now, "wrong-readiness-port"), Some((false, 0)), "runs ({wrong} answers) but not Ready");
+    log_says(&env, n, "wrong-liveness-port", "liveness probe failed 2 times: killing the container").await?;
+    wait(
+        "wrong-liveness-port restarted by its liveness probe",
+        Box::new(|p| pod_state(p, "wrong-liveness-port").is_some_and(|(_, c)| c >= 1)),
+    )
+    .await?;
+    ns.delete().await
+}

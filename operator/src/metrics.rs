@@ -9,6 +9,8 @@
 //! | `switchyard_operator_placements_total` | counter | `result` (`scheduled`, `unschedulable`) |
 //! | `switchyard_operator_autoscaler_desired_replicas` | gauge | `namespace`, `cluster`, `fleet` |
 //! | `switchyard_operator_autoscaler_current_replicas` | gauge | `namespace`, `cluster`, `fleet` |
+//! | `switchyard_operator_autoscaler_wanted_replicas` | gauge | `namespace`, `cluster`, `fleet` (what the load asks for, before the bounds) |
+//! | `switchyard_operator_autoscaler_min_replicas`, `_max_replicas` | gauge | `namespace`, `cluster`, `fleet` (the spec's bounds) |
 //! | `switchyard_operator_turn_bandwidth_bits_per_second` | gauge | `namespace`, `cluster` |
 //! | `switchyard_operator_leader` | gauge | — (1 while this replica leads) |
 //!
@@ -69,6 +71,9 @@ pub struct Metrics {
     placements: Family<ResultLabel, Counter>,
     desired: Family<FleetLabels, Gauge>,
     current: Family<FleetLabels, Gauge>,
+    wanted: Family<FleetLabels, Gauge>,
+    min: Family<FleetLabels, Gauge>,
+    max: Family<FleetLabels, Gauge>,
     turn_bandwidth: Family<ClusterLabels, Gauge>,
     leader: Gauge,
 }
@@ -103,6 +108,16 @@ impl Metrics {
         registry.register("autoscaler_desired_replicas", "Replicas the autoscaler wants", desired.clone());
         let current = Family::<FleetLabels, Gauge>::default();
         registry.register("autoscaler_current_replicas", "Replicas the workload has", current.clone());
+        let wanted = Family::<FleetLabels, Gauge>::default();
+        registry.register(
+            "autoscaler_wanted_replicas",
+            "Replicas the load asks for, before tolerance and the min/max bounds",
+            wanted.clone(),
+        );
+        let min = Family::<FleetLabels, Gauge>::default();
+        registry.register("autoscaler_min_replicas", "The fleet's lower replica bound", min.clone());
+        let max = Family::<FleetLabels, Gauge>::default();
+        registry.register("autoscaler_max_replicas", "The fleet's upper replica bound", max.clone());
         let turn_bandwidth = Family::<ClusterLabels, Gauge>::default();
         registry.register(
             "turn_bandwidth_bits_per_second",
@@ -120,6 +135,9 @@ impl Metrics {
             placements,
             desired,
             current,
+            wanted,
+            min,
+            max,
             turn_bandwidth,
             leader,
         }
@@ -155,10 +173,13 @@ impl Metrics {
     }
 
     /// Autoscaler state of one fleet.
-    pub fn fleet(&self, namespace: &str, cluster: &str, fleet: &'static str, desired: i64, current: i64) {
+    pub fn fleet(&self, namespace: &str, cluster: &str, fleet: &'static str, state: FleetGauges) {
         let l = FleetLabels { namespace: namespace.into(), cluster: cluster.into(), fleet };
-        self.desired.get_or_create(&l).set(desired);
-        self.current.get_or_create(&l).set(current);
+        self.desired.get_or_create(&l).set(state.desired.into());
+        self.current.get_or_create(&l).set(state.current.into());
+        self.wanted.get_or_create(&l).set(state.wanted.into());
+        self.min.get_or_create(&l).set(state.min.into());
+        self.max.get_or_create(&l).set(state.max.into());
     }
 
     /// TURN bandwidth of one cluster.
@@ -179,6 +200,22 @@ impl Metrics {
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
         out
     }
+}
+
+/// One fleet's autoscaler figures, as [`Metrics::fleet`] exports them.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FleetGauges {
+    /// The replica count the autoscaler wants now (within the bounds).
+    pub desired: u32,
+    /// The workload's replica count.
+    pub current: u32,
+    /// What the load asks for before tolerance and clamping: above `max`, the fleet is
+    /// too small for its load and cannot grow.
+    pub wanted: u32,
+    /// `spec.<fleet>.replicas.min`.
+    pub min: u32,
+    /// `spec.<fleet>.replicas.max`.
+    pub max: u32,
 }
 
 /// Records a reconcile's duration when dropped, whichever way the reconcile returns.
@@ -209,7 +246,7 @@ mod tests {
         m.set_rooms(&[("Scheduled", 3)]);
         m.placed(true, Some(0.2));
         m.placed(false, None);
-        m.fleet("media", "edge", "turn", 4, 2);
+        m.fleet("media", "edge", "turn", FleetGauges { desired: 4, current: 2, wanted: 9, min: 1, max: 4 });
         m.turn_bandwidth("media", "edge", 12_500_000);
         m.set_leader(true);
         let text = m.encode();
@@ -222,6 +259,9 @@ mod tests {
             r#"switchyard_operator_placements_total{result="unschedulable"} 1"#,
             r#"switchyard_operator_autoscaler_desired_replicas{namespace="media",cluster="edge",fleet="turn"} 4"#,
             r#"switchyard_operator_autoscaler_current_replicas{namespace="media",cluster="edge",fleet="turn"} 2"#,
+            r#"switchyard_operator_autoscaler_wanted_replicas{namespace="media",cluster="edge",fleet="turn"} 9"#,
+            r#"switchyard_operator_autoscaler_min_replicas{namespace="media",cluster="edge",fleet="turn"} 1"#,
+            r#"switchyard_operator_autoscaler_max_replicas{namespace="media",cluster="edge",fleet="turn"} 4"#,
             r#"switchyard_operator_turn_bandwidth_bits_per_second{namespace="media",cluster="edge"} 12500000"#,
             "switchyard_operator_leader 1",
         ] {

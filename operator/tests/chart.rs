@@ -124,7 +124,7 @@ async fn exported_series() -> BTreeMap<&'static str, BTreeSet<String>> {
     operator.reconciled("room", "ok");
     operator.set_rooms(&[("Pending", 0)]);
     operator.placed(true, Some(0.1));
-    operator.fleet("media", "edge", "turn", 1, 1);
+    operator.fleet("media", "edge", "turn", switchyard_operator::metrics::FleetGauges::default());
     operator.turn_bandwidth("media", "edge", 0);
     operator.set_leader(false);
     let operator = series_names(&operator.encode());
@@ -449,7 +449,11 @@ fn dashboards_are_well_formed() {
     }
     assert_eq!(
         titles,
-        BTreeSet::from(["Switchyard / Overview".to_owned(), "Switchyard / TURN".to_owned()]),
+        BTreeSet::from([
+            "Switchyard / Operator".to_owned(),
+            "Switchyard / Overview".to_owned(),
+            "Switchyard / TURN".to_owned()
+        ]),
         "the dashboards the README promises"
     );
 }

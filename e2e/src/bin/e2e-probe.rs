@@ -3,7 +3,8 @@
 //!
 //! `GET /healthz`, `/env` (`K=V` lines), `/hostname`, `/file/<absolute path>`,
 //! `/whoami` (a SelfSubjectReview with the in-cluster config: the pod's own token),
-//! `/exit/<code>` (answers, then exits). Listens on `--listen` (default `0.0.0.0:8080`).
+//! `/write/<absolute path>` (creates the file: 200, or 500 with the error, such as a
+//! read-only file system), `/exit/<code>` (answers, then exits). Listens on `--listen` (default `0.0.0.0:8080`).
 //! SIGTERM exits 0 unless `PROBE_IGNORE_SIGTERM=1`; every request and signal is logged
 //! to stdout.
 
@@ -95,6 +96,12 @@ async fn route(path: &str) -> (&'static str, String, Option<i32>) {
         return match std::fs::read_to_string(file) {
             Ok(t) => (OK, t, None),
             Err(e) => (NOT_FOUND, format!("{file}: {e}"), None),
+        };
+    }
+    if let Some(file) = path.strip_prefix("/write") {
+        return match std::fs::write(file, b"written by e2e-probe\n") {
+            Ok(()) => (OK, format!("{file}: written"), None),
+            Err(e) => (ERROR, format!("{file}: {e}"), None),
         };
     }
     if path == "/whoami" {

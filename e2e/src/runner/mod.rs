@@ -11,8 +11,10 @@
 //!                                                         ▼
 //!                              one Worker per pod uid (pod.rs): netns with the pod IP
 //!                              (net.rs), volumes (volumes.rs), env/args (env.rs,
-//!                              expand.rs), mounts + argv (launch.rs), restarts,
-//!                              SIGTERM/SIGKILL on deletion
+//!                              expand.rs), mounts + argv (launch.rs), the image's
+//!                              root and securityContext (oci.rs), probes (probe.rs),
+//!                              pod status (status.rs), restarts, SIGTERM/SIGKILL on
+//!                              deletion
 //! ```
 //!
 //! Pure parts (decide, env, expand, image, launch, volumes' content) are unit-tested;
@@ -26,6 +28,8 @@ pub mod launch;
 pub mod net;
 pub mod oci;
 mod pod;
+pub mod probe;
+pub mod status;
 pub mod volumes;
 
 use std::collections::{HashMap, HashSet};
@@ -95,9 +99,9 @@ pub struct Args {
     /// A directory of OCI archives (`<image-name>.tar`, as `scripts/images` writes them):
     /// containers of those images run from the image's root filesystem, with its
     /// entrypoint, environment and user, under the pod's securityContext, instead of a
-    /// binary on the host.
+    /// binary on the host. Repeatable; a later directory's image of the same name wins.
     #[arg(long)]
-    pub images: Option<PathBuf>,
+    pub images: Vec<PathBuf>,
     /// KUBERNETES_SERVICE_HOST for pods; default: the kubeconfig server's host.
     #[arg(long)]
     pub api_host: Option<String>,
@@ -127,10 +131,10 @@ impl Args {
                 .ok_or_else(|| Error::Setup("--bin-dir: cannot find the runner's own directory".into()))?,
         };
         let mut binaries = BinaryMap::new(&bin_dir, &self.binaries).map_err(Error::Setup)?;
-        let images = match &self.images {
-            Some(dir) => oci::unpack_dir(dir, &self.state_dir.join("images"))?,
-            None => Default::default(),
-        };
+        let mut images = std::collections::BTreeMap::new();
+        for dir in &self.images {
+            images.extend(oci::unpack_dir(dir, &self.state_dir.join("images"))?);
+        }
         for image in images.values() {
             tracing::info!("image {} {} unpacked at {}", image.name, image.digest, image.rootfs.display());
             binaries.set(&image.name, image.rootfs.clone());

@@ -3,10 +3,15 @@
 //! ```text
 //! sandbox (netns) ─► prepare (tokens, volumes, env, argv) ─► spawn ─► supervise ─┐
 //!        ▲ retried with backoff      ▲                                           │
-//!        │                           └── exited: restart after backoff ◄────────┤
-//!        │                                   (volumes re-synced every second)    │
+//!        │                           └── exited (or killed by its liveness ◄────┤
+//!        │                               probe): restart after backoff           │
+//!        │                               (volumes re-synced every second,        │
+//!        │                                probes run on their periods)           │
 //!        └── stop requested at any point: SIGTERM, SIGKILL at the deadline ◄────┘
 //! ```
+//!
+//! Every change of readiness, state or restart count goes to the pod's status (one
+//! writer task per pod, newest report wins; see status.rs).
 
 use std::collections::BTreeMap;
 use std::fs::OpenOptions;
@@ -22,6 +27,7 @@ use k8s_openapi::api::core::v1::{ConfigMap, Node, Pod, Secret, ServiceAccount};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use kube::Client;
 use kube::api::{Api, PostParams};
+use kube::api::{Patch, PatchParams};
 use kube::runtime::reflector::{ObjectRef, Store};
 use rustix::process::{Pid, Signal, kill_process};
 use tokio::process::{Child, Command};
@@ -36,6 +42,8 @@ use super::launch::{
 };
 use super::net::{self, Sandbox};
 use super::oci::{Image, Security, container_argv, image_env, security};
+use super::probe::{self, ExecTarget, Kind, ProbeSpec, Tracker};
+use super::status::{self, Report, State, Terminated};
 use super::volumes::{Content, Payload, TokenKey, tokens_needed, volume_content, write_atomic};
 
 /// What every worker shares.
@@ -116,6 +124,7 @@ pub(crate) fn spawn(
 ) -> Handle {
     let (pod_tx, pod_rx) = watch::channel(pod.clone());
     let (stop_tx, stop_rx) = watch::channel(None);
+    let (status_tx, status_rx) = watch::channel(None);
     let uid = pod.metadata.uid.clone().unwrap_or_default();
     let ns = pod.metadata.namespace.clone().unwrap_or_default();
     let name = pod.metadata.name.clone().unwrap_or_default();
@@ -129,7 +138,14 @@ pub(crate) fn spawn(
         .and_then(|s| s.containers.first())
         .and_then(|c| c.image.as_deref())
         .and_then(|i| shared.images.get(super::image::image_name(i)).cloned());
+    tokio::spawn(write_status(shared.client.clone(), ns.clone(), name.clone(), status_rx));
     let worker = Worker {
+        status_tx,
+        probes: Vec::new(),
+        ready: false,
+        ready_since: now_rfc3339(),
+        restart_count: 0,
+        last_term: None,
         image,
         security: None,
         dir: shared.state_dir.join("pods").join(format!("{ns}_{name}_{uid}")),
@@ -154,6 +170,17 @@ pub(crate) fn spawn(
 }
 
 struct Worker {
+    /// Reports for the pod's status writer.
+    status_tx: watch::Sender<Option<Report>>,
+    /// The container's probes (decided in `prepare`).
+    probes: Vec<(Kind, ProbeSpec)>,
+    /// Ready as last reported, and since when.
+    ready: bool,
+    ready_since: String,
+    /// Restarts so far (a start after the first is one).
+    restart_count: u32,
+    /// How the previous run ended.
+    last_term: Option<Terminated>,
     /// The image the container runs from; `None`: the binary runs on the host's root.
     image: Option<Arc<Image>>,
     /// How the image container runs (decided in `prepare`).
@@ -185,11 +212,12 @@ struct CachedToken {
 struct Launch {
     argv: Vec<String>,
     env: EnvList,
-    args: Vec<String>,
+    /// The container's own argv (binary or entrypoint, then arguments), for the log.
+    shown: Vec<String>,
 }
 
 enum Exit {
-    /// The process ended on its own.
+    /// The process ended on its own (or its liveness probe had it killed).
     Exited(ExitStatus),
     /// The runner stopped it.
     Stopped(ExitStatus),
@@ -197,6 +225,9 @@ enum Exit {
 
 impl Worker {
     async fn run(mut self) {
+        // kwok marked the pod Ready when it made it Running; say at once that it is not,
+        // before the sandbox and the volumes (the probes decide from the first start on).
+        self.report(State::Waiting { reason: "ContainerCreating".into(), message: String::new() }, false);
         let mut backoff = Backoff::default();
         loop {
             if self.stopping() {
@@ -218,6 +249,10 @@ impl Worker {
             let launch = match self.prepare().await {
                 Ok(l) => l,
                 Err(e) => {
+                    self.report(
+                        State::Waiting { reason: "CreateContainerConfigError".into(), message: e.to_string() },
+                        false,
+                    );
                     self.error("cannot start", &e);
                     if self.sleep_or_stop(backoff.delay(Duration::ZERO)).await {
                         break;
@@ -226,9 +261,14 @@ impl Worker {
                 }
             };
             starts += 1;
+            self.restart_count = starts - 1;
             let mut child = match self.start(&launch, starts) {
                 Ok(c) => c,
                 Err(e) => {
+                    self.report(
+                        State::Waiting { reason: "CreateContainerError".into(), message: e.to_string() },
+                        false,
+                    );
                     self.error("spawn", &e);
                     if self.sleep_or_stop(backoff.delay(Duration::ZERO)).await {
                         break;
@@ -237,7 +277,8 @@ impl Worker {
                 }
             };
             let started = Instant::now();
-            let status = match self.supervise(&mut child).await {
+            let started_at = now_rfc3339();
+            let status = match self.supervise(&mut child, &started_at).await {
                 Exit::Stopped(status) => {
                     let msg = format!("stopped: {} after {:.1?}", describe(status), started.elapsed());
                     self.note(&msg);
@@ -247,18 +288,52 @@ impl Worker {
             };
             let ran = started.elapsed();
             let pod = self.pod_rx.borrow().clone();
+            let term = {
+                use std::os::unix::process::ExitStatusExt;
+                status::terminated(status.code(), status.signal(), started_at, now_rfc3339())
+            };
             if !restarts(&pod, status.success()) {
                 self.note(&format!("exited: {} after {ran:.1?}; restartPolicy: no restart", describe(status)));
+                self.report(State::Terminated(term), false);
                 self.sleep_or_stop(Duration::MAX).await;
                 break;
             }
+            self.last_term = Some(term);
             let delay = backoff.delay(ran);
+            self.report(
+                State::Waiting {
+                    reason: "CrashLoopBackOff".into(),
+                    message: format!("back-off {delay:?} restarting failed container"),
+                },
+                false,
+            );
             self.note(&format!("exited: {} after {ran:.1?}; restart #{starts} in {delay:?}", describe(status)));
             if self.sleep_or_stop(delay).await {
                 break;
             }
         }
         self.cleanup().await;
+    }
+
+    /// Send the pod's status as it stands, with `state` and readiness `ready`.
+    fn report(&mut self, state: State, ready: bool) {
+        if ready != self.ready {
+            self.ready = ready;
+            self.ready_since = now_rfc3339();
+        }
+        let pod = self.pod_rx.borrow().clone();
+        let container = pod.spec.as_ref().and_then(|s| s.containers.first());
+        let report = Report {
+            container: container.map(|c| c.name.clone()).unwrap_or_default(),
+            image: container.and_then(|c| c.image.clone()).unwrap_or_default(),
+            image_id: self.image.as_ref().map(|i| format!("{}@{}", i.name, i.digest)).unwrap_or_default(),
+            state,
+            ready,
+            ready_since: self.ready_since.clone(),
+            restart_count: self.restart_count,
+            last: self.last_term.clone(),
+        };
+        self.status_tx.send_replace(Some(report));
     }
 
     fn error(&mut self, what: &str, e: &Error) {
@@ -341,6 +416,13 @@ impl Worker {
             None => None,
         };
         self.security = image_security.clone();
+        let mut probes = Vec::new();
+        for (kind, p) in [(Kind::Readiness, &container.readiness_probe), (Kind::Liveness, &container.liveness_probe)] {
+            if let Some(p) = p {
+                probes.push((kind, ProbeSpec::from_probe(p, container, kind)?));
+            }
+        }
+        self.probes = probes;
         let contents = self.sync_volumes(&pod).await?;
         let name = pod.metadata.name.as_deref().unwrap_or_default();
         let host = hostname(name, spec.hostname.as_deref());
@@ -365,16 +447,17 @@ impl Worker {
         let env = resolve_env(&pod, container, &*self.shared, &ctx)?;
         let args = resolve_args(container, &env)?;
         let mounts = mount_plan(container, &contents, &env)?;
-        let argv = match (&self.image, &image_security) {
+        let (argv, shown) = match (&self.image, &image_security) {
             (Some(image), Some(sec)) => {
                 self.fresh_root()?;
                 let argv = container_argv(container, &image.config, &args)?;
                 let script = image_script(&self.dir, &image.rootfs, sec, &mounts, &host, &self.shared.tools, &env);
-                wrapper_argv(&self.shared.tools, &self.sandbox.name, script, Path::new(&argv[0]), &argv[1..])
+                (wrapper_argv(&self.shared.tools, &self.sandbox.name, script, Path::new(&argv[0]), &argv[1..]), argv)
             }
             _ => {
                 let script = mount_script(&self.dir, &mounts, &host, &self.shared.tools, &env);
-                wrapper_argv(&self.shared.tools, &self.sandbox.name, script, &self.binary, &args)
+                let shown = std::iter::once(self.binary.display().to_string()).chain(args.iter().cloned()).collect();
+                (wrapper_argv(&self.shared.tools, &self.sandbox.name, script, &self.binary, &args), shown)
             }
         };
         if spec.containers.len() > 1 {
@@ -383,7 +466,7 @@ impl Worker {
                 &Error::Spec(format!("only the first of {} containers runs", spec.containers.len())),
             );
         }
-        Ok(Launch { argv, env, args })
+        Ok(Launch { argv, env, shown })
     }
 
     /// A fresh writable layer for an image container's overlay (a restarted container
@@ -516,10 +599,7 @@ impl Worker {
     fn start(&mut self, launch: &Launch, n: u32) -> Result<Child, Error> {
         std::fs::create_dir_all(self.log_path.parent().unwrap_or(Path::new("/"))).map_err(|e| io("log dir", e))?;
         let log = OpenOptions::new().create(true).append(true).open(&self.log_path).map_err(|e| io("pod log", e))?;
-        let argv_shown: Vec<String> = std::iter::once(self.binary.display().to_string())
-            .chain(launch.args.iter().cloned())
-            .map(|a| quote(&a))
-            .collect();
+        let argv_shown: Vec<String> = launch.shown.iter().map(|a| quote(a)).collect();
         let header = format!(
             "==== {} start #{n} {} uid {} ip {} sandbox {}: {}\n",
             jiff::Timestamp::now(),
@@ -554,16 +634,83 @@ impl Worker {
         Ok(child)
     }
 
-    async fn supervise(&mut self, child: &mut Child) -> Exit {
+    /// Status and probes of a running container (see probe.rs), for `supervise`.
+    fn probe_plan(&mut self, started_at: &str) -> Vec<(Kind, ProbeSpec, Tracker, Instant)> {
+        let now = Instant::now();
+        let plan: Vec<_> = self
+            .probes
+            .iter()
+            .map(|(kind, spec)| (*kind, spec.clone(), Tracker::new(spec, *kind), now + spec.initial_delay))
+            .collect();
+        let ready = !plan.iter().any(|(k, ..)| *k == Kind::Readiness);
+        self.report(State::Running { started_at: started_at.to_owned() }, ready);
+        plan
+    }
+
+    async fn supervise(&mut self, child: &mut Child, started_at: &str) -> Exit {
         let mut sync = tokio::time::interval(Duration::from_secs(1));
         sync.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         sync.tick().await;
+        let mut probes = self.probe_plan(started_at);
+        let (result_tx, mut results) = mpsc::unbounded_channel::<(usize, Result<(), String>)>();
+        let mut in_flight = vec![false; probes.len()];
+        // a run of failures is logged once, at its first failure
+        let mut quiet = vec![false; probes.len()];
+        let target =
+            ExecTarget { pid: child.id().unwrap_or_default(), user: self.security.as_ref().map(|s| (s.uid, s.gid)) };
+        let far = Instant::now() + Duration::from_secs(86400);
         loop {
             if let Some(deadline) = self.stop_deadline() {
                 return Exit::Stopped(self.terminate(child, deadline).await);
             }
+            let next =
+                probes.iter().zip(&in_flight).filter(|(_, busy)| !**busy).map(|((.., at), _)| *at).min().unwrap_or(far);
             tokio::select! {
                 status = child.wait() => return Exit::Exited(status.unwrap_or_else(|_| failed_status())),
+                () = sleep_until(next) => {
+                    let now = Instant::now();
+                    for (i, (_, spec, _, at)) in probes.iter_mut().enumerate() {
+                        if in_flight[i] || *at > now {
+                            continue;
+                        }
+                        in_flight[i] = true;
+                        *at = now + spec.period;
+                        let (action, timeout, tx) = (spec.action.clone(), spec.timeout, result_tx.clone());
+                        let (ip, nsenter, target) = (self.sandbox.ip.into(), self.shared.tools.nsenter.clone(), target.clone());
+                        tokio::spawn(async move {
+                            let r = probe::run(&action, ip, timeout, &nsenter, &target).await;
+                            let _ = tx.send((i, r));
+                        });
+                    }
+                }
+                Some((i, result)) = results.recv() => {
+                    in_flight[i] = false;
+                    let (kind, spec, tracker, _) = &mut probes[i];
+                    let kind = *kind;
+                    let changed = tracker.observe(result.is_ok());
+                    match &result {
+                        Err(e) if !quiet[i] => {
+                            quiet[i] = true;
+                            self.note(&format!("{} probe failed: {e}", kind.name()));
+                        }
+                        Err(_) => {}
+                        Ok(()) => quiet[i] = false,
+                    }
+                    match (kind, changed) {
+                        (Kind::Readiness, Some(ready)) => {
+                            self.note(if ready { "ready: readiness probe succeeded" } else { "not ready: readiness probe failed" });
+                            self.report(State::Running { started_at: started_at.to_owned() }, ready);
+                        }
+                        (Kind::Liveness, Some(false)) => {
+                            let grace = spec.termination_grace.unwrap_or_else(|| grace_of(&self.pod_rx.borrow()));
+                            self.note(&format!("liveness probe failed {} times: killing the container (grace {grace:?})", spec.failure_threshold));
+                            self.report(State::Running { started_at: started_at.to_owned() }, false);
+                            let status = self.terminate(child, Instant::now() + grace).await;
+                            return Exit::Exited(status);
+                        }
+                        _ => {}
+                    }
+                }
                 _ = sync.tick() => {
                     let pod = self.pod_rx.borrow().clone();
                     if let Err(e) = self.sync_volumes(&pod).await {
@@ -602,6 +749,44 @@ impl Worker {
                     if let Some(d) = self.stop_deadline() { deadline = deadline.min(d); }
                 }
             }
+        }
+    }
+}
+
+/// The pod's `terminationGracePeriodSeconds` (30 s by default), what a liveness kill gets.
+fn grace_of(pod: &Pod) -> Duration {
+    let secs = pod.spec.as_ref().and_then(|s| s.termination_grace_period_seconds).unwrap_or(30);
+    Duration::from_secs(u64::try_from(secs).unwrap_or(0))
+}
+
+fn now_rfc3339() -> String {
+    jiff::Timestamp::now().round(jiff::Unit::Second).unwrap_or_else(|_| jiff::Timestamp::now()).to_string()
+}
+
+/// Write the newest report into the pod's status until the worker ends (or the pod is
+/// gone); a failed write is retried after a second, or sooner by a newer report.
+async fn write_status(client: Client, ns: String, name: String, mut rx: watch::Receiver<Option<Report>>) {
+    let api: Api<Pod> = Api::namespaced(client, &ns);
+    loop {
+        let report = rx.borrow_and_update().clone();
+        if let Some(report) = report {
+            let patch = report.patch();
+            loop {
+                match api.patch_status(&name, &PatchParams::default(), &Patch::Strategic(&patch)).await {
+                    Ok(_) => break,
+                    Err(kube::Error::Api(e)) if e.code == 404 => return,
+                    Err(e) => {
+                        tracing::warn!("status of {ns}/{name}: {e}");
+                        tokio::select! {
+                            () = tokio::time::sleep(Duration::from_secs(1)) => {}
+                            r = rx.changed() => if r.is_err() { return } else { break },
+                        }
+                    }
+                }
+            }
+        }
+        if rx.changed().await.is_err() {
+            return;
         }
     }
 }

@@ -34,6 +34,7 @@ use super::{Context, ObservedNode, now_time, set_condition};
 use crate::decide::autoscale::{self, PodLoad, Policy, Recommendation, Scale};
 use crate::decide::drain::{self, DrainStep, Draining};
 use crate::decide::health::{self, PodHealth};
+use crate::metrics::FleetGauges;
 use crate::nodes::NodeAddr;
 use crate::render::config::{human_bandwidth, turn_uris, turn_uris_at};
 use crate::render::{self, FIELD_MANAGER, Fleet, Inputs, Names, Object, SecretMaterial};
@@ -580,8 +581,13 @@ async fn reconcile_inner(mc: &MediaCluster, ctx: &Context) -> Result<Action> {
             .await?;
     }
 
-    ctx.metrics.fleet(&ns, &name, "sfu", i64::from(sfu_plan.rec.desired), i64::from(sfu_current));
-    ctx.metrics.fleet(&ns, &name, "turn", i64::from(turn_plan.rec.desired), i64::from(turn_current));
+    for (fleet, plan, current, policy) in
+        [("sfu", &sfu_plan, sfu_current, &sfu_policy), ("turn", &turn_plan, turn_current, &turn_policy)]
+    {
+        let gauges =
+            FleetGauges { desired: plan.rec.desired, current, wanted: plan.rec.raw, min: policy.min, max: policy.max };
+        ctx.metrics.fleet(&ns, &name, fleet, gauges);
+    }
     ctx.metrics.turn_bandwidth(&ns, &name, bandwidth);
     ctx.metrics.set_rooms(&room_phase_counts(&ctx.rooms.state()));
     Ok(Action::requeue(poll))

@@ -172,3 +172,29 @@ test("a late joiner slow to apply its answer still gets every published track", 
     server.kill("SIGINT");
   }
 });
+
+test("the demo page joins with the token and signaling URL it is given, as against a cluster", { timeout: 120_000 }, async () => {
+  const port = PORT + 40;
+  const server = startDev(port, ["--room", "given"]);
+  const browser = await launch();
+  try {
+    await waitForHttp(`http://127.0.0.1:${port}/healthz`, 30_000);
+    const token = server.printed.match(/token\s+(ey[\w.-]+)/)?.[1];
+    assert.ok(token, `dev printed a token:\n${server.printed}`);
+    const context = await browser.newContext({ permissions: ["camera", "microphone"] });
+    const page = await context.newPage();
+    const requests = [];
+    const sockets = [];
+    page.on("request", (r) => requests.push(r.url()));
+    page.on("websocket", (ws) => sockets.push(ws.url()));
+    // The page comes from `localhost`, the signaling URL names 127.0.0.1: the socket must follow the URL.
+    const url = encodeURIComponent(`ws://127.0.0.1:${port}`);
+    await page.goto(`http://localhost:${port}/?room=given&token=${token}&url=${url}`);
+    await waitFor(page, () => window.switchyardRoom !== undefined, 45_000, "joined with the given token");
+    assert.ok(!requests.some((u) => u.includes("/dev/token")), `no /dev/token request: ${requests.join(" ")}`);
+    assert.ok(sockets.some((u) => u.startsWith(`ws://127.0.0.1:${port}/rtc`)), `signaling through the given URL: ${sockets.join(" ")}`);
+  } finally {
+    await browser.close();
+    server.kill("SIGINT");
+  }
+});
