@@ -131,9 +131,19 @@ pub struct Config {
     #[arg(long, env = "SWITCHYARD_MAX_CONNECTIONS", default_value_t = 10000)]
     pub max_connections: usize,
     /// Open connections on the signaling port from one client address (an IPv6 client:
-    /// its /64); 0 means no limit. Raise it behind a proxy or ingress that is one address.
+    /// its /64); 0 means no limit. Behind a proxy, list it in --trusted-proxies so the
+    /// cap applies to the clients it forwards instead of to the proxy.
     #[arg(long, env = "SWITCHYARD_MAX_CONNECTIONS_PER_IP", default_value_t = 256)]
     pub max_connections_per_ip: usize,
+    /// Proxies in front of the signaling port (CIDRs, comma-separated: an ingress
+    /// controller's pods, a load balancer that rewrites source addresses). Their
+    /// connections count toward --max-connections only; each WebSocket they forward
+    /// counts toward --max-connections-per-ip under the client address in its
+    /// X-Forwarded-For (the right-most entry that is not a trusted proxy). X-Forwarded-For
+    /// from anyone else is ignored. In Kubernetes mode the fleet's media-node pods are
+    /// trusted too (they proxy signaling to each other).
+    #[arg(long, env = "SWITCHYARD_TRUSTED_PROXIES", value_delimiter = ',')]
+    pub trusted_proxies: Vec<ipnet::IpNet>,
     /// Messages queued for one client; a client that lets more pile up is closed with
     /// 1008 (it cannot keep up).
     #[arg(long, env = "SWITCHYARD_SESSION_QUEUE", default_value_t = 1024)]

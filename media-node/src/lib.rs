@@ -22,6 +22,7 @@
 mod cluster;
 pub mod config;
 pub mod engine;
+mod forwarded;
 mod http;
 mod metrics;
 mod node;

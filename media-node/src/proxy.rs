@@ -34,6 +34,9 @@ pub(crate) struct Upstream {
     pub(crate) query: Option<String>,
     /// The client's `Authorization` header.
     pub(crate) authorization: Option<HeaderValue>,
+    /// The client's address (sent as `X-Forwarded-For`: the hosting node trusts the
+    /// fleet's pods and counts the session under it).
+    pub(crate) client: Option<IpAddr>,
 }
 
 fn to_upstream(m: Message) -> Option<tungstenite::Message> {
@@ -93,6 +96,11 @@ pub(crate) async fn run(mut client: WebSocket, shared: Arc<Shared>, node: String
     };
     if let Some(auth) = up.authorization {
         request.headers_mut().insert(axum::http::header::AUTHORIZATION, auth);
+    }
+    if let Some(client) = up.client
+        && let Ok(v) = HeaderValue::from_str(&client.to_string())
+    {
+        request.headers_mut().insert("x-forwarded-for", v);
     }
     if let Ok(me) = HeaderValue::from_str(&shared.cfg.node_name) {
         request.headers_mut().insert(FORWARDED_HEADER, me);
