@@ -254,6 +254,8 @@ impl Config {
         self.empty_timeout_seconds = file.room_defaults.empty_timeout_seconds;
         self.max_participants = file.room_defaults.max_participants;
         self.drain_grace_seconds = file.drain_grace_seconds;
+        self.max_connections_per_ip = file.max_connections_per_client as usize;
+        self.trusted_proxies = file.trusted_proxies.clone();
         self.cluster = file.cluster.clone();
         self.webhooks = file.webhooks.iter().map(WebhookSpec::from).collect();
         let c = &file.capacity;
@@ -396,6 +398,7 @@ mod tests {
         };
         c.apply_file(&file, env).unwrap();
         assert_eq!(c.http_addr.port(), 7880);
+        assert_eq!(c.max_connections_per_ip, 256);
         assert_eq!(c.admin_addr.port(), 9090);
         assert_eq!(c.advertise_ips, vec!["10.244.1.7".parse::<IpAddr>().unwrap()], "Gateway advertises the pod IP");
         assert_eq!(c.node_name, "edge-sfu-0");
@@ -446,6 +449,8 @@ mod tests {
         assert_eq!(c.capacity, Capacity::default(), "flags alone: no limits");
         c.apply_file(&read_file(&path).unwrap(), |_| None).unwrap();
         assert_eq!(c.capacity, Capacity { rooms: 50, participants: 400, bandwidth_bps: 800_000_000 });
+        // The golden cluster has an ingress and no trusted proxies: no per-client cap.
+        assert_eq!((c.max_connections_per_ip, c.trusted_proxies.len()), (0, 0));
 
         let start = yaml.find("capacity:").unwrap();
         let end = yaml.find("keysDir:").unwrap();
