@@ -63,6 +63,7 @@ pub(crate) async fn serve(listener: TcpListener, shared: Arc<Shared>, shutdown: 
     );
     let timeout = Duration::from_secs(shared.cfg.header_timeout_seconds);
     let metrics = shared.metrics.http_refused.clone();
+    tokio::spawn(trim_after_bursts(Arc::downgrade(&gate)));
     run(listener, app.with_state(shared), shutdown, Some(gate), timeout, metrics).await;
 }
 
@@ -96,6 +97,7 @@ struct Limits {
 struct Open {
     total: usize,
     by_client: HashMap<IpAddr, usize>,
+    trimmer: crate::trim::Trimmer,
 }
 
 /// Whether one more connection fits: in total (`total`), and from `client` (when known);
@@ -163,12 +165,33 @@ impl Gate {
         admit(&open, total, client, self.limits)?;
         if total {
             open.total += 1;
-            self.gauge.set(open.total as i64);
+            let n = open.total;
+            open.trimmer.opened(n);
+            self.gauge.set(n as i64);
         }
         if let Some(c) = client {
             *open.by_client.entry(c).or_default() += 1;
         }
         Ok(Slot { gate: self.clone(), total, client })
+    }
+}
+
+/// Give the memory of many closed connections back ([`crate::trim`]), for as long as the
+/// gate lives.
+async fn trim_after_bursts(gate: std::sync::Weak<Gate>) {
+    loop {
+        tokio::time::sleep(crate::trim::EVERY).await;
+        let Some(gate) = gate.upgrade() else { return };
+        let due = {
+            let mut open = gate.open.lock().expect("connection counts");
+            let n = open.total;
+            open.trimmer.look(n)
+        };
+        drop(gate);
+        if due {
+            // It walks the whole heap: not on a runtime thread.
+            let _ = tokio::task::spawn_blocking(crate::trim::trim).await;
+        }
     }
 }
 

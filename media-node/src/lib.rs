@@ -29,6 +29,7 @@ mod node;
 mod proxy;
 mod router;
 mod session;
+mod trim;
 mod webhook;
 
 pub use cluster::KubeMode;
