@@ -564,6 +564,31 @@ pub struct SignalingSpec {
     /// An optional Ingress in front of the signaling Service.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ingress: Option<IngressSpec>,
+    /// Proxies in front of media-node whose `X-Forwarded-For` names the client: the
+    /// ingress controller's pods, a load balancer that rewrites source addresses (CIDRs).
+    /// Their connections count toward the node's total only, and each WebSocket they
+    /// forward counts toward `maxConnectionsPerClient` under the client they name.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64), inner(length(max = 49)))]
+    #[x_kube(validation = Rule::new("self.all(c, isCIDR(c))")
+        .message(Message::Expression(name_bad("signaling.trustedProxies entries must be CIDRs such as 10.244.0.0/16; not: ", "self.filter(x, !isCIDR(x))"))))]
+    pub trusted_proxies: Vec<String>,
+    /// Open signaling connections from one client address on each media-node (an IPv6
+    /// client: its /64); 0 means no limit. Default 256, except with an `ingress` and no
+    /// `trustedProxies`: every client then arrives from the ingress controller's
+    /// addresses, so the default is 0 (list the controller in `trustedProxies` to keep
+    /// a per-client cap).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self >= 0").message("signaling.maxConnectionsPerClient must not be negative"))]
+    pub max_connections_per_client: Option<i32>,
+}
+
+impl SignalingSpec {
+    /// The per-client connection cap media-node enforces (see `maxConnectionsPerClient`).
+    pub fn connections_per_client(&self) -> i32 {
+        let behind_unknown_proxy = self.ingress.is_some() && self.trusted_proxies.is_empty();
+        self.max_connections_per_client.unwrap_or(if behind_unknown_proxy { 0 } else { 256 })
+    }
 }
 
 fn default_signaling_port() -> i32 {
@@ -575,7 +600,13 @@ fn default_signaling_service_type() -> ServiceType {
 
 impl Default for SignalingSpec {
     fn default() -> Self {
-        Self { port: default_signaling_port(), service_type: default_signaling_service_type(), ingress: None }
+        Self {
+            port: default_signaling_port(),
+            service_type: default_signaling_service_type(),
+            ingress: None,
+            trusted_proxies: Vec::new(),
+            max_connections_per_client: None,
+        }
     }
 }
 
@@ -1105,6 +1136,33 @@ mod tests {
                 "media.advertisedAddresses must be IP addresses; not: example.com",
                 "peers.allow entries must be CIDRs such as 10.0.0.0/8; not: not-a-cidr",
                 "peers.deny entries must be CIDRs such as 10.96.0.0/12; not: 10.96.0.1",
+            ]
+        );
+    }
+
+    #[test]
+    fn signaling_trusted_proxies_are_cidrs_and_the_per_client_cap_has_a_default() {
+        let mut spec = default_spec();
+        assert_eq!(spec.signaling.connections_per_client(), 256);
+        spec.signaling.ingress = Some(IngressSpec {
+            host: "rtc.example.com".into(),
+            class_name: None,
+            tls_secret_ref: None,
+            annotations: BTreeMap::new(),
+        });
+        assert_eq!(spec.signaling.connections_per_client(), 0, "behind an ingress nobody named as trusted");
+        spec.signaling.trusted_proxies = vec!["10.244.0.0/16".into()];
+        assert_eq!(spec.signaling.connections_per_client(), 256);
+        spec.signaling.max_connections_per_client = Some(32);
+        assert_eq!(spec.signaling.connections_per_client(), 32);
+        assert_eq!(violations(spec.clone()), Vec::<String>::new());
+        spec.signaling.trusted_proxies.push("ingress-nginx".into());
+        spec.signaling.max_connections_per_client = Some(-1);
+        assert_eq!(
+            violations(spec),
+            vec![
+                "signaling.maxConnectionsPerClient must not be negative",
+                "signaling.trustedProxies entries must be CIDRs such as 10.244.0.0/16; not: ingress-nginx",
             ]
         );
     }

@@ -177,13 +177,18 @@ fn random_secret() -> String {
 }
 
 /// The embedded TURN server: UDP and TCP on `--turn-port`, relaying only to the SFU's
-/// addresses (`sfu`), never to other hosts of the LAN.
+/// media port (`sfu`), never to other ports of this machine or to other hosts of the LAN.
 async fn start_turn(
     args: &DevArgs,
     sfu: Vec<SocketAddr>,
     secret: &str,
 ) -> anyhow::Result<switchyard_turn_node::TurnHandle> {
-    let media_ip = sfu[0].ip();
+    switchyard_turn_node::TurnServer::start(turn_config(args, sfu, secret))
+        .await
+        .context("starting the embedded TURN server")
+}
+
+fn turn_config(args: &DevArgs, sfu: Vec<SocketAddr>, secret: &str) -> switchyard_turn_node::Config {
     use switchyard_turn_node::config::{Listener, Protocol};
     let mut c = switchyard_turn_node::Config::default();
     let listen = SocketAddr::new(args.bind, args.turn_port);
@@ -191,16 +196,16 @@ async fn start_turn(
         Listener { protocol: Protocol::Udp, address: listen },
         Listener { protocol: Protocol::Tcp, address: listen },
     ];
-    c.relay.address = Some(media_ip);
+    c.relay.address = Some(sfu[0].ip());
     c.auth.secrets = vec![secret.to_owned()];
     // The SFU is on this machine: allow exactly its addresses (loopback is denied
-    // otherwise). Not yet only its media port: a port-exact list (`only_peers`) stops
-    // browsers' relayed media (permissions are per IP; the port rule needs to apply to
-    // relayed data only), so every port of the SFU's addresses stays reachable for now.
+    // otherwise), and of those only its media port. Permissions stay per IP; the port
+    // rule applies to the relayed data (Send, ChannelBind, what comes back).
     c.peers.allow = sfu.iter().map(|a| ipnet::IpNet::from(a.ip())).collect();
+    c.only_peers = sfu;
     c.admin_address = SocketAddr::new(IpAddr::from([127, 0, 0, 1]), 0);
     c.workers = 1;
-    switchyard_turn_node::TurnServer::start(c).await.context("starting the embedded TURN server")
+    c
 }
 
 #[cfg(test)]
@@ -216,5 +221,23 @@ mod tests {
         cfg.advertise_ips = vec!["192.0.2.7".parse().unwrap(), "192.0.2.8".parse().unwrap()];
         let peers = sfu_peers(&cfg, "192.0.2.7".parse().unwrap());
         assert_eq!(peers, vec!["192.0.2.7:7882".parse().unwrap(), "192.0.2.8:7882".parse::<SocketAddr>().unwrap()]);
+    }
+
+    #[derive(clap::Parser)]
+    struct Dev {
+        #[command(flatten)]
+        args: DevArgs,
+    }
+
+    /// The port rule itself is turn-node's (`tests/security.rs`); here, that dev sets it.
+    #[test]
+    fn embedded_turn_is_limited_to_the_sfu_media_ports() {
+        use clap::Parser;
+        let dev = Dev::parse_from(["dev", "--turn-port", "0"]);
+        let sfu: Vec<SocketAddr> = vec!["127.0.0.1:7882".parse().unwrap()];
+        let c = turn_config(&dev.args, sfu.clone(), "s");
+        assert_eq!(c.only_peers, sfu);
+        assert_eq!(c.peers.allow, vec!["127.0.0.1/32".parse::<ipnet::IpNet>().unwrap()]);
+        assert_eq!(c.relay.address, Some(sfu[0].ip()));
     }
 }

@@ -259,6 +259,13 @@ impl Cluster {
         &self.api
     }
 
+    /// Whether `ip` is one of the fleet's media-node pods (they proxy signaling to each
+    /// other, so they are trusted proxies).
+    pub(crate) fn is_fleet_pod(&self, ip: IpAddr) -> bool {
+        let ip = ip.to_string();
+        self.pods.state().iter().any(|p| p.status.as_ref().and_then(|s| s.pod_ip.as_deref()) == Some(ip.as_str()))
+    }
+
     pub(crate) fn pod_ip(&self, name: &str) -> Option<IpAddr> {
         let pod = self.pods.get(&ObjectRef::new(name).within(&self.mode.namespace))?;
         if pod.metadata.deletion_timestamp.is_some() {

@@ -131,9 +131,19 @@ pub struct Config {
     #[arg(long, env = "SWITCHYARD_MAX_CONNECTIONS", default_value_t = 10000)]
     pub max_connections: usize,
     /// Open connections on the signaling port from one client address (an IPv6 client:
-    /// its /64); 0 means no limit. Raise it behind a proxy or ingress that is one address.
+    /// its /64); 0 means no limit. Behind a proxy, list it in --trusted-proxies so the
+    /// cap applies to the clients it forwards instead of to the proxy.
     #[arg(long, env = "SWITCHYARD_MAX_CONNECTIONS_PER_IP", default_value_t = 256)]
     pub max_connections_per_ip: usize,
+    /// Proxies in front of the signaling port (CIDRs, comma-separated: an ingress
+    /// controller's pods, a load balancer that rewrites source addresses). Their
+    /// connections count toward --max-connections only; each WebSocket they forward
+    /// counts toward --max-connections-per-ip under the client address in its
+    /// X-Forwarded-For (the right-most entry that is not a trusted proxy). X-Forwarded-For
+    /// from anyone else is ignored. In Kubernetes mode the fleet's media-node pods are
+    /// trusted too (they proxy signaling to each other).
+    #[arg(long, env = "SWITCHYARD_TRUSTED_PROXIES", value_delimiter = ',')]
+    pub trusted_proxies: Vec<ipnet::IpNet>,
     /// Messages queued for one client; a client that lets more pile up is closed with
     /// 1008 (it cannot keep up).
     #[arg(long, env = "SWITCHYARD_SESSION_QUEUE", default_value_t = 1024)]
@@ -244,6 +254,8 @@ impl Config {
         self.empty_timeout_seconds = file.room_defaults.empty_timeout_seconds;
         self.max_participants = file.room_defaults.max_participants;
         self.drain_grace_seconds = file.drain_grace_seconds;
+        self.max_connections_per_ip = file.max_connections_per_client as usize;
+        self.trusted_proxies = file.trusted_proxies.clone();
         self.cluster = file.cluster.clone();
         self.webhooks = file.webhooks.iter().map(WebhookSpec::from).collect();
         let c = &file.capacity;
@@ -386,6 +398,7 @@ mod tests {
         };
         c.apply_file(&file, env).unwrap();
         assert_eq!(c.http_addr.port(), 7880);
+        assert_eq!(c.max_connections_per_ip, 256);
         assert_eq!(c.admin_addr.port(), 9090);
         assert_eq!(c.advertise_ips, vec!["10.244.1.7".parse::<IpAddr>().unwrap()], "Gateway advertises the pod IP");
         assert_eq!(c.node_name, "edge-sfu-0");
@@ -436,6 +449,8 @@ mod tests {
         assert_eq!(c.capacity, Capacity::default(), "flags alone: no limits");
         c.apply_file(&read_file(&path).unwrap(), |_| None).unwrap();
         assert_eq!(c.capacity, Capacity { rooms: 50, participants: 400, bandwidth_bps: 800_000_000 });
+        // The golden cluster has an ingress and no trusted proxies: no per-client cap.
+        assert_eq!((c.max_connections_per_ip, c.trusted_proxies.len()), (0, 0));
 
         let start = yaml.find("capacity:").unwrap();
         let end = yaml.find("keysDir:").unwrap();

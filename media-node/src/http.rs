@@ -6,6 +6,8 @@
 //! request headers within `--header-timeout-seconds`, and on the signaling port a
 //! [`Gate`] caps open connections in total and per client address. A connection's slot
 //! travels with its socket, so an upgraded WebSocket holds it until the session ends.
+//! A trusted proxy's connection is counted in total only; the WebSocket it forwards takes
+//! a per-address slot for the client it names ([`crate::forwarded`]).
 
 use std::collections::HashMap;
 use std::io;
@@ -16,11 +18,11 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use axum::Json;
 use axum::extract::{Path, Query, RawQuery, State, WebSocketUpgrade};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
+use axum::{Extension, Json};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use switchyard_api::token::Claims;
@@ -55,9 +57,15 @@ pub(crate) async fn serve(listener: TcpListener, shared: Arc<Shared>, shutdown: 
     let gate = Gate::new(
         Limits { total: shared.cfg.max_connections, per_ip: shared.cfg.max_connections_per_ip },
         &shared.metrics,
+        Box::new({
+            let proxies = crate::forwarded::TrustedProxies::new(shared.cfg.trusted_proxies.clone());
+            let cluster = shared.cluster.clone();
+            move |ip| proxies.contains(ip) || cluster.as_ref().is_some_and(|c| c.is_fleet_pod(ip))
+        }),
     );
     let timeout = Duration::from_secs(shared.cfg.header_timeout_seconds);
     let metrics = shared.metrics.http_refused.clone();
+    tokio::spawn(trim_after_bursts(Arc::downgrade(&gate)));
     run(listener, app.with_state(shared), shutdown, Some(gate), timeout, metrics).await;
 }
 
@@ -91,14 +99,19 @@ struct Limits {
 struct Open {
     total: usize,
     by_client: HashMap<IpAddr, usize>,
+    trimmer: crate::trim::Trimmer,
 }
 
-/// Whether one more connection from `client` fits; the refusal names the limit.
-fn admit(open: &Open, client: IpAddr, limits: Limits) -> Result<(), &'static str> {
-    if limits.total > 0 && open.total >= limits.total {
+/// Whether one more connection fits: in total (`total`), and from `client` (when known);
+/// the refusal names the limit.
+fn admit(open: &Open, total: bool, client: Option<IpAddr>, limits: Limits) -> Result<(), &'static str> {
+    if total && limits.total > 0 && open.total >= limits.total {
         return Err("total_limit");
     }
-    if limits.per_ip > 0 && open.by_client.get(&client).copied().unwrap_or(0) >= limits.per_ip {
+    if let Some(client) = client
+        && limits.per_ip > 0
+        && open.by_client.get(&client).copied().unwrap_or(0) >= limits.per_ip
+    {
         return Err("per_ip_limit");
     }
     Ok(())
@@ -117,49 +130,106 @@ fn client_key(ip: IpAddr) -> IpAddr {
 }
 
 /// Counts the signaling port's open connections against its [`Limits`].
-#[derive(Debug)]
 struct Gate {
     limits: Limits,
     open: Mutex<Open>,
     gauge: prometheus_client::metrics::gauge::Gauge,
+    /// Whether a peer is a trusted proxy ([`crate::forwarded`]).
+    trusted: Box<dyn Fn(IpAddr) -> bool + Send + Sync>,
+}
+
+impl std::fmt::Debug for Gate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Gate").field("limits", &self.limits).field("open", &self.open).finish_non_exhaustive()
+    }
 }
 
 impl Gate {
-    fn new(limits: Limits, metrics: &Metrics) -> Arc<Self> {
-        Arc::new(Self { limits, open: Mutex::new(Open::default()), gauge: metrics.http_connections.clone() })
+    fn new(limits: Limits, metrics: &Metrics, trusted: Box<dyn Fn(IpAddr) -> bool + Send + Sync>) -> Arc<Self> {
+        Arc::new(Self { limits, open: Mutex::new(Open::default()), gauge: metrics.http_connections.clone(), trusted })
     }
 
+    /// A new connection from `ip`: counted in total, and per address unless it is a
+    /// trusted proxy's.
     fn enter(self: &Arc<Self>, ip: IpAddr) -> Result<Slot, &'static str> {
-        let client = client_key(ip);
+        let client = (!(self.trusted)(ip)).then(|| client_key(ip));
+        self.take(true, client)
+    }
+
+    /// A WebSocket a trusted proxy forwards for `client`: one more per-address slot (its
+    /// connection has its slot in the total already).
+    fn enter_forwarded(self: &Arc<Self>, client: IpAddr) -> Result<Slot, &'static str> {
+        self.take(false, Some(client_key(client)))
+    }
+
+    fn take(self: &Arc<Self>, total: bool, client: Option<IpAddr>) -> Result<Slot, &'static str> {
         let mut open = self.open.lock().expect("connection counts");
-        admit(&open, client, self.limits)?;
-        open.total += 1;
-        *open.by_client.entry(client).or_default() += 1;
-        self.gauge.set(open.total as i64);
-        Ok(Slot { gate: self.clone(), client })
+        admit(&open, total, client, self.limits)?;
+        if total {
+            open.total += 1;
+            let n = open.total;
+            open.trimmer.opened(n);
+            self.gauge.set(n as i64);
+        }
+        if let Some(c) = client {
+            *open.by_client.entry(c).or_default() += 1;
+        }
+        Ok(Slot { gate: self.clone(), total, client })
     }
 }
 
-/// One admitted connection; released when the socket is dropped.
+/// Give the memory of many closed connections back ([`crate::trim`]), for as long as the
+/// gate lives.
+async fn trim_after_bursts(gate: std::sync::Weak<Gate>) {
+    loop {
+        tokio::time::sleep(crate::trim::EVERY).await;
+        let Some(gate) = gate.upgrade() else { return };
+        let due = {
+            let mut open = gate.open.lock().expect("connection counts");
+            let n = open.total;
+            open.trimmer.look(n)
+        };
+        drop(gate);
+        if due {
+            // It walks the whole heap: not on a runtime thread.
+            let _ = tokio::task::spawn_blocking(crate::trim::trim).await;
+        }
+    }
+}
+
+/// One admitted connection (or forwarded WebSocket); released when dropped.
 #[derive(Debug)]
 struct Slot {
     gate: Arc<Gate>,
-    client: IpAddr,
+    total: bool,
+    client: Option<IpAddr>,
 }
 
 impl Drop for Slot {
     fn drop(&mut self) {
         let mut open = self.gate.open.lock().expect("connection counts");
-        open.total = open.total.saturating_sub(1);
-        if let Some(n) = open.by_client.get_mut(&self.client) {
+        if self.total {
+            open.total = open.total.saturating_sub(1);
+            self.gate.gauge.set(open.total as i64);
+        }
+        if let Some(client) = self.client
+            && let Some(n) = open.by_client.get_mut(&client)
+        {
             *n -= 1;
             if *n == 0 {
                 // Forget the address: the map never holds more entries than open connections.
-                open.by_client.remove(&self.client);
+                open.by_client.remove(&client);
             }
         }
-        self.gate.gauge.set(open.total as i64);
     }
+}
+
+/// Who is at the other end of a signaling connection, as its requests see it.
+#[derive(Clone, Debug)]
+struct Peer {
+    ip: IpAddr,
+    /// Set for a trusted proxy's connection: the gate that counts who it forwards.
+    forwarding: Option<Arc<Gate>>,
 }
 
 /// A TCP stream holding its [`Slot`] (if counted) for as long as it lives.
@@ -247,8 +317,11 @@ async fn run(
             },
             None => None,
         };
+        // A connection not counted per address is a trusted proxy's.
+        let forwarding = gate.clone().filter(|_| slot.as_ref().is_some_and(|s| s.client.is_none()));
+        let who = Peer { ip: peer.ip(), forwarding };
         let io = TokioIo::new(Counted { stream, _slot: slot });
-        let service = TowerToHyperService::new(app.clone());
+        let service = TowerToHyperService::new(tower_layer::Layer::layer(&Extension(who), app.clone()));
         let mut stopping = stopping.clone();
         let live = live.clone();
         let refused = refused.clone();
@@ -308,9 +381,30 @@ async fn rtc(
     State(shared): State<Arc<Shared>>,
     Query(params): Query<HashMap<String, String>>,
     RawQuery(query): RawQuery,
+    peer: Option<Extension<Peer>>,
     headers: HeaderMap,
     ws: WebSocketUpgrade,
 ) -> Response {
+    // Behind a trusted proxy the client is who it names, and takes that address's slot.
+    let mut client = peer.as_ref().map(|p| p.ip);
+    let mut forwarded_slot = None;
+    if let Some(Extension(Peer { forwarding: Some(gate), .. })) = &peer {
+        let values = headers.get_all("x-forwarded-for").iter().filter_map(|v| v.to_str().ok());
+        match crate::forwarded::forwarded_client(values, |ip| (gate.trusted)(ip)) {
+            Ok(Some(ip)) => match gate.enter_forwarded(ip) {
+                Ok(slot) => (client, forwarded_slot) = (Some(ip), Some(slot)),
+                Err(reason) => {
+                    shared.metrics.http_refused.get_or_create(&Reason { reason }).inc();
+                    let message = format!("more than {} connections from {ip}", gate.limits.per_ip);
+                    let mut r = refuse(&shared, StatusCode::TOO_MANY_REQUESTS, "too_many_connections", message);
+                    r.headers_mut().insert(header::RETRY_AFTER, "1".parse().expect("literal"));
+                    return r;
+                }
+            },
+            Ok(None) => client = None,
+            Err(e) => return refuse(&shared, StatusCode::BAD_REQUEST, "bad_forwarded_for", e),
+        }
+    }
     let token = params
         .get("access_token")
         .cloned()
@@ -345,15 +439,16 @@ async fn rtc(
     }
     shared.metrics.connections.get_or_create(&crate::metrics::Outcome { result: "ok" }).inc();
     let req = crate::session::Request {
-        upstream: crate::proxy::Upstream { query, authorization: headers.get(header::AUTHORIZATION).cloned() },
+        upstream: crate::proxy::Upstream { query, authorization: headers.get(header::AUTHORIZATION).cloned(), client },
         forwarded: headers.contains_key(crate::cluster::FORWARDED_HEADER),
     };
     // Frames beyond 4× the protocol limit are cut by the WebSocket layer; the session
     // answers those in between with a message_too_large error and close code 1009.
     let max = shared.cfg.max_message_bytes;
-    ws.max_message_size(max * 4)
-        .max_frame_size(max * 4)
-        .on_upgrade(move |socket| crate::session::run(socket, shared, claims, room, req))
+    ws.max_message_size(max * 4).max_frame_size(max * 4).on_upgrade(move |socket| async move {
+        crate::session::run(socket, shared, claims, room, req).await;
+        drop(forwarded_slot);
+    })
 }
 
 /// The token of an `Authorization: Bearer <token>` header; the scheme is matched without
@@ -424,13 +519,35 @@ mod tests {
         let mut open = Open::default();
         for (client, want) in [(a, Ok(())), (a, Ok(())), (a, Err("per_ip_limit")), (b, Ok(())), (b, Err("total_limit"))]
         {
-            assert_eq!(admit(&open, client, limits), want, "{client}");
+            assert_eq!(admit(&open, true, Some(client), limits), want, "{client}");
             if want.is_ok() {
                 open.total += 1;
                 *open.by_client.entry(client).or_default() += 1;
             }
         }
-        assert_eq!(admit(&open, b, Limits { total: 0, per_ip: 0 }), Ok(()), "0 means no limit");
+        assert_eq!(admit(&open, true, Some(b), Limits { total: 0, per_ip: 0 }), Ok(()), "0 means no limit");
+        assert_eq!(admit(&open, false, Some(b), limits), Ok(()), "a forwarded WebSocket is not a new connection");
+        assert_eq!(admit(&open, false, Some(a), limits), Err("per_ip_limit"));
+        assert_eq!(admit(&open, true, None, limits), Err("total_limit"), "a trusted proxy's connection");
+    }
+
+    #[test]
+    fn a_trusted_proxy_is_counted_in_total_and_its_clients_per_address() {
+        let proxy: IpAddr = "10.0.0.1".parse().unwrap();
+        let gate = Gate::new(Limits { total: 10, per_ip: 2 }, &Metrics::new(), Box::new(move |ip| ip == proxy));
+        let conns: Vec<Slot> = (0..5).map(|_| gate.enter(proxy).expect("no per-address cap for the proxy")).collect();
+        let client: IpAddr = "203.0.113.7".parse().unwrap();
+        let a = gate.enter_forwarded(client).unwrap();
+        let _b = gate.enter_forwarded(client).unwrap();
+        assert_eq!(gate.enter_forwarded(client).unwrap_err(), "per_ip_limit", "the client's third WebSocket");
+        assert!(gate.enter_forwarded("203.0.113.8".parse().unwrap()).is_ok(), "another client");
+        drop(a);
+        assert!(gate.enter_forwarded(client).is_ok(), "a slot comes back when its session ends");
+        let direct = gate.enter(client).unwrap();
+        assert_eq!(gate.enter(client).unwrap_err(), "per_ip_limit", "direct and forwarded share the address's slots");
+        assert_eq!(gate.open.lock().unwrap().total, 6);
+        drop((conns, direct));
+        assert_eq!(gate.open.lock().unwrap().total, 0);
     }
 
     #[test]

@@ -23,6 +23,7 @@
 mod cluster;
 pub mod config;
 pub mod engine;
+mod forwarded;
 mod http;
 mod metrics;
 mod node;
@@ -31,6 +32,7 @@ mod room_api;
 mod room_kube;
 mod router;
 mod session;
+mod trim;
 mod webhook;
 
 pub use cluster::KubeMode;

@@ -26,6 +26,11 @@ pub(crate) struct Code {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct Side {
+    pub(crate) side: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub(crate) struct Reason {
     pub(crate) reason: &'static str,
 }
@@ -63,6 +68,7 @@ pub(crate) struct Metrics {
     pub(crate) status_patches: Family<Outcome, Counter>,
     pub(crate) proxied: Family<Outcome, Counter>,
     pub(crate) proxied_active: Gauge,
+    pub(crate) proxy_stuck: Family<Side, Counter>,
     pub(crate) routing_seconds: Histogram,
     pub(crate) http_connections: Gauge,
     pub(crate) http_refused: Family<Reason, Counter>,
@@ -92,6 +98,7 @@ impl Metrics {
             status_patches: Family::default(),
             proxied: Family::default(),
             proxied_active: Gauge::default(),
+            proxy_stuck: Family::default(),
             routing_seconds: Histogram::new(exponential_buckets(0.001, 2.0, 15)),
             http_connections: Gauge::default(),
             http_refused: Family::default(),
@@ -159,6 +166,11 @@ impl Metrics {
             m.proxied.clone(),
         );
         registry.register("proxied_sessions_active", "Signaling sessions being proxied now", m.proxied_active.clone());
+        registry.register(
+            "proxied_sessions_stuck",
+            "Proxied sessions ended because one side (client, node) did not take a frame within the send timeout",
+            m.proxy_stuck.clone(),
+        );
         registry.register(
             "routing_duration_seconds",
             "Kubernetes mode: time to route a join (room lookup, creation, placement wait)",

@@ -272,6 +272,59 @@ async fn connections_are_capped_per_address_and_in_total() {
     node.shutdown().await;
 }
 
+/// A WebSocket to `/rtc` whose request says `X-Forwarded-For: xff`.
+async fn forwarded_for(node: &NodeHandle, xff: &str) -> Result<Ws, tokio_tungstenite::tungstenite::Error> {
+    let mut req = url(node, &token("alice", "r", |_| {})).into_client_request().unwrap();
+    req.headers_mut().insert("x-forwarded-for", xff.parse().unwrap());
+    tokio_tungstenite::connect_async(req).await.map(|(ws, _)| ws)
+}
+
+fn status(r: Result<Ws, tokio_tungstenite::tungstenite::Error>) -> u16 {
+    match r {
+        Ok(_) => 101,
+        Err(tokio_tungstenite::tungstenite::Error::Http(r)) => r.status().as_u16(),
+        Err(e) => panic!("{e}"),
+    }
+}
+
+/// Behind an ingress (here: the test client on 127.0.0.1 is the trusted proxy) the
+/// per-address cap applies to the clients the proxy names, not to the proxy; without
+/// `--trusted-proxies` the header is ignored and the proxy is the client.
+#[tokio::test]
+async fn behind_a_trusted_proxy_the_cap_counts_forwarded_clients() {
+    let node = start_node_with(|c| {
+        c.max_connections_per_ip = 2;
+        c.trusted_proxies = vec!["127.0.0.1/32".parse().unwrap()];
+    })
+    .await;
+    let mut open = vec![];
+    for _ in 0..2 {
+        open.push(forwarded_for(&node, "198.51.100.1, 203.0.113.7").await.expect("within the client's cap"));
+    }
+    assert_eq!(status(forwarded_for(&node, "203.0.113.7").await), 429, "the client's third WebSocket");
+    assert_eq!(status(forwarded_for(&node, "198.51.100.1, 203.0.113.7").await), 429, "a spoofed left entry");
+    for _ in 0..2 {
+        open.push(forwarded_for(&node, "203.0.113.8").await.expect("another client, same proxy"));
+    }
+    assert_eq!(status(forwarded_for(&node, "not-an-address").await), 400);
+    assert_eq!(metric(&node, r#"switchyard_media_http_connections_refused_total{reason="per_ip_limit"}"#).await, 2.0);
+    drop(open.pop());
+    let again = async {
+        while forwarded_for(&node, "203.0.113.8").await.is_err() {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(5), again).await.expect("the slot is released with its session");
+    node.shutdown().await;
+
+    let node = start_node_with(|c| c.max_connections_per_ip = 2).await;
+    let _held =
+        [forwarded_for(&node, "203.0.113.1").await.unwrap(), forwarded_for(&node, "203.0.113.2").await.unwrap()];
+    assert!(forwarded_for(&node, "203.0.113.3").await.is_err(), "an untrusted X-Forwarded-For is ignored");
+    assert_eq!(metric(&node, r#"switchyard_media_http_connections_refused_total{reason="per_ip_limit"}"#).await, 1.0);
+    node.shutdown().await;
+}
+
 #[tokio::test]
 async fn metrics_are_not_on_the_signaling_port_unless_asked() {
     let node = start_node().await;

@@ -549,6 +549,10 @@ impl Engine {
             self.shared.metrics.drop_packet(DropReason::NoPermission);
             return None;
         }
+        if !self.shared.filter.relays_from(from) {
+            self.shared.metrics.drop_packet(DropReason::DeniedPeer);
+            return None;
+        }
         if !Self::within_bandwidth(a, now, limits_bw, len) {
             self.shared.metrics.drop_packet(DropReason::Bandwidth);
             return None;
@@ -906,18 +910,19 @@ impl Engine {
         });
     }
 
-    /// Checks shared by CreatePermission and ChannelBind for one peer:
-    /// family must match the relay (443), the filter must permit it (403).
-    fn check_peer(&mut self, five: &FiveTuple, msg: &Message<'_>, key: &Key, peer: SocketAddr) -> bool {
+    /// Checks shared by CreatePermission and ChannelBind for one peer: the
+    /// filter must permit it (`permitted`, else 403), its family must match the
+    /// relay (443).
+    fn check_peer(&mut self, five: &FiveTuple, msg: &Message<'_>, key: &Key, peer: IpAddr, permitted: bool) -> bool {
         // The filter goes first so every forbidden form gets the same 403,
         // whatever its family.
-        if !self.shared.filter.permits_addr(peer) {
+        if !permitted {
             self.shared.metrics.alloc_result(AllocResult::DeniedPeer);
             self.error(five, msg, Some(key), 403, "Forbidden");
             return false;
         }
         let relay_v4 = self.shared.relay_ip.is_ipv4();
-        if canonical_ip(peer.ip()).is_ipv4() != relay_v4 {
+        if canonical_ip(peer).is_ipv4() != relay_v4 {
             self.error(five, msg, Some(key), 443, "Peer Address Family Mismatch");
             return false;
         }
@@ -948,7 +953,8 @@ impl Engine {
         for peer in msg.peer_addrs() {
             // A permission is per IP: its port means nothing (RFC 8656 §9), so
             // only the IP is judged here; ports are checked per packet.
-            if !self.check_peer(five, msg, &key, SocketAddr::new(peer.ip(), 0)) {
+            let permitted = self.shared.filter.permits_permission(peer.ip());
+            if !self.check_peer(five, msg, &key, peer.ip(), permitted) {
                 return;
             }
         }
@@ -982,7 +988,9 @@ impl Engine {
         if !stun::CHANNEL_RANGE.contains(&channel) {
             return self.error(five, msg, Some(&key), 400, "Bad Request: channel number out of range");
         }
-        if !self.check_peer(five, msg, &key, peer) {
+        // A channel names one transport address, so its port is judged too.
+        let permitted = self.shared.filter.permits_addr(peer);
+        if !self.check_peer(five, msg, &key, peer.ip(), permitted) {
             return;
         }
         let a = &self.allocs[&id];

@@ -203,19 +203,23 @@ pub fn canonical(ip: IpAddr) -> IpAddr {
 }
 
 /// The filter a running server checks, replaced whole when its config file's `peers`
-/// change (the operator edits the allow list as SFU pods come and go).
+/// change (the operator edits the allow list as SFU pods come and go). The `only` list
+/// never changes while running, so the peer → client path reads it without the lock.
 #[derive(Debug, Default)]
-pub struct LiveFilter(std::sync::RwLock<PeerFilter>);
+pub struct LiveFilter {
+    rules: std::sync::RwLock<PeerFilter>,
+    only: Vec<SocketAddr>,
+}
 
 impl From<PeerFilter> for LiveFilter {
     fn from(f: PeerFilter) -> Self {
-        LiveFilter(std::sync::RwLock::new(f))
+        LiveFilter { only: f.only.clone(), rules: std::sync::RwLock::new(f) }
     }
 }
 
 impl LiveFilter {
     fn current(&self) -> std::sync::RwLockReadGuard<'_, PeerFilter> {
-        self.0.read().unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.rules.read().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// [`PeerFilter::permits_addr`] of the current rules.
@@ -223,10 +227,21 @@ impl LiveFilter {
         self.current().permits_addr(addr)
     }
 
+    /// [`PeerFilter::permits_permission`] of the current rules.
+    pub fn permits_permission(&self, ip: IpAddr) -> bool {
+        self.current().permits_permission(ip)
+    }
+
+    /// [`PeerFilter::relays_from`], without taking the lock.
+    #[inline]
+    pub fn relays_from(&self, addr: SocketAddr) -> bool {
+        only_admits(&self.only, addr)
+    }
+
     /// Replace the allow and deny CIDRs (the server's own addresses stay refused).
     /// Returns false when they were already these.
     pub fn set_rules(&self, allow: Vec<IpNet>, deny: Vec<IpNet>) -> bool {
-        let mut f = self.0.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut f = self.rules.write().unwrap_or_else(std::sync::PoisonError::into_inner);
         if f.allow == allow && f.deny == deny {
             return false;
         }
@@ -234,6 +249,11 @@ impl LiveFilter {
         f.deny = deny;
         true
     }
+}
+
+/// An empty `only` list admits everything; otherwise exactly its transport addresses.
+fn only_admits(only: &[SocketAddr], addr: SocketAddr) -> bool {
+    only.is_empty() || only.contains(&SocketAddr::new(canonical(addr.ip()), addr.port()))
 }
 
 impl PeerFilter {
@@ -251,17 +271,39 @@ impl PeerFilter {
         self
     }
 
-    /// When not empty, the only transport addresses ever relayed to, checked before every
-    /// other rule (`switchyard dev`: the SFU's own media ports, nothing else on its host).
+    /// When not empty, the only transport addresses data is ever relayed to or from,
+    /// checked before every other rule (`switchyard dev`: the SFU's own media ports,
+    /// nothing else on its host). A permission is per IP (RFC 8656 §9: its port means
+    /// nothing), so permissions are granted for the IPs of the list
+    /// ([`Self::permits_permission`]) and the ports are enforced on the data: Send
+    /// indications and channel bindings ([`Self::permits_addr`]) and what peers send
+    /// back ([`Self::relays_from`]).
     pub fn with_only(mut self, only: impl IntoIterator<Item = SocketAddr>) -> Self {
         self.only = only.into_iter().map(|a| SocketAddr::new(canonical(a.ip()), a.port())).collect();
         self
     }
 
+    /// True when a permission for `ip` may be installed: an `only` list names it (at any
+    /// port), and the address rules permit it.
+    pub fn permits_permission(&self, ip: IpAddr) -> bool {
+        let ip = canonical(ip);
+        if !self.only.is_empty() && !self.only.iter().any(|a| a.ip() == ip) {
+            return false;
+        }
+        self.permits(ip)
+    }
+
+    /// True when data a peer sent from `addr` may reach the client: the `only` list
+    /// (when set) names this exact transport address. The address itself was judged
+    /// when its permission was installed.
+    pub fn relays_from(&self, addr: SocketAddr) -> bool {
+        only_admits(&self.only, addr)
+    }
+
     /// True when relaying to this exact transport address is permitted.
     pub fn permits_addr(&self, addr: SocketAddr) -> bool {
         let ip = canonical(addr.ip());
-        if !self.only.is_empty() && !self.only.contains(&SocketAddr::new(ip, addr.port())) {
+        if !only_admits(&self.only, addr) {
             return false;
         }
         if self.blocked.iter().any(|b| b.ip() == ip && b.port() == addr.port()) {
@@ -542,6 +584,23 @@ mod tests {
         for other in ["127.0.0.1:22", "127.0.0.1:7880", "127.0.0.1:7883", "192.0.2.1:7882"] {
             assert!(!f.permits_addr(other.parse().unwrap()), "{other}");
         }
+    }
+
+    #[test]
+    fn an_only_list_grants_permissions_by_ip_and_relays_data_by_port() {
+        let f = PeerFilter::new(vec!["127.0.0.1/32".parse().unwrap(), "192.0.2.0/24".parse().unwrap()], vec![], vec![])
+            .with_only(["127.0.0.1:7882".parse().unwrap()]);
+        assert!(f.permits_permission(ip("127.0.0.1")), "a permission carries no port");
+        assert!(f.permits_permission(ip("::ffff:127.0.0.1")));
+        assert!(!f.permits_permission(ip("192.0.2.1")), "allowed by CIDR, but not in the list");
+        let live = LiveFilter::from(f);
+        assert!(live.permits_permission(ip("127.0.0.1")));
+        assert!(live.relays_from("127.0.0.1:7882".parse().unwrap()));
+        assert!(live.relays_from("[::ffff:127.0.0.1]:7882".parse().unwrap()));
+        assert!(!live.relays_from("127.0.0.1:7883".parse().unwrap()), "another port of the SFU's host");
+        assert!(!live.permits_addr("127.0.0.1:7883".parse().unwrap()));
+        let open = LiveFilter::from(PeerFilter::default());
+        assert!(open.relays_from("203.0.113.9:5000".parse().unwrap()), "no list: the permission decides");
     }
 
     #[test]

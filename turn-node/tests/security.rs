@@ -247,6 +247,39 @@ async fn own_listener_is_never_a_peer_even_when_allowed() {
     server.shutdown();
 }
 
+/// `switchyard dev`'s embedded TURN: an `only_peers` list of the SFU's media port. A
+/// permission for its IP is granted whatever port it names (browsers' permissions must
+/// work), and data goes to and comes from exactly the listed port, never another
+/// service on the same host.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_only_list_relays_to_the_listed_port_and_no_other_port_of_its_host() {
+    let dir = tempfile::tempdir().unwrap();
+    let sfu = echo_peer().await;
+    let victim = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let other_port = victim.local_addr().unwrap();
+    let mut config = loopback_config(dir.path());
+    config.only_peers = vec![sfu];
+    let server = start(config).await;
+    let mut c = Raw::rest(server.addrs().udp[0], "browser").await;
+    let relayed = parse(&c.allocate().await.bytes).unwrap().relayed.expect("relayed address");
+    assert_eq!(c.permit(other_port).await.code(), None, "a permission is per IP");
+    assert_eq!(c.permit(sfu).await.code(), None);
+    assert_eq!(c.bind(0x4000, other_port).await.code(), Some(403), "ChannelBind to another port");
+    assert_eq!(c.bind(0x4001, sfu).await.code(), None);
+    c.send_indication(other_port, b"leak?").await;
+    c.send_indication(sfu, b"media").await;
+    let back = c.recv(Duration::from_secs(2)).await.expect("echo from the SFU port");
+    assert_eq!(back, [0x40, 0x01, 0, 5, b'm', b'e', b'd', b'i', b'a'], "over its channel");
+    // The other port of the host hears nothing, and what it sends is not relayed back.
+    let mut buf = [0u8; 64];
+    let heard = tokio::time::timeout(Duration::from_millis(300), victim.recv_from(&mut buf)).await;
+    assert!(heard.is_err(), "a packet reached another port of the SFU's host");
+    victim.send_to(b"unsolicited", relayed).await.unwrap();
+    assert_eq!(c.recv(Duration::from_millis(300)).await, None, "relayed back from another port");
+    assert_eq!(server.metrics().dropped_count(DropReason::DeniedPeer), 2, "the Send and the answer");
+    server.shutdown();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn expired_and_forged_credentials_get_401() {
     let dir = tempfile::tempdir().unwrap();

@@ -41,6 +41,11 @@ pub struct MediaNodeConfig {
     pub webhooks: Vec<Webhook>,
     /// How long a drain waits for rooms to empty, seconds.
     pub drain_grace_seconds: u64,
+    /// Open signaling connections from one client address (0: no limit).
+    pub max_connections_per_client: u32,
+    /// Proxies whose `X-Forwarded-For` names the client (media-node's `--trusted-proxies`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub trusted_proxies: Vec<ipnet::IpNet>,
 }
 
 impl MediaNodeConfig {
@@ -146,6 +151,8 @@ mod tests {
                 api_key: Some("APIedge".into()),
             }],
             drain_grace_seconds: 600,
+            max_connections_per_client: 256,
+            trusted_proxies: vec!["10.244.0.0/16".parse().unwrap()],
         }
     }
 

@@ -91,6 +91,11 @@ pub fn media_node(mc: &MediaCluster, cluster: &str, turn_uris: Vec<String>) -> R
         },
         webhooks: s.webhooks.iter().map(Webhook::from).collect(),
         drain_grace_seconds: unsigned(s.sfu.drain_grace_period_seconds, "sfu.drainGracePeriodSeconds")?,
+        max_connections_per_client: unsigned(
+            s.signaling.connections_per_client(),
+            "signaling.maxConnectionsPerClient",
+        )?,
+        trusted_proxies: cidrs(&s.signaling.trusted_proxies, "signaling.trustedProxies")?,
     })
 }
 

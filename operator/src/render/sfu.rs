@@ -100,17 +100,17 @@ pub(super) fn render(ctx: &Ctx<'_>) -> Result<Vec<Object>> {
     // Signaling Service: any node accepts /rtc and proxies to the room's node.
     let mut sig_meta = ctx.meta(names.signaling(), Some(Fleet::Sfu));
     sig_meta["labels"][SERVICE_LABEL] = json!("signaling");
-    out.push(Object::new(
-        "v1",
-        "Service",
-        "services",
-        sig_meta,
-        json!({ "spec": {
-            "type": service_type(spec.signaling.service_type),
-            "selector": selector,
-            "ports": [{ "name": "signaling", "port": spec.signaling.port, "targetPort": "signaling", "protocol": "TCP" }],
-        } }),
-    ));
+    let mut sig_spec = json!({
+        "type": service_type(spec.signaling.service_type),
+        "selector": selector,
+        "ports": [{ "name": "signaling", "port": spec.signaling.port, "targetPort": "signaling", "protocol": "TCP" }],
+    });
+    if matches!(spec.signaling.service_type, ServiceType::LoadBalancer | ServiceType::NodePort) {
+        // Keep the client's source address: media-node caps connections per client
+        // address, and behind SNAT every client would be a node's address.
+        sig_spec["externalTrafficPolicy"] = json!("Local");
+    }
+    out.push(Object::new("v1", "Service", "services", sig_meta, json!({ "spec": sig_spec })));
 
     if let Some(ing) = &spec.signaling.ingress {
         let mut meta = ctx.meta(names.signaling(), Some(Fleet::Sfu));

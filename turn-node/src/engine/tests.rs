@@ -184,6 +184,21 @@ impl Harness {
         }
     }
 
+    /// Client → peer in a Send indication; returns the peer it would reach.
+    fn send(&mut self, peer: SocketAddr, payload: &[u8]) -> Option<SocketAddr> {
+        let mut buf = Vec::new();
+        let mut w = MessageWriter::new(&mut buf, method::SEND, Class::Indication, [4; 12]);
+        w.xor_addr(attr::XOR_PEER_ADDRESS, peer).attr(attr::DATA, payload);
+        w.finish();
+        match self.engine.handle_client(self.now, &self.five, &buf) {
+            Forward::ToPeer { peer: p, payload: got, .. } => {
+                assert_eq!(got, payload);
+                Some(p)
+            }
+            Forward::None => None,
+        }
+    }
+
     /// Peer → client; returns the framed message the client would get.
     fn peer_sends(&mut self, peer: SocketAddr, payload: &[u8]) -> Option<Vec<u8>> {
         let head = MAX_DATA_INDICATION_OVERHEAD;
@@ -309,28 +324,38 @@ fn permission_times_out_after_300_s() {
 fn send_indication_needs_permission() {
     let mut h = Harness::new();
     h.allocate();
-    let send = |h: &mut Harness| {
-        let mut buf = Vec::new();
-        let mut w = MessageWriter::new(&mut buf, method::SEND, Class::Indication, [4; 12]);
-        w.xor_addr(attr::XOR_PEER_ADDRESS, peer()).attr(attr::DATA, b"ping");
-        w.finish();
-        match h.engine.handle_client(h.now, &h.five, &buf) {
-            Forward::ToPeer { peer: p, payload, .. } => {
-                assert_eq!(payload, b"ping");
-                Some(p)
-            }
-            Forward::None => None,
-        }
-    };
-    assert_eq!(send(&mut h), None);
+    assert_eq!(h.send(peer(), b"ping"), None);
     h.permit(peer());
-    assert_eq!(send(&mut h), Some(peer()));
+    assert_eq!(h.send(peer(), b"ping"), Some(peer()));
     // Without a channel the peer's answer comes back as a Data indication.
     let back = h.peer_sends(peer(), b"pong").unwrap();
     let msg = parse(&back).unwrap();
     assert_eq!((msg.method, msg.class), (method::DATA, Class::Indication));
     assert_eq!(msg.data, Some(&b"pong"[..]));
     assert_eq!(msg.peers[0], Some(peer()));
+}
+
+/// `switchyard dev`'s list of the SFU's media addresses: permissions are granted by IP
+/// (browsers send their candidate's port, or none that matters), relayed data by
+/// address and port, both ways.
+#[test]
+fn an_only_list_permits_by_ip_and_relays_only_to_its_ports() {
+    let sfu = peer();
+    let same_host = SocketAddr::new(sfu.ip(), 22);
+    let mut h = Harness::with(Limits::default(), allow_all_public().with_only([sfu]));
+    h.allocate();
+    assert_eq!(h.permit(SocketAddr::new(sfu.ip(), 0)).code(), None, "permission for the SFU's IP, port 0");
+    assert_eq!(h.permit(same_host).code(), None, "permission for the SFU's IP, another port");
+    assert_eq!(h.permit("203.0.113.6:4000".parse().unwrap()).code(), Some(403), "another host");
+    assert_eq!(h.send(sfu, b"media"), Some(sfu));
+    assert_eq!(h.send(same_host, b"ssh?"), None, "another port of the SFU's host");
+    assert_eq!(h.shared.metrics.dropped_count(DropReason::DeniedPeer), 1);
+    assert_eq!(h.bind(0x4000, same_host).code(), Some(403), "ChannelBind to another port");
+    assert_eq!(h.bind(0x4001, sfu).code(), None);
+    assert_eq!(h.channel_send(0x4001, b"media"), Some(sfu));
+    assert!(h.peer_sends(sfu, b"back").is_some(), "the SFU answers");
+    assert!(h.peer_sends(same_host, b"other").is_none(), "another port of its host is not relayed back");
+    assert_eq!(h.shared.metrics.dropped_count(DropReason::DeniedPeer), 2);
 }
 
 #[test]
