@@ -82,15 +82,8 @@ impl RecvBatch {
                 iov_base: unsafe { base.add(i * self.slot + self.head) }.cast(),
                 iov_len: self.max,
             };
-            let hdr = &mut self.hdrs[i].msg_hdr;
-            hdr.msg_name = (&mut self.addrs[i] as *mut libc::sockaddr_storage).cast();
-            hdr.msg_namelen = size_of::<libc::sockaddr_storage>() as libc::socklen_t;
-            hdr.msg_iov = &mut self.iovs[i];
-            hdr.msg_iovlen = 1;
-            hdr.msg_control = std::ptr::null_mut();
-            hdr.msg_controllen = 0;
-            hdr.msg_flags = 0;
-            self.hdrs[i].msg_len = 0;
+            let namelen = size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+            sockaddr::point_header(&mut self.hdrs[i], &mut self.addrs[i], namelen, &mut self.iovs[i]);
         }
         // SAFETY: `hdrs` holds BATCH initialised headers whose name and iov
         // pointers point into `addrs`, `iovs` and `bufs`, all alive and not

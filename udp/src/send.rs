@@ -91,15 +91,7 @@ impl<B: AsRef<[u8]>> SendBatch<B> {
                 let data = data.as_ref();
                 let len = sockaddr::from_std(dest, &mut self.addrs[i]);
                 self.iovs[i] = libc::iovec { iov_base: data.as_ptr() as *mut libc::c_void, iov_len: data.len() };
-                let hdr = &mut self.hdrs[i].msg_hdr;
-                hdr.msg_name = (&mut self.addrs[i] as *mut libc::sockaddr_storage).cast();
-                hdr.msg_namelen = len;
-                hdr.msg_iov = &mut self.iovs[i];
-                hdr.msg_iovlen = 1;
-                hdr.msg_control = std::ptr::null_mut();
-                hdr.msg_controllen = 0;
-                hdr.msg_flags = 0;
-                self.hdrs[i].msg_len = 0;
+                sockaddr::point_header(&mut self.hdrs[i], &mut self.addrs[i], len, &mut self.iovs[i]);
             }
             // SAFETY: the first `n` headers are initialised; their name and iov pointers
             // point into `addrs`, `iovs` and the queued buffers, all alive and not

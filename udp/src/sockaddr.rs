@@ -33,6 +33,24 @@ pub(crate) fn to_std(storage: &libc::sockaddr_storage) -> Option<SocketAddr> {
     }
 }
 
+/// Points `hdr` at one name and one iovec, with no control data.
+pub(crate) fn point_header(
+    hdr: &mut libc::mmsghdr,
+    name: &mut libc::sockaddr_storage,
+    namelen: libc::socklen_t,
+    iov: &mut libc::iovec,
+) {
+    let h = &mut hdr.msg_hdr;
+    h.msg_name = (name as *mut libc::sockaddr_storage).cast();
+    h.msg_namelen = namelen;
+    h.msg_iov = iov;
+    h.msg_iovlen = 1;
+    h.msg_control = std::ptr::null_mut();
+    h.msg_controllen = 0;
+    h.msg_flags = 0;
+    hdr.msg_len = 0;
+}
+
 /// Writes `addr` into `storage`; returns the length the kernel must be told.
 pub(crate) fn from_std(addr: &SocketAddr, storage: &mut libc::sockaddr_storage) -> libc::socklen_t {
     match addr {

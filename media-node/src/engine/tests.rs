@@ -136,9 +136,14 @@ impl Net {
 
     /// The client's first offer: optionally a sending media line, always a data channel.
     fn offer(&mut self, pid: Pid, send: Option<MediaKind>) -> Option<Mid> {
+        self.offer_layers(pid, send, None)
+    }
+
+    /// [`Net::offer`], the sending line simulcast with `simulcast`'s layers.
+    fn offer_layers(&mut self, pid: Pid, send: Option<MediaKind>, simulcast: Option<Simulcast>) -> Option<Mid> {
         let c = self.client(pid);
         let mut api = c.rtc.sdp_api();
-        let mid = send.map(|k| api.add_media(k, Direction::SendOnly, None, None, None));
+        let mid = send.map(|k| api.add_media(k, Direction::SendOnly, None, None, simulcast));
         api.add_channel("reliable".into());
         let (offer, pending) = api.apply().expect("changes");
         c.pending = Some(pending);
@@ -843,20 +848,11 @@ impl Net {
                 layers,
             }),
         );
-        let c = self.client(pid);
-        let mut api = c.rtc.sdp_api();
         let mut sim = Simulcast::new();
         for rid in RIDS {
             sim.add_send_layer(SimulcastLayer::new(rid));
         }
-        let mid = api.add_media(MediaKind::Video, Direction::SendOnly, None, None, Some(sim));
-        api.add_channel("reliable".into());
-        let (offer, pending) = api.apply().expect("changes");
-        c.pending = Some(pending);
-        let msg = ClientMessage::Offer(SessionDescription { sdp: offer.to_sdp_string(), id: 1 });
-        self.engine.handle_command(self.now, Command::Client { pid, msg });
-        self.flush();
-        mid
+        self.offer_layers(pid, Some(MediaKind::Video), Some(sim)).expect("a sending line")
     }
 
     /// One frame on every layer (`key`: which layers send a keyframe), 33 ms apart.
