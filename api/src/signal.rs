@@ -14,7 +14,8 @@
 //!   ── answer ───────────────────────────────►
 //!   ◄── participant_joined / _left / _updated, track_muted, data, … ──
 //!   ── ping ─► ◄─ pong                           keepalive, both directions
-//!   ── leave ─►  or  ◄─ leave (with reason, canReconnect, retry hint)
+//!   ── leave ─►  or  ◄─ leave (with reason, canReconnect, retry hint, reconnect)
+//!   ⋯ socket lost ⋯  new socket: ── resume ─► ◄─ resumed (fresh snapshot, new token)
 //! ```
 //!
 //! Negotiation: the client offers first; afterwards the server offers whenever the
@@ -28,8 +29,25 @@
 //! times with doubling waits from 2 s; then it is withdrawn and reported as
 //! `negotiation_failed`. Three failed negotiations in a row end the session with `leave`.
 //!
-//! A client that lost its socket reconnects with `resume` (participant sid + the
-//! `reconnectToken` from `joined`) instead of `join`, and keeps its identity and tracks.
+//! **Resume.** A client that lost its socket reconnects with `resume` (participant sid +
+//! the `reconnectToken` from `joined` or the latest `resumed`) instead of `join`, on a
+//! socket whose access token names the same identity and room. The server keeps a
+//! participant whose socket dropped (no close frame, or keepalive timeout) for the node's
+//! resume window (15 s by default): its `Rtc`, tracks and subscriptions stay, media keeps
+//! flowing, and the others see nothing. `resumed` carries a fresh snapshot (room, self
+//! with its tracks, others with theirs, ICE servers) and a new `reconnectToken`: the old
+//! one is spent. Messages the server produced while the socket was down are not replayed;
+//! the snapshot replaces them (a client rebuilds its view of the room from it), and an
+//! offer of ours still awaiting an answer is sent again, unchanged, after `resumed`. A
+//! client whose address changed then offers with an ICE restart. After the window the
+//! participant leaves (reason `timeout`) and `resume` gets `resume_failed`, as does a
+//! wrong or spent token, or a token for another identity or room: the client then joins
+//! again. A client that closes its socket with a close frame has left.
+//!
+//! **Reconnect hint.** `leave` from the server says whether to reconnect (`canReconnect`),
+//! when (`retryAfterMs`) and how (`reconnect`: `resume` here, or `rejoin` through the
+//! signaling URL). A draining node sends `reconnect: "rejoin"`: it keeps no sessions, and
+//! the signaling URL routes the join to the room's new node.
 //! Errors are `error` messages with a stable [`ErrorCode`]; only fatal ones also close the
 //! socket, with the code from [`ErrorCode::close_code`].
 //! Two closes carry no error code: 4408 when a session sent no frame within the keepalive
@@ -635,8 +653,25 @@ pub struct ServerLeave {
     /// Wait at least this long before reconnecting.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retry_after_ms: Option<u64>,
+    /// How to reconnect, when `canReconnect` is true: `resume` on this node, or `rejoin`
+    /// (a new `join` through the signaling URL, which routes to the room's new node).
+    /// Absent when reconnecting cannot succeed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reconnect: Option<Reconnect>,
     /// For people.
     pub message: String,
+}
+
+/// How a client told to leave reconnects (`leave.reconnect`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Reconnect {
+    /// Open a new socket to the same signaling URL and send `resume`: the session, its
+    /// tracks and its subscriptions are kept here for the resume window.
+    Resume,
+    /// Open a new socket to the signaling URL and send `join`: this node keeps nothing
+    /// (it is draining); the signaling URL routes the join to the room's new node.
+    Rejoin,
 }
 
 /// Why a participant left.
@@ -1086,6 +1121,7 @@ mod tests {
                 reason: LeaveReason::NodeDraining,
                 can_reconnect: true,
                 retry_after_ms: Some(500),
+                reconnect: Some(Reconnect::Rejoin),
                 message: "node is draining".into(),
             }),
             ServerMessage::Ping(Ping { timestamp_ms: 9, rtt_ms: None }),

@@ -96,6 +96,10 @@ pub struct Config {
     /// A session with no frame for this long is closed, seconds.
     #[arg(long, env = "SWITCHYARD_PING_TIMEOUT", default_value_t = 30)]
     pub ping_timeout_seconds: u32,
+    /// How long a participant whose signaling socket dropped is kept for `resume`
+    /// (tracks, subscriptions and media stay), seconds; 0 turns resume off.
+    #[arg(long, env = "SWITCHYARD_RESUME_WINDOW", default_value_t = 15)]
+    pub resume_window_seconds: u64,
     /// How long a draining node waits for its rooms to empty, seconds.
     #[arg(long, env = "SWITCHYARD_DRAIN_GRACE", default_value_t = 3600)]
     pub drain_grace_seconds: u64,
@@ -348,6 +352,11 @@ impl Config {
     /// The ICE-TCP listen address, unless disabled.
     pub fn ice_tcp_addr(&self) -> Option<SocketAddr> {
         (!self.no_ice_tcp).then_some(self.tcp_addr)
+    }
+
+    /// The resume window.
+    pub fn resume_window(&self) -> Duration {
+        Duration::from_secs(self.resume_window_seconds)
     }
 
     /// Empty-room timeout.

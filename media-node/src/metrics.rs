@@ -75,6 +75,8 @@ pub(crate) struct Metrics {
     pub(crate) slow_clients: Family<Reason, Counter>,
     pub(crate) room_api: Family<ApiRequest, Counter>,
     pub(crate) room_api_seconds: Histogram,
+    pub(crate) resumes: Family<Outcome, Counter>,
+    pub(crate) sessions_held: Gauge,
 }
 
 impl Metrics {
@@ -105,6 +107,8 @@ impl Metrics {
             slow_clients: Family::default(),
             room_api: Family::default(),
             room_api_seconds: Histogram::new(exponential_buckets(0.0005, 2.0, 16)),
+            resumes: Family::default(),
+            sessions_held: Gauge::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -191,6 +195,16 @@ impl Metrics {
             "Sessions ended because the client did not read: queue_full (closed 1008), send_timeout",
             m.slow_clients.clone(),
         );
+        registry.register(
+            "resumes",
+            "Resume attempts by result: ok, or why it failed (unknown_session, bad_token, wrong_identity)",
+            m.resumes.clone(),
+        );
+        registry.register(
+            "sessions_held",
+            "Participants whose signaling socket dropped, held for a resume",
+            m.sessions_held.clone(),
+        );
         Self { registry, ..m }
     }
 
@@ -199,7 +213,13 @@ impl Metrics {
         self.rooms.set(now.rooms as i64);
         self.participants.set(now.participants as i64);
         self.tracks.set(now.tracks as i64);
+        self.sessions_held.set(now.held as i64);
         let delta = |a: u64, b: u64| a.saturating_sub(b);
+        self.resumes.get_or_create(&Outcome { result: "ok" }).inc_by(delta(now.resumes, before.resumes));
+        for f in crate::engine::ResumeFailure::ALL {
+            let (a, b) = (now.resume_failures[f as usize], before.resume_failures[f as usize]);
+            self.resumes.get_or_create(&Outcome { result: f.as_str() }).inc_by(delta(a, b));
+        }
         self.packets.get_or_create(&Direction { direction: "in" }).inc_by(delta(now.packets_in, before.packets_in));
         self.packets.get_or_create(&Direction { direction: "out" }).inc_by(delta(now.packets_out, before.packets_out));
         self.bytes.get_or_create(&Direction { direction: "in" }).inc_by(delta(now.bytes_in, before.bytes_in));

@@ -28,6 +28,8 @@ use crate::{Config, Error, Result};
 #[derive(Debug)]
 pub(crate) enum SessionOut {
     Msg(Box<ServerMessage>),
+    /// The session's resume succeeded: it speaks for this participant from now on.
+    Adopt(Pid),
     Close,
 }
 
@@ -249,6 +251,11 @@ impl Shared {
 fn add(total: &mut EngineStats, s: &EngineStats) {
     total.rooms += s.rooms;
     total.participants += s.participants;
+    total.held += s.held;
+    total.resumes += s.resumes;
+    for (t, n) in total.resume_failures.iter_mut().zip(s.resume_failures) {
+        *t += n;
+    }
     total.tracks += s.tracks;
     total.packets_in += s.packets_in;
     total.packets_out += s.packets_out;
@@ -408,6 +415,7 @@ impl Node {
             ice_transport_policy: if cfg.relay_only { IceTransportPolicy::Relay } else { IceTransportPolicy::All },
             ping_interval_seconds: cfg.ping_interval_seconds,
             ping_timeout_seconds: cfg.ping_timeout_seconds,
+            resume_window: cfg.resume_window(),
         };
         let n = if cfg.shards == 0 {
             std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
@@ -667,6 +675,16 @@ async fn run_shard(
                     }
                     if let Some(s) = sessions.get(&pid) {
                         let _ = s.send(SessionOut::Msg(msg));
+                    }
+                }
+                Output::Route(Route::Resumed { session, pid }) => {
+                    // The new socket takes the participant's outbox; an old socket still
+                    // open closes without leaving.
+                    if let Some(s) = sessions.remove(&session) {
+                        let _ = s.send(SessionOut::Adopt(pid));
+                        if let Some(old) = sessions.insert(pid, s) {
+                            let _ = old.send(SessionOut::Close);
+                        }
                     }
                 }
                 Output::Route(route) => {

@@ -169,6 +169,8 @@ impl Tables {
                 self.members.insert(*pid, Member { ufrag: ufrag.clone(), paths: VecDeque::new() });
             }
             Route::Closed { pid } => self.forget(*pid),
+            // The participant keeps its ufrag and 5-tuples: media never stopped.
+            Route::Resumed { .. } => {}
         }
     }
 

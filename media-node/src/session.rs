@@ -6,6 +6,13 @@
 //! socket send gives up after `--send-timeout-seconds`. Closing sends the close frame and
 //! then reads on until the client's reply ([`LINGER`]), so the socket ends with a FIN and
 //! the client sees its close code instead of a reset.
+//!
+//! A socket lost without a close frame (or silent past the keepalive) does not make its
+//! participant leave: the engine holds it for the resume window ([`Command::Detach`]). A
+//! session may start with `resume` instead of `join`: its own access token was checked at
+//! the upgrade, the engine checks the reconnect token and that the identity and room
+//! match, and on success the session speaks for the participant it took back
+//! ([`SessionOut::Adopt`]). Each connection gets a fresh reconnect token from a CSPRNG.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -18,7 +25,7 @@ use switchyard_api::token::Claims;
 use tokio::sync::{Notify, mpsc};
 
 use crate::cluster::Route;
-use crate::engine::{Command, JoinArgs, RoomSettings};
+use crate::engine::{Command, JoinArgs, Pid, ResumeArgs, RoomSettings};
 use crate::node::{SessionOut, ShardMsg, Shared};
 use crate::proxy::Upstream;
 
@@ -219,8 +226,8 @@ async fn serve(mut ws: WebSocket, shared: Arc<Shared>, claims: Claims, room: Str
     let max = shared.cfg.max_message_bytes;
     let send_timeout = send_timeout(&shared);
     let mut limit = RateLimit::new(shared.cfg.messages_per_second);
-    // Wait for join.
-    let join = loop {
+    // Wait for join (or resume).
+    let first = loop {
         let frame = match tokio::time::timeout(JOIN_TIMEOUT, ws.next()).await {
             Err(_) => {
                 let e = ErrorMessage::new(ErrorCode::BadRequest, "no join within 10 s");
@@ -240,11 +247,8 @@ async fn serve(mut ws: WebSocket, shared: Arc<Shared>, claims: Claims, room: Str
             return fail(&mut ws, &shared, e).await;
         }
         match parse(frame, max) {
-            Ok(Some(ClientMessage::Join(j))) => break j,
-            Ok(Some(ClientMessage::Resume(_))) => {
-                let e = ErrorMessage::new(ErrorCode::ResumeFailed, "this node cannot resume that session; join again");
-                return fail(&mut ws, &shared, e).await;
-            }
+            Ok(Some(ClientMessage::Join(j))) => break First::Join(j),
+            Ok(Some(ClientMessage::Resume(r))) => break First::Resume(r),
             Ok(Some(ClientMessage::Ping(p))) => {
                 if send(&mut ws, encode(&ServerMessage::Pong(p)), send_timeout).await.is_err() {
                     return;
@@ -268,6 +272,39 @@ async fn serve(mut ws: WebSocket, shared: Arc<Shared>, claims: Claims, room: Str
             Err(None) => return linger(&mut ws).await,
         }
     };
+    let started = Instant::now();
+    // A session's own id; a resumed session speaks for the participant it took back.
+    let session = shared.next_pid();
+    let pid = session;
+    let (tx, rx, overflow) = outbox(shared.cfg.session_queue);
+    let cfg = &shared.cfg;
+    // A fresh reconnect token per connection (CSPRNG): the one a resume presents is spent.
+    let reconnect_token = switchyard_api::random::token(&mut rand::rng(), 32);
+    let join = match first {
+        First::Join(join) => join,
+        First::Resume(r) => {
+            // The socket's own access token was checked before the upgrade; the engine
+            // checks it names the held participant's identity, in this room.
+            let Some(shard) = shared.router.open_room(&room) else {
+                shared.metrics.resumes.get_or_create(&crate::metrics::Outcome { result: "unknown_session" }).inc();
+                let mut e = ErrorMessage::new(ErrorCode::ResumeFailed, "no session to resume here; join again");
+                e.request_type = Some("resume".into());
+                return fail(&mut ws, &shared, e).await;
+            };
+            shared.send(shard, ShardMsg::Register(session, tx));
+            let args = ResumeArgs {
+                session,
+                room: room.clone(),
+                ice_servers: shared.ice_servers(&claims.sub),
+                participant_sid: r.participant_sid,
+                reconnect_token: r.reconnect_token,
+                next_token: reconnect_token,
+                claims,
+            };
+            shared.send(shard, ShardMsg::Command(Command::Resume(Box::new(args))));
+            return attached(ws, &shared, shard, session, pid, rx, overflow, limit, started).await;
+        }
+    };
     if join.protocol_version != switchyard_api::signal::PROTOCOL_VERSION {
         let e = ErrorMessage::new(
             ErrorCode::BadRequest,
@@ -279,15 +316,11 @@ async fn serve(mut ws: WebSocket, shared: Arc<Shared>, claims: Claims, room: Str
         return;
     }
 
-    let started = Instant::now();
-    let pid = shared.next_pid();
     let shard = match shared.shard_for(&room) {
         Ok(shard) => shard,
         Err(e) => return refuse(&mut ws, &shared, e).await,
     };
-    let (tx, mut rx, overflow) = outbox(shared.cfg.session_queue);
     shared.send(shard, ShardMsg::Register(pid, tx));
-    let cfg = &shared.cfg;
     let args = JoinArgs {
         pid,
         room: room.clone(),
@@ -295,10 +328,44 @@ async fn serve(mut ws: WebSocket, shared: Arc<Shared>, claims: Claims, room: Str
         may_create: cfg.auto_create || claims.grants.room_create,
         settings,
         auto_subscribe: join.auto_subscribe,
-        reconnect_token: format!("{pid}"),
+        reconnect_token,
         claims,
     };
     shared.send(shard, ShardMsg::Command(Command::Join(Box::new(args))));
+    attached(ws, &shared, shard, session, pid, rx, overflow, limit, started).await;
+}
+
+/// The first message of a session.
+enum First {
+    Join(switchyard_api::signal::JoinRequest),
+    Resume(switchyard_api::signal::ResumeRequest),
+}
+
+/// How a joined session's participant goes when the session ends.
+enum Gone {
+    /// It leaves now.
+    Leave(LeaveReason),
+    /// Its socket is lost: it is held for a resume.
+    Detach,
+}
+
+/// Relay between a joined (or resuming) session's socket and its shard until either ends.
+#[allow(clippy::too_many_arguments)]
+async fn attached(
+    mut ws: WebSocket,
+    shared: &Arc<Shared>,
+    shard: usize,
+    session: Pid,
+    mut pid: Pid,
+    mut rx: mpsc::Receiver<SessionOut>,
+    overflow: Arc<Notify>,
+    mut limit: RateLimit,
+    started: Instant,
+) {
+    let shared = &**shared;
+    let cfg = &shared.cfg;
+    let max = cfg.max_message_bytes;
+    let send_timeout = send_timeout(shared);
 
     let timeout = Duration::from_secs(u64::from(cfg.ping_timeout_seconds));
     let mut last_frame = Instant::now();
@@ -311,16 +378,19 @@ async fn serve(mut ws: WebSocket, shared: Arc<Shared>, claims: Claims, room: Str
         if e == SendError::Stuck {
             slow("send_timeout");
         }
-        (End::Drop, LeaveReason::Timeout)
+        (End::Drop, Gone::Detach)
     };
     // Every send in here gives up after the send timeout, or when the keepalive runs out
     // if that comes first: a client that neither reads nor sends is gone on time.
     let budget =
         |last_frame: Instant| send_timeout.min((last_frame + timeout).saturating_duration_since(Instant::now()));
-    let (end, leave_reason) = loop {
+    let (end, gone) = loop {
         tokio::select! {
             out = rx.recv() => match out {
                 Some(SessionOut::Msg(msg)) => {
+                    if let ServerMessage::Resumed(_) = &*msg {
+                        joined = true;
+                    }
                     if let ServerMessage::Joined(_) = &*msg && !joined {
                         joined = true;
                         shared.metrics.join_seconds.observe(started.elapsed().as_secs_f64());
@@ -332,6 +402,7 @@ async fn serve(mut ws: WebSocket, shared: Arc<Shared>, claims: Claims, room: Str
                         break stuck(e);
                     }
                 }
+                Some(SessionOut::Adopt(p)) => pid = p,
                 Some(SessionOut::Close) | None => {
                     // The engine has removed the participant already.
                     let code = last_fatal.map(ErrorCode::close_code).unwrap_or(1000);
@@ -342,12 +413,12 @@ async fn serve(mut ws: WebSocket, shared: Arc<Shared>, claims: Claims, room: Str
             _ = overflow.notified() => {
                 slow("queue_full");
                 let reason = format!("cannot keep up: more than {} messages queued", cfg.session_queue);
-                break (End::Close(1008, reason), LeaveReason::Timeout);
+                break (End::Close(1008, reason), Gone::Leave(LeaveReason::Timeout));
             }
             frame = ws.next() => {
                 let frame = match frame {
                     Some(Ok(f)) => f,
-                    _ => break (End::Drop, LeaveReason::Timeout),
+                    _ => break (End::Drop, Gone::Detach),
                 };
                 last_frame = Instant::now();
                 if !limit.allow(last_frame) {
@@ -356,7 +427,7 @@ async fn serve(mut ws: WebSocket, shared: Arc<Shared>, claims: Claims, room: Str
                     if let Err(e) = error(&mut ws, &shared, e).await {
                         break stuck(e);
                     }
-                    break (End::Close(ErrorCode::RateLimited.close_code(), reason), LeaveReason::ClientRequest);
+                    break (End::Close(ErrorCode::RateLimited.close_code(), reason), Gone::Leave(LeaveReason::ClientRequest));
                 }
                 match parse(frame, max) {
                     Ok(Some(ClientMessage::Ping(p))) => {
@@ -372,7 +443,7 @@ async fn serve(mut ws: WebSocket, shared: Arc<Shared>, claims: Claims, room: Str
                             break stuck(e);
                         }
                     }
-                    Ok(Some(ClientMessage::Leave(_))) => break (End::Close(1000, "left".into()), LeaveReason::ClientRequest),
+                    Ok(Some(ClientMessage::Leave(_))) => break (End::Close(1000, "left".into()), Gone::Leave(LeaveReason::ClientRequest)),
                     Ok(Some(msg)) => shared.send(shard, ShardMsg::Command(Command::Client { pid, msg })),
                     Err(Some(e)) => {
                         let (fatal, code, reason) = (e.code.is_fatal(), e.code.close_code(), e.message.clone());
@@ -380,10 +451,10 @@ async fn serve(mut ws: WebSocket, shared: Arc<Shared>, claims: Claims, room: Str
                             break stuck(e);
                         }
                         if fatal {
-                            break (End::Close(code, reason), LeaveReason::ClientRequest);
+                            break (End::Close(code, reason), Gone::Leave(LeaveReason::ClientRequest));
                         }
                     }
-                    Err(None) => break (End::Linger, LeaveReason::ClientRequest),
+                    Err(None) => break (End::Linger, Gone::Leave(LeaveReason::ClientRequest)),
                 }
             }
             _ = tokio::time::sleep_until((last_frame + timeout).into()) => {
@@ -391,12 +462,16 @@ async fn serve(mut ws: WebSocket, shared: Arc<Shared>, claims: Claims, room: Str
                 if let Err(e) = send(&mut ws, encode(&ServerMessage::Error(e)), send_timeout).await {
                     break stuck(e);
                 }
-                break (End::Close(4408, "keepalive timeout".into()), LeaveReason::Timeout);
+                break (End::Close(4408, "keepalive timeout".into()), Gone::Detach);
             }
         }
     };
     // The participant leaves first; then the socket is closed (which may take a moment).
-    shared.send(shard, ShardMsg::Command(Command::Leave { pid, reason: leave_reason }));
+    let cmd = match gone {
+        Gone::Leave(reason) => Command::Leave { pid, reason },
+        Gone::Detach => Command::Detach { pid, session },
+    };
+    shared.send(shard, ShardMsg::Command(cmd));
     match end {
         End::Close(code, reason) => close(&mut ws, &shared, code, &reason).await,
         End::Linger => linger(&mut ws).await,

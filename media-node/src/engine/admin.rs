@@ -200,6 +200,7 @@ impl Engine {
                         reason: LeaveReason::Removed,
                         can_reconnect: false,
                         retry_after_ms: None,
+                        reconnect: None,
                         message: "removed from the room by its administrator".into(),
                     }),
                 );

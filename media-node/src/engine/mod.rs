@@ -17,6 +17,7 @@
 //! | part | owns |
 //! | --- | --- |
 //! | [`room`] | rooms: admission (the room's limit; the node's capacity is the router's), leave, close, drain |
+//! | [`resume`] | a participant held after its socket dropped, taken back by `resume` |
 //! | [`participant`] | a participant's `Rtc` and its SDP state: offer, answer, glare, rollback, re-offer |
 //! | [`track`] | published tracks, and the index publisher track → subscribers |
 //! | [`subscription`] | what a participant receives: negotiation state, layer selector, waiting for a keyframe |
@@ -48,6 +49,7 @@ pub(crate) mod munger;
 mod participant;
 mod probe;
 pub mod report;
+mod resume;
 mod room;
 pub mod stun;
 mod subscription;
@@ -70,6 +72,7 @@ use switchyard_api::token::Claims;
 
 use self::participant::Peer;
 pub use self::report::{EngineStats, ParticipantReport, RoomReport, SubscriptionReport, TrackReport};
+pub use self::resume::{ResumeArgs, ResumeFailure};
 use self::room::Room;
 use self::track::TrackIndex;
 
@@ -91,6 +94,9 @@ pub struct EngineConfig {
     pub ping_interval_seconds: u32,
     /// Session timeout told to clients.
     pub ping_timeout_seconds: u32,
+    /// How long a participant whose socket dropped is held for `resume`; zero: it
+    /// leaves at once.
+    pub resume_window: Duration,
 }
 
 /// Per-room settings: from the `Room` object, or the node's defaults.
@@ -161,6 +167,16 @@ pub enum Command {
         /// Why.
         reason: LeaveReason,
     },
+    /// The participant's socket is gone without a leave: hold it for a resume.
+    Detach {
+        /// Who.
+        pid: Pid,
+        /// The session that lost its socket (a late detach from a replaced socket is
+        /// ignored).
+        session: Pid,
+    },
+    /// A new socket takes a held (or still attached) participant back.
+    Resume(Box<ResumeArgs>),
     /// Close a room and remove everyone in it.
     CloseRoom {
         /// Which.
@@ -269,6 +285,14 @@ pub enum Route {
         pid: Pid,
         /// The new ufrag.
         ufrag: String,
+    },
+    /// A resume succeeded: the session registered as `session` now speaks for `pid`
+    /// (and a socket still attached to `pid` closes). Nothing changes for media.
+    Resumed {
+        /// The resuming session's own id.
+        session: Pid,
+        /// The participant it took back.
+        pid: Pid,
     },
     /// The participant is gone: its session should close after flushing, and nothing
     /// routes to it any more.
@@ -440,6 +464,7 @@ impl Engine {
         self.keyframe_timeouts(now);
         self.offer_timeouts(now);
         self.drive();
+        self.expire_held(now);
         self.expire_rooms(now);
     }
 
@@ -450,6 +475,8 @@ impl Engine {
             Command::Join(args) => self.join(now, *args),
             Command::Client { pid, msg } => self.client_message(now, pid, msg),
             Command::Leave { pid, reason } => self.leave(now, pid, reason),
+            Command::Detach { pid, session } => self.detach(now, pid, session),
+            Command::Resume(args) => self.resume(now, *args),
             Command::CloseRoom { room } => self.close_room(now, &room),
             Command::Admin(req) => {
                 let reply = self.admin(now, req);
@@ -518,10 +545,12 @@ impl Engine {
             } else if let Some(pid) = self.failed.pop() {
                 self.leave(now, pid, LeaveReason::Timeout);
             } else if let Some(pid) = self.renegotiate.pop() {
-                if let Some(p) = self.peers.get_mut(&pid) {
-                    p.renegotiate = false;
+                let Some(p) = self.peers.get_mut(&pid) else { continue };
+                p.renegotiate = false;
+                // No offers into a lost socket: a resume marks it again.
+                if p.resume.held_until.is_none() {
+                    self.negotiate(now, pid);
                 }
-                self.negotiate(now, pid);
             } else {
                 break;
             }

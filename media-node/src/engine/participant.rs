@@ -88,6 +88,8 @@ pub(super) struct Peer {
     pub(super) undrained: bool,
     /// Negotiations failed in a row (refused answers, offers never answered).
     pub(super) failed_answers: u32,
+    /// The reconnect token and whether the session is held for a resume.
+    pub(super) resume: super::resume::Resumable,
 }
 
 impl Peer {
@@ -117,7 +119,17 @@ impl Peer {
             renegotiate: false,
             undrained: false,
             failed_answers: 0,
+            resume: super::resume::Resumable::new(pid, args.reconnect_token.clone()),
         }
+    }
+
+    /// Our unanswered offer, sent again unchanged after a resume (the client missed it
+    /// while its socket was down); its resend schedule starts over.
+    pub(super) fn replay_pending(&mut self, now: Instant) -> Option<ServerMessage> {
+        let pending = self.pending.as_mut()?;
+        pending.sent_at = now;
+        pending.resends = 0;
+        Some(ServerMessage::Offer(SessionDescription { sdp: pending.sdp.clone(), id: pending.id }))
     }
 
     pub(super) fn info(&self) -> ParticipantInfo {
@@ -157,7 +169,8 @@ impl Peer {
     pub(super) fn next_deadline(&self) -> Option<Instant> {
         let offer = self.pending.as_ref().map(PendingOffer::deadline);
         let keyframes = self.published.iter().filter_map(|t| t.keyframes.deadline());
-        self.next_timeout.into_iter().chain(offer).chain(keyframes).min()
+        let held = self.resume.held_until;
+        self.next_timeout.into_iter().chain(offer).chain(keyframes).chain(held).min()
     }
 
     /// The (mid, rid) of an incoming SSRC.
@@ -389,6 +402,7 @@ impl Engine {
                     reason: LeaveReason::ServerShutdown,
                     can_reconnect: true,
                     retry_after_ms: Some(500),
+                    reconnect: Some(switchyard_api::signal::Reconnect::Rejoin),
                     message: format!("{MAX_FAILED} negotiations in a row failed; join again"),
                 }),
             );

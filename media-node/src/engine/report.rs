@@ -22,6 +22,12 @@ pub struct EngineStats {
     pub bytes_in: u64,
     /// Payload bytes written to subscribers.
     pub bytes_out: u64,
+    /// Participants held for a resume (their socket dropped).
+    pub held: u64,
+    /// Resumes that succeeded.
+    pub resumes: u64,
+    /// Resumes that failed, indexed by [`super::ResumeFailure`].
+    pub resume_failures: [u64; 3],
 }
 
 /// One room, for the admin API: who is in it and what flows.
@@ -87,6 +93,7 @@ impl Engine {
             rooms: self.rooms.len() as u64,
             participants: self.peers.len() as u64,
             tracks: self.peers.values().map(|p| p.published.len() as u64).sum(),
+            held: self.held(),
             ..self.stats
         }
     }

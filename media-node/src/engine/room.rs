@@ -8,7 +8,8 @@ use str0m::media::MediaKind;
 use str0m::{Candidate, Rtc, RtcConfig};
 use switchyard_api::room::Codec;
 use switchyard_api::signal::{
-    ErrorCode, JoinResponse, LeaveReason, ParticipantEvent, ParticipantLeft, RoomInfo, ServerLeave, ServerMessage,
+    ErrorCode, JoinResponse, LeaveReason, ParticipantEvent, ParticipantLeft, Reconnect, RoomInfo, ServerLeave,
+    ServerMessage,
 };
 
 use super::participant::Peer;
@@ -67,6 +68,7 @@ impl Engine {
                     reason: LeaveReason::DuplicateIdentity,
                     can_reconnect: false,
                     retry_after_ms: None,
+                    reconnect: None,
                     message: "the same identity joined from another session".into(),
                 }),
             );
@@ -244,6 +246,7 @@ impl Engine {
                     reason: LeaveReason::RoomClosed,
                     can_reconnect: false,
                     retry_after_ms: None,
+                    reconnect: None,
                     message: format!("room {room:?} was closed"),
                 }),
             );
@@ -279,7 +282,10 @@ impl Engine {
                     reason: LeaveReason::NodeDraining,
                     can_reconnect: true,
                     retry_after_ms: Some(1000),
-                    message: "this node is draining; reconnect to be placed on another".into(),
+                    // Nothing is kept here for a resume: the room moves to another node.
+                    reconnect: Some(Reconnect::Rejoin),
+                    message: "this node is draining; join again through the signaling URL to be placed on another"
+                        .into(),
                 }),
             );
         }

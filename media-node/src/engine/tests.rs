@@ -35,6 +35,8 @@ struct Client {
     keyframe_requests: u32,
     /// The simulcast layer of each of those requests.
     keyframe_rids: Vec<Option<Rid>>,
+    /// Its signaling socket is gone: messages for it are lost.
+    detached: bool,
 }
 
 /// How a test client treats a server offer.
@@ -55,6 +57,8 @@ struct Net {
     events: Vec<RoomEvent>,
     /// What the engine told the router.
     routes: Vec<Route>,
+    /// Messages for sessions that are no test client (a resume's own session).
+    stray: Vec<(Pid, ServerMessage)>,
 }
 
 fn config() -> EngineConfig {
@@ -65,6 +69,7 @@ fn config() -> EngineConfig {
         ice_transport_policy: IceTransportPolicy::All,
         ping_interval_seconds: 10,
         ping_timeout_seconds: 30,
+        resume_window: Duration::from_secs(15),
     }
 }
 
@@ -72,7 +77,14 @@ impl Net {
     fn new() -> Self {
         let now = Instant::now();
         let wall = std::time::UNIX_EPOCH + Duration::from_secs(1_764_000_000);
-        Self { engine: Engine::new(config(), 7, now, wall), clients: vec![], now, events: vec![], routes: vec![] }
+        Self {
+            engine: Engine::new(config(), 7, now, wall),
+            clients: vec![],
+            now,
+            events: vec![],
+            routes: vec![],
+            stray: vec![],
+        }
     }
 
     fn client(&mut self, pid: Pid) -> &mut Client {
@@ -128,6 +140,7 @@ impl Net {
             offers: Offers::Answer,
             keyframe_requests: 0,
             keyframe_rids: vec![],
+            detached: false,
         });
         self.engine.handle_command(self.now, Command::Join(Box::new(args)));
         self.flush();
@@ -178,6 +191,10 @@ impl Net {
                     let _ = c.rtc.handle_input(input);
                 }
                 Output::Signal(pid, msg) => {
+                    if !self.clients.iter().any(|c| c.pid == pid && !c.detached) {
+                        self.stray.push((pid, *msg));
+                        continue;
+                    }
                     let now = self.now;
                     let c = self.client(pid);
                     match &*msg {
@@ -202,8 +219,13 @@ impl Net {
                     self.client(pid).signals.push(*msg);
                 }
                 Output::Route(r) => {
-                    if let Route::Closed { pid } | Route::Refused { pid, .. } = &r {
-                        self.client(*pid).closed = true;
+                    if let Route::Closed { pid } | Route::Refused { pid, .. } = &r
+                        && let Some(c) = self.clients.iter_mut().find(|c| c.pid == *pid)
+                    {
+                        c.closed = true;
+                    }
+                    if let Route::Resumed { pid, .. } = &r {
+                        self.client(*pid).detached = false;
                     }
                     self.routes.push(r);
                 }
@@ -980,4 +1002,175 @@ fn leaving_with_tracks_unpublishes_them_with_sids_and_the_reason() {
     assert!(room_sid.starts_with("RM_"));
     assert!(net.events.iter().any(|e| matches!(e, RoomEvent::ParticipantLeft { participant, reason, .. }
         if participant.identity == "alice" && *reason == LeaveReason::ClientRequest)));
+}
+
+impl Net {
+    /// `pid`'s socket drops: the engine holds it; the test client hears nothing more.
+    fn detach(&mut self, pid: Pid) {
+        self.client(pid).detached = true;
+        self.engine.handle_command(self.now, Command::Detach { pid, session: pid });
+        self.flush();
+    }
+
+    /// A new socket (session `session`) of `identity` in `room` resumes `participant_sid`.
+    fn resume(&mut self, session: Pid, identity: &str, room: &str, participant_sid: &str, token: &str) {
+        let claims = Claims::new("k", identity, 0, 600).with_grants(Grants::join(room));
+        let args = ResumeArgs {
+            session,
+            room: room.into(),
+            claims,
+            participant_sid: participant_sid.into(),
+            reconnect_token: token.into(),
+            next_token: format!("rt{session}"),
+            ice_servers: vec![],
+        };
+        self.engine.handle_command(self.now, Command::Resume(Box::new(args)));
+        self.flush();
+    }
+
+    fn participant_sid(&self, pid: Pid) -> String {
+        self.signals(pid)
+            .iter()
+            .find_map(|m| if let ServerMessage::Joined(j) = m { Some(j.participant.sid.clone()) } else { None })
+            .expect("joined")
+    }
+
+    /// The `resume_failed` errors sent to session `session`.
+    fn resume_failed(&self, session: Pid) -> usize {
+        self.stray
+            .iter()
+            .filter(|(p, m)| *p == session && matches!(m, ServerMessage::Error(e) if e.code == ErrorCode::ResumeFailed))
+            .count()
+    }
+
+    fn left(&self, pid: Pid, identity: &str) -> Option<LeaveReason> {
+        self.signals(pid).iter().find_map(|m| match m {
+            ServerMessage::ParticipantLeft(p) if p.identity == identity => Some(p.reason),
+            _ => None,
+        })
+    }
+}
+
+#[test]
+fn a_held_participant_keeps_its_media_flowing_and_resumes_with_a_snapshot() {
+    let (mut net, a, b, mid) = alice_publishes_to_bob();
+    let sid = net.participant_sid(a);
+    let track = net.published_sid(a);
+    net.detach(a);
+    assert_eq!(net.engine.stats().held, 1);
+    // 10 s without a socket: alice's media still reaches bob, and bob sees no leave.
+    let before = net.client(b).frames.len();
+    for n in 0..300 {
+        net.write_frame(a, mid, n, &vp8_frame(n));
+        net.run(33);
+    }
+    let during = net.client(b).frames.len() - before;
+    assert!(during >= 290, "bob got {during} of 300 frames while alice's socket was down");
+    assert_eq!(net.left(b, "alice"), None);
+    assert!(!net.events.iter().any(|e| matches!(e, RoomEvent::TrackUnpublished { .. })));
+
+    net.resume(100, "alice", "r", &sid, "rt");
+    assert!(net.routes.contains(&Route::Resumed { session: 100, pid: a }));
+    let resumed = net
+        .signals(a)
+        .iter()
+        .find_map(|m| if let ServerMessage::Resumed(r) = m { Some(r.clone()) } else { None })
+        .expect("resumed");
+    assert_eq!(resumed.participant.sid, sid);
+    assert!(resumed.participant.tracks.iter().any(|t| t.sid == track), "{:?}", resumed.participant);
+    assert_eq!(resumed.other_participants.iter().map(|p| p.identity.as_str()).collect::<Vec<_>>(), ["bob"]);
+    assert_eq!(resumed.reconnect_token, "rt100", "a fresh token for the next resume");
+    let stats = net.engine.stats();
+    assert_eq!((stats.held, stats.resumes), (0, 1));
+    // Past the window: resumed, so held no more; still in the room.
+    net.run(16_000);
+    assert_eq!(net.left(b, "alice"), None);
+    assert!(!net.client(a).closed);
+}
+
+#[test]
+fn after_the_window_a_held_participant_leaves_with_timeout_and_a_resume_fails() {
+    let (mut net, a, b, _mid) = alice_publishes_to_bob();
+    let sid = net.participant_sid(a);
+    let track = net.published_sid(a);
+    net.detach(a);
+    net.run(14_900);
+    assert_eq!(net.left(b, "alice"), None, "within the window");
+    net.run(200);
+    assert_eq!(net.left(b, "alice"), Some(LeaveReason::Timeout));
+    assert!(
+        net.events.iter().any(|e| matches!(e, RoomEvent::TrackUnpublished { track_sid, .. } if *track_sid == track))
+    );
+    assert!(net.routes.contains(&Route::Closed { pid: a }));
+    assert_eq!(net.engine.stats().held, 0);
+
+    net.resume(100, "alice", "r", &sid, "rt");
+    assert_eq!(net.resume_failed(100), 1);
+    assert!(net.routes.contains(&Route::Closed { pid: 100 }), "the resuming socket closes");
+    assert_eq!(net.engine.stats().resume_failures[ResumeFailure::UnknownSession as usize], 1);
+}
+
+#[test]
+fn a_resume_needs_the_current_token_the_same_identity_and_room() {
+    let (mut net, a, b, _mid) = alice_publishes_to_bob();
+    let sid = net.participant_sid(a);
+    net.detach(a);
+    net.resume(100, "alice", "r", &sid, "rT");
+    net.resume(101, "alice", "r", &sid, "r");
+    net.resume(102, "mallory", "r", &sid, "rt");
+    net.resume(103, "alice", "other", &sid, "rt");
+    net.resume(104, "alice", "r", "PA_nobody", "rt");
+    for session in 100..=104 {
+        assert_eq!(net.resume_failed(session), 1, "session {session}");
+    }
+    let f = net.engine.stats().resume_failures;
+    assert_eq!(
+        (
+            f[ResumeFailure::BadToken as usize],
+            f[ResumeFailure::WrongIdentity as usize],
+            f[ResumeFailure::UnknownSession as usize]
+        ),
+        (2, 1, 2)
+    );
+    assert_eq!(net.engine.stats().held, 1, "failed resumes leave the held participant alone");
+    assert!(!net.signals(a).iter().any(|m| matches!(m, ServerMessage::Resumed(_))));
+
+    net.resume(105, "alice", "r", &sid, "rt");
+    assert!(net.routes.contains(&Route::Resumed { session: 105, pid: a }));
+    // The token is spent: the same one again fails, the new one works.
+    net.detach(a);
+    assert_eq!(net.engine.stats().held, 0, "a detach from the replaced session is ignored");
+    net.engine.handle_command(net.now, Command::Detach { pid: a, session: 105 });
+    assert_eq!(net.engine.stats().held, 1);
+    net.resume(106, "alice", "r", &sid, "rt");
+    assert_eq!(net.resume_failed(106), 1, "a spent token");
+    net.resume(107, "alice", "r", &sid, "rt105");
+    assert!(net.routes.contains(&Route::Resumed { session: 107, pid: a }));
+    assert_eq!(net.left(b, "alice"), None);
+}
+
+#[test]
+fn with_no_resume_window_a_lost_socket_leaves_at_once() {
+    let mut net = Net::new();
+    net.engine.cfg.resume_window = Duration::ZERO;
+    let a = net.join("alice", "r", |_| {});
+    let b = net.join("bob", "r", |_| {});
+    net.detach(a);
+    assert_eq!(net.left(b, "alice"), Some(LeaveReason::Timeout));
+}
+
+#[test]
+fn a_draining_node_tells_clients_to_rejoin_through_the_signaling_url() {
+    let mut net = Net::new();
+    let a = net.join("alice", "r", |_| {});
+    net.engine.handle_command(net.now, Command::Drain);
+    net.flush();
+    let leave = net
+        .signals(a)
+        .iter()
+        .find_map(|m| if let ServerMessage::Leave(l) = m { Some(l.clone()) } else { None })
+        .expect("leave");
+    assert_eq!(leave.reason, LeaveReason::NodeDraining);
+    assert!(leave.can_reconnect);
+    assert_eq!(leave.reconnect, Some(switchyard_api::signal::Reconnect::Rejoin));
 }
