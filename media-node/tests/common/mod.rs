@@ -146,6 +146,8 @@ pub struct Received {
     pub invalid: u64,
     pub first_invalid: Option<Vec<u8>>,
     pub data_channel: Vec<String>,
+    /// (kind, sender id) → (last valid packet, longest gap between two valid packets).
+    pub gaps: HashMap<(TrackKind, u8), (std::time::Instant, Duration)>,
 }
 
 pub struct Peer {
@@ -156,6 +158,8 @@ pub struct Peer {
     pub channel: Arc<RTCDataChannel>,
     tracks: Vec<(TrackKind, Arc<TrackLocalStaticSample>)>,
     pub id: u8,
+    /// The signaling socket's reader and writer.
+    socket: Vec<tokio::task::JoinHandle<()>>,
 }
 
 /// A peer connection configured as the server's `joined` says (ICE servers, relay-only).
@@ -250,7 +254,7 @@ impl Peer {
         let (mut sink, mut stream) = ws.split();
         let (out_tx, mut out_rx) = mpsc::unbounded_channel::<ClientMessage>();
         let (ev_tx, events) = mpsc::unbounded_channel::<ServerMessage>();
-        tokio::spawn(async move {
+        let writer = tokio::spawn(async move {
             while let Some(m) = out_rx.recv().await {
                 if sink.send(Message::text(serde_json::to_string(&m).unwrap())).await.is_err() {
                     break;
@@ -282,7 +286,13 @@ impl Peer {
                     while let Ok((pkt, _)) = track.read_rtp().await {
                         let mut r = r.lock().unwrap();
                         match check_payload(kind, &pkt.payload) {
-                            Some(sender) => *r.valid.entry((kind, sender)).or_default() += 1,
+                            Some(sender) => {
+                                *r.valid.entry((kind, sender)).or_default() += 1;
+                                let at = std::time::Instant::now();
+                                let gap = r.gaps.entry((kind, sender)).or_insert((at, Duration::ZERO));
+                                gap.1 = gap.1.max(at - gap.0);
+                                gap.0 = at;
+                            }
                             None => {
                                 r.invalid += 1;
                                 if r.first_invalid.is_none() {
@@ -333,7 +343,7 @@ impl Peer {
         // The signaling loop: apply answers and answer server offers; pass the rest on.
         let pc2 = pc.clone();
         let out2 = out_tx.clone();
-        tokio::spawn(async move {
+        let reader = tokio::spawn(async move {
             while let Some(Ok(frame)) = stream.next().await {
                 let Message::Text(t) = frame else { continue };
                 let msg: ServerMessage = serde_json::from_str(&t).unwrap();
@@ -375,7 +385,7 @@ impl Peer {
                 }
             }
         });
-        Ok(Peer { pc, received, events, out: out_tx, channel, tracks, id })
+        Ok(Peer { pc, received, events, out: out_tx, channel, tracks, id, socket: vec![writer, reader] })
     }
 
     /// Send media on every published track for `duration` (20 ms audio, 33 ms video).
@@ -427,6 +437,27 @@ impl Peer {
                 destination_identities: to,
             }))
             .unwrap();
+    }
+
+    /// Drop the signaling socket without a close frame (a lost connection); the peer
+    /// connection stays.
+    pub async fn drop_socket(&mut self) {
+        for t in self.socket.drain(..) {
+            t.abort();
+            let _ = t.await;
+        }
+    }
+
+    /// The longest gap between two valid packets of `kind` from `sender` since the last
+    /// [`Peer::reset_gap`] (or the first packet).
+    pub fn max_gap(&self, kind: TrackKind, sender: u8) -> Duration {
+        self.received.lock().unwrap().gaps.get(&(kind, sender)).map(|g| g.1).unwrap_or_default()
+    }
+
+    pub fn reset_gap(&self, kind: TrackKind, sender: u8) {
+        if let Some(g) = self.received.lock().unwrap().gaps.get_mut(&(kind, sender)) {
+            g.1 = Duration::ZERO;
+        }
     }
 
     pub fn valid_from(&self, kind: TrackKind, sender: u8) -> u64 {
