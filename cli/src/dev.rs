@@ -47,6 +47,9 @@ pub(crate) struct DevArgs {
     /// POST every room event to this URL, signed with the API key (repeatable).
     #[arg(long = "webhook", value_name = "URL")]
     webhooks: Vec<String>,
+    /// Seconds a participant whose signaling socket dropped is kept for `resume`; 0: off.
+    #[arg(long, default_value_t = 15)]
+    resume_window_seconds: u64,
 }
 
 /// Refuse a non-loopback bind unless it was asked for; then say loudly what it exposes.
@@ -97,6 +100,7 @@ pub(crate) fn run(args: DevArgs) -> anyhow::Result<()> {
     cfg.ice_tcp_only = args.ice_tcp_only;
     cfg.shards = 0;
     cfg.node_name = "dev".into();
+    cfg.resume_window_seconds = args.resume_window_seconds;
     cfg.webhooks = args
         .webhooks
         .iter()

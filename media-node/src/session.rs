@@ -406,7 +406,7 @@ async fn attached(
                 Some(SessionOut::Close) | None => {
                     // The engine has removed the participant already.
                     let code = last_fatal.map(ErrorCode::close_code).unwrap_or(1000);
-                    close(&mut ws, &shared, code, "session ended").await;
+                    close(&mut ws, shared, code, "session ended").await;
                     return;
                 }
             },
@@ -424,7 +424,7 @@ async fn attached(
                 if !limit.allow(last_frame) {
                     let e = ErrorMessage::new(ErrorCode::RateLimited, format!("more than {} messages per second", cfg.messages_per_second));
                     let reason = e.message.clone();
-                    if let Err(e) = error(&mut ws, &shared, e).await {
+                    if let Err(e) = error(&mut ws, shared, e).await {
                         break stuck(e);
                     }
                     break (End::Close(ErrorCode::RateLimited.close_code(), reason), Gone::Leave(LeaveReason::ClientRequest));
@@ -439,7 +439,7 @@ async fn attached(
                     Ok(Some(ClientMessage::Pong(_))) | Ok(None) => {}
                     Ok(Some(ClientMessage::Join(_) | ClientMessage::Resume(_))) => {
                         let e = ErrorMessage::new(ErrorCode::AlreadyJoined, "this session has joined already");
-                        if let Err(e) = error(&mut ws, &shared, e).await {
+                        if let Err(e) = error(&mut ws, shared, e).await {
                             break stuck(e);
                         }
                     }
@@ -447,7 +447,7 @@ async fn attached(
                     Ok(Some(msg)) => shared.send(shard, ShardMsg::Command(Command::Client { pid, msg })),
                     Err(Some(e)) => {
                         let (fatal, code, reason) = (e.code.is_fatal(), e.code.close_code(), e.message.clone());
-                        if let Err(e) = error(&mut ws, &shared, e).await {
+                        if let Err(e) = error(&mut ws, shared, e).await {
                             break stuck(e);
                         }
                         if fatal {
@@ -473,7 +473,7 @@ async fn attached(
     };
     shared.send(shard, ShardMsg::Command(cmd));
     match end {
-        End::Close(code, reason) => close(&mut ws, &shared, code, &reason).await,
+        End::Close(code, reason) => close(&mut ws, shared, code, &reason).await,
         End::Linger => linger(&mut ws).await,
         End::Drop => {}
     }
