@@ -82,6 +82,9 @@ fn flood(talker: Ws) -> (tokio::task::JoinHandle<(u64, Ws)>, tokio::sync::watch:
 #[tokio::test]
 async fn a_client_that_never_reads_is_dropped_and_the_room_goes_on() {
     let node = start_node_with(|c| {
+        // The session ends on time; its participant leaves at once only with resume off
+        // (otherwise it is held for the resume window, like any lost socket).
+        c.resume_window_seconds = 0;
         c.messages_per_second = 10_000;
         c.send_timeout_seconds = 1;
         c.session_queue = 64;
@@ -126,6 +129,9 @@ async fn a_client_that_never_reads_is_dropped_and_the_room_goes_on() {
 #[tokio::test]
 async fn the_keepalive_fires_for_a_client_whose_socket_is_full() {
     let node = start_node_with(|c| {
+        // The session ends on time; its participant leaves at once only with resume off
+        // (otherwise it is held for the resume window, like any lost socket).
+        c.resume_window_seconds = 0;
         c.messages_per_second = 10_000;
         c.send_timeout_seconds = 60;
         c.session_queue = 100_000;
