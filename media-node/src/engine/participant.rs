@@ -30,6 +30,7 @@ use switchyard_api::signal::{
 };
 use switchyard_api::token::Grants;
 
+use super::quality::PeerQuality;
 use super::subscription::{Sub, SubState};
 use super::track::Published;
 use super::{Engine, JoinArgs, Output, Pid, Route, err};
@@ -88,10 +89,20 @@ pub(super) struct Peer {
     pub(super) undrained: bool,
     /// Negotiations failed in a row (refused answers, offers never answered).
     pub(super) failed_answers: u32,
+    /// Connection quality: the latest reports and the verdict sent.
+    pub(super) quality: PeerQuality,
 }
 
 impl Peer {
-    pub(super) fn new(pid: Pid, sid: String, args: &JoinArgs, ufrag: String, rtc: Rtc, now_ms: u64) -> Self {
+    pub(super) fn new(
+        pid: Pid,
+        sid: String,
+        args: &JoinArgs,
+        ufrag: String,
+        rtc: Rtc,
+        now: Instant,
+        now_ms: u64,
+    ) -> Self {
         Self {
             pid,
             sid,
@@ -117,6 +128,7 @@ impl Peer {
             renegotiate: false,
             undrained: false,
             failed_answers: 0,
+            quality: PeerQuality::new(now),
         }
     }
 

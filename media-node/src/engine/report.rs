@@ -22,6 +22,8 @@ pub struct EngineStats {
     pub bytes_in: u64,
     /// Payload bytes written to subscribers.
     pub bytes_out: u64,
+    /// RTCP-derived quality counters and histograms.
+    pub quality: super::quality::QualityStats,
 }
 
 /// One room, for the admin API: who is in it and what flows.
