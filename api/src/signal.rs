@@ -136,6 +136,12 @@ pub enum ServerMessage {
     RoomUpdated(RoomUpdated),
     /// A data message from another participant.
     Data(DataReceived),
+    /// The room's active speakers changed: who is speaking now, loudest first (sent to
+    /// everyone in the room, at most every 300 ms, only on change).
+    ActiveSpeakers(ActiveSpeakers),
+    /// Connection quality changed for one or more participants of the room (sent to
+    /// everyone in the room, only on change).
+    ConnectionQuality(ConnectionQualityUpdate),
     /// The server ends the session.
     Leave(ServerLeave),
     /// Keepalive.
@@ -633,6 +639,72 @@ pub struct DataReceived {
     pub payload: String,
 }
 
+/// `active_speakers`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ActiveSpeakers {
+    /// The participants speaking now, loudest first; empty when nobody speaks.
+    pub speakers: Vec<SpeakerInfo>,
+}
+
+/// One active speaker.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SpeakerInfo {
+    /// The participant.
+    pub participant_sid: String,
+    /// Loudness, 0.0 (silence) to 1.0 (full scale), from the RFC 6464 audio level of
+    /// its audio track, smoothed over about a second.
+    pub level: f32,
+}
+
+/// `connection_quality`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ConnectionQualityUpdate {
+    /// The participants whose quality changed.
+    pub updates: Vec<ConnectionQualityInfo>,
+}
+
+/// One participant's connection quality.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ConnectionQualityInfo {
+    /// The participant.
+    pub participant_sid: String,
+    /// The verdict.
+    pub quality: ConnectionQuality,
+    /// A mean-opinion-style score from 1.0 (unusable) to 5.0 (perfect), from packet
+    /// loss, round-trip time and jitter of its media in both directions.
+    pub score: f32,
+}
+
+/// A participant's connection as the server measures it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ConnectionQuality {
+    /// Neither media nor transport feedback for several seconds: the connection is down.
+    Lost,
+    /// Score below 3.0: audible artefacts, frozen video.
+    Poor,
+    /// Score from 3.0 to below 4.0.
+    Good,
+    /// Score 4.0 or above.
+    Excellent,
+}
+
+impl ConnectionQuality {
+    /// The wire name, fit for a metric label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ConnectionQuality::Lost => "lost",
+            ConnectionQuality::Poor => "poor",
+            ConnectionQuality::Good => "good",
+            ConnectionQuality::Excellent => "excellent",
+        }
+    }
+}
+
 /// `leave` from a client.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema, Default)]
 #[serde(rename_all = "camelCase")]
@@ -1117,6 +1189,16 @@ mod tests {
                 topic: None,
                 payload: "aGk=".into(),
             }),
+            ServerMessage::ActiveSpeakers(ActiveSpeakers {
+                speakers: vec![SpeakerInfo { participant_sid: "PA_1".into(), level: 0.5 }],
+            }),
+            ServerMessage::ConnectionQuality(ConnectionQualityUpdate {
+                updates: vec![ConnectionQualityInfo {
+                    participant_sid: "PA_1".into(),
+                    quality: ConnectionQuality::Good,
+                    score: 3.5,
+                }],
+            }),
             ServerMessage::Leave(ServerLeave {
                 reason: LeaveReason::NodeDraining,
                 can_reconnect: true,
@@ -1152,6 +1234,8 @@ mod tests {
             ServerMessage::SubscriptionUpdated(_) => "subscription_updated",
             ServerMessage::RoomUpdated(_) => "room_updated",
             ServerMessage::Data(_) => "data",
+            ServerMessage::ActiveSpeakers(_) => "active_speakers",
+            ServerMessage::ConnectionQuality(_) => "connection_quality",
             ServerMessage::Leave(_) => "leave",
             ServerMessage::Ping(_) => "ping",
             ServerMessage::Pong(_) => "pong",

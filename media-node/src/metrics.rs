@@ -1,14 +1,62 @@
 //! Prometheus metrics, all under `switchyard_media_`. Labels are bounded sets: never a
 //! room name or an identity.
 
-use prometheus_client::encoding::EncodeLabelSet;
+use std::sync::{Arc, Mutex};
+
+use prometheus_client::encoding::{EncodeLabelSet, EncodeMetric, MetricEncoder, NoLabelSet};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::metrics::{MetricType, TypedMetric};
 use prometheus_client::registry::Registry;
 
 use crate::engine::EngineStats;
+use crate::engine::quality::{Hist, JITTER_BUCKETS, LOSS_BUCKETS, RTT_BUCKETS};
+
+/// A histogram the engine shards fill (cumulative [`Hist`] counts, summed over shards) and
+/// the metrics loop copies in once a second.
+#[derive(Clone, Debug)]
+pub(crate) struct ShardHistogram {
+    bounds: &'static [f64; 9],
+    snapshot: Arc<Mutex<Hist>>,
+}
+
+impl ShardHistogram {
+    fn new(bounds: &'static [f64; 9]) -> Self {
+        Self { bounds, snapshot: Arc::default() }
+    }
+
+    fn set(&self, h: Hist) {
+        *self.snapshot.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = h;
+    }
+}
+
+impl TypedMetric for ShardHistogram {
+    const TYPE: MetricType = MetricType::Histogram;
+}
+
+impl EncodeMetric for ShardHistogram {
+    fn encode(&self, mut encoder: MetricEncoder) -> Result<(), std::fmt::Error> {
+        let h = *self.snapshot.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let buckets: Vec<(f64, u64)> = self.bounds.iter().copied().chain([f64::INFINITY]).zip(h.counts).collect();
+        encoder.encode_histogram::<NoLabelSet>(h.sum, h.count(), &buckets, None)
+    }
+
+    fn metric_type(&self) -> MetricType {
+        Self::TYPE
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct Kind {
+    pub(crate) kind: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct Quality {
+    pub(crate) quality: &'static str,
+}
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub(crate) struct Direction {
@@ -56,6 +104,12 @@ pub(crate) struct Metrics {
     pub(crate) tracks: Gauge,
     pub(crate) packets: Family<Direction, Counter>,
     pub(crate) bytes: Family<Direction, Counter>,
+    pub(crate) loss: ShardHistogram,
+    pub(crate) rtt: ShardHistogram,
+    pub(crate) jitter: ShardHistogram,
+    pub(crate) nacks: Family<Direction, Counter>,
+    pub(crate) keyframe_requests_in: Family<Kind, Counter>,
+    pub(crate) by_quality: Family<Quality, Gauge>,
     pub(crate) unrouted: Counter,
     pub(crate) shard_queue_drops: Counter,
     pub(crate) udp_send_drops: Counter,
@@ -88,6 +142,12 @@ impl Metrics {
             tracks: Gauge::default(),
             packets: Family::default(),
             bytes: Family::default(),
+            loss: ShardHistogram::new(&LOSS_BUCKETS),
+            rtt: ShardHistogram::new(&RTT_BUCKETS),
+            jitter: ShardHistogram::new(&JITTER_BUCKETS),
+            nacks: Family::default(),
+            keyframe_requests_in: Family::default(),
+            by_quality: Family::default(),
             unrouted: Counter::default(),
             shard_queue_drops: Counter::default(),
             udp_send_drops: Counter::default(),
@@ -130,6 +190,36 @@ impl Metrics {
             m.packets.clone(),
         );
         registry.register("rtp_payload_bytes", "RTP payload bytes in and out", m.bytes.clone());
+        registry.register(
+            "packet_loss_ratio",
+            "Fraction of media packets lost, per participant and RTCP report (once a second), the worse direction",
+            m.loss.clone(),
+        );
+        registry.register(
+            "rtt_seconds",
+            "Round-trip time to participants, per participant and RTCP report",
+            m.rtt.clone(),
+        );
+        registry.register(
+            "jitter_seconds",
+            "Interarrival jitter of the worst stream, per participant and RTCP report",
+            m.jitter.clone(),
+        );
+        registry.register(
+            "nacks",
+            "RTCP NACKs received from subscribers (in: they lost packets we sent) and sent to publishers (out)",
+            m.nacks.clone(),
+        );
+        registry.register(
+            "keyframe_requests_received",
+            "Keyframe requests subscribers sent (pli, fir); what reaches publishers is throttled per track",
+            m.keyframe_requests_in.clone(),
+        );
+        registry.register(
+            "participants_by_quality",
+            "Participants by their connection quality verdict (excellent, good, poor, lost)",
+            m.by_quality.clone(),
+        );
         registry.register("unrouted_datagrams", "Datagrams that matched no participant", m.unrouted.clone());
         registry.register(
             "shard_queue_dropped_datagrams",
@@ -224,6 +314,17 @@ impl Metrics {
         self.packets.get_or_create(&Direction { direction: "out" }).inc_by(delta(now.packets_out, before.packets_out));
         self.bytes.get_or_create(&Direction { direction: "in" }).inc_by(delta(now.bytes_in, before.bytes_in));
         self.bytes.get_or_create(&Direction { direction: "out" }).inc_by(delta(now.bytes_out, before.bytes_out));
+        let (q, b) = (&now.quality, &before.quality);
+        self.loss.set(q.loss);
+        self.rtt.set(q.rtt);
+        self.jitter.set(q.jitter);
+        self.nacks.get_or_create(&Direction { direction: "in" }).inc_by(delta(q.nacks_in, b.nacks_in));
+        self.nacks.get_or_create(&Direction { direction: "out" }).inc_by(delta(q.nacks_out, b.nacks_out));
+        self.keyframe_requests_in.get_or_create(&Kind { kind: "pli" }).inc_by(delta(q.plis_in, b.plis_in));
+        self.keyframe_requests_in.get_or_create(&Kind { kind: "fir" }).inc_by(delta(q.firs_in, b.firs_in));
+        for (i, quality) in ["lost", "poor", "good", "excellent"].into_iter().enumerate() {
+            self.by_quality.get_or_create(&Quality { quality }).set(q.participants[i] as i64);
+        }
     }
 
     pub(crate) fn encode(&self) -> String {

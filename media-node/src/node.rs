@@ -261,6 +261,17 @@ fn add(total: &mut EngineStats, s: &EngineStats) {
     total.packets_out += s.packets_out;
     total.bytes_in += s.bytes_in;
     total.bytes_out += s.bytes_out;
+    let (t, q) = (&mut total.quality, &s.quality);
+    t.loss.add(&q.loss);
+    t.rtt.add(&q.rtt);
+    t.jitter.add(&q.jitter);
+    t.nacks_in += q.nacks_in;
+    t.nacks_out += q.nacks_out;
+    t.plis_in += q.plis_in;
+    t.firs_in += q.firs_in;
+    for (a, b) in t.participants.iter_mut().zip(q.participants) {
+        *a += b;
+    }
 }
 
 pub(crate) fn unix_now() -> u64 {

@@ -30,6 +30,9 @@ impl Engine {
         track.bytes += pkt.payload.len() as u64;
         self.stats.packets_in += 1;
         self.stats.bytes_in += pkt.payload.len() as u64;
+        if !video {
+            track.level.observe(pkt.header.ext_vals.audio_level);
+        }
         if track.muted {
             return;
         }

@@ -24,6 +24,8 @@
 //! | [`forward`] | the hot path: one packet through the index to its subscribers, via the [`munger`] |
 //! | [`keyframe`] | codec keyframe detection and the PLI/FIR throttle |
 //! | [`data`] | signaling `data` messages and data channels |
+//! | [`speakers`] | audio levels (RFC 6464) and the room's active speakers |
+//! | [`quality`] | RTCP statistics: connection quality per participant, loss/RTT/jitter histograms, NACK/PLI/FIR counts |
 //! | [`report`] | counters and the admin API's room reports |
 //! | [`admin`] | the Room service's operations: open, inspect, update and close rooms; list, update, remove participants; mute; server data |
 //! | [`allocation`] | the seat for bandwidth allocation (empty for now) |
@@ -48,9 +50,11 @@ pub(crate) mod keyframe;
 pub(crate) mod munger;
 mod participant;
 mod probe;
+pub mod quality;
 pub mod report;
 mod resume;
 mod room;
+mod speakers;
 pub mod stun;
 mod subscription;
 mod track;
@@ -417,7 +421,11 @@ impl Engine {
     /// When [`Engine::handle_timeout`] should next be called.
     pub fn next_timeout(&self) -> Option<Instant> {
         let peers = self.peers.values().filter_map(Peer::next_deadline);
-        let rooms = self.rooms.values().filter_map(|r| r.empty_since.map(|t| t + r.settings.empty_timeout));
+        let rooms = self
+            .rooms
+            .values()
+            .flat_map(|r| [r.empty_since.map(|t| t + r.settings.empty_timeout), r.speakers.next_tick, r.quality_tick])
+            .flatten();
         peers.chain(rooms).min()
     }
 
@@ -434,6 +442,7 @@ impl Engine {
     ) {
         self.now = now;
         let Some(peer) = self.peers.get_mut(&pid) else { return };
+        peer.quality.last_input = now;
         let Ok(contents) = data.try_into() else { return };
         let input = Input::Receive(now, Receive { proto, source, destination, contents });
         let handled = {
@@ -463,6 +472,8 @@ impl Engine {
         self.due = due;
         self.keyframe_timeouts(now);
         self.offer_timeouts(now);
+        self.speaker_ticks(now);
+        self.quality_ticks(now);
         self.drive();
         self.expire_held(now);
         self.expire_rooms(now);
@@ -582,6 +593,9 @@ impl Engine {
                 }
             }
             Event::ChannelData(data) => self.relay_channel(pid, data),
+            Event::PeerStats(s) => self.peer_stats(pid, s),
+            Event::MediaIngressStats(s) => self.ingress_stats(pid, s),
+            Event::MediaEgressStats(s) => self.egress_stats(pid, s),
             _ => {}
         }
     }

@@ -30,6 +30,7 @@ use switchyard_api::signal::{
 };
 use switchyard_api::token::Grants;
 
+use super::quality::PeerQuality;
 use super::subscription::{Sub, SubState};
 use super::track::Published;
 use super::{Engine, JoinArgs, Output, Pid, Route, err};
@@ -90,10 +91,20 @@ pub(super) struct Peer {
     pub(super) failed_answers: u32,
     /// The reconnect token and whether the session is held for a resume.
     pub(super) resume: super::resume::Resumable,
+    /// Connection quality: the latest reports and the verdict sent.
+    pub(super) quality: PeerQuality,
 }
 
 impl Peer {
-    pub(super) fn new(pid: Pid, sid: String, args: &JoinArgs, ufrag: String, rtc: Rtc, now_ms: u64) -> Self {
+    pub(super) fn new(
+        pid: Pid,
+        sid: String,
+        args: &JoinArgs,
+        ufrag: String,
+        rtc: Rtc,
+        now: Instant,
+        now_ms: u64,
+    ) -> Self {
         Self {
             pid,
             sid,
@@ -120,6 +131,7 @@ impl Peer {
             undrained: false,
             failed_answers: 0,
             resume: super::resume::Resumable::new(pid, args.reconnect_token.clone()),
+            quality: PeerQuality::new(now),
         }
     }
 

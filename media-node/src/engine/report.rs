@@ -28,6 +28,8 @@ pub struct EngineStats {
     pub resumes: u64,
     /// Resumes that failed, indexed by [`super::ResumeFailure`].
     pub resume_failures: [u64; 3],
+    /// RTCP-derived quality counters and histograms.
+    pub quality: super::quality::QualityStats,
 }
 
 /// One room, for the admin API: who is in it and what flows.

@@ -13,6 +13,8 @@ use switchyard_api::signal::{
 };
 
 use super::participant::Peer;
+use super::quality;
+use super::speakers::Speakers;
 use super::subscription::Sub;
 use super::{Engine, JoinArgs, Output, Pid, RoomEvent, RoomSettings, Route, Who, err};
 
@@ -22,6 +24,10 @@ pub(super) struct Room {
     pub(super) members: Vec<Pid>,
     pub(super) created_at_ms: u64,
     pub(super) empty_since: Option<Instant>,
+    /// Who speaks, and when to look again.
+    pub(super) speakers: Speakers,
+    /// When the room next scores its participants' connections; `None` while empty.
+    pub(super) quality_tick: Option<Instant>,
 }
 
 impl Engine {
@@ -42,6 +48,7 @@ impl Engine {
             .enable_vp9(allowed(Codec::VP9))
             .enable_h264(allowed(Codec::H264))
             .enable_av1(allowed(Codec::AV1))
+            .set_stats_interval(Some(quality::STATS_INTERVAL))
     }
 
     /// Admission: open the room (or refuse), replace a duplicate identity, check the
@@ -97,7 +104,7 @@ impl Engine {
             }
         }
         let sid = self.new_sid("PA");
-        let peer = Peer::new(pid, sid, &args, ufrag.clone(), rtc, self.clock.unix_ms(now));
+        let peer = Peer::new(pid, sid, &args, ufrag.clone(), rtc, now, self.clock.unix_ms(now));
         let info = peer.info();
         let hidden = peer.grants.hidden;
         let can_subscribe = peer.grants.can_subscribe && args.auto_subscribe;
@@ -107,6 +114,7 @@ impl Engine {
 
         let room = self.rooms.get_mut(&args.room).expect("room exists");
         room.members.push(pid);
+        room.quality_tick.get_or_insert(now + quality::EVAL_INTERVAL);
         room.empty_since = None;
         let members = room.members.clone();
         let others: Vec<_> = members
@@ -159,7 +167,15 @@ impl Engine {
     pub(super) fn open_room(&mut self, now: Instant, name: &str, settings: RoomSettings) {
         let sid = settings.sid.clone().unwrap_or_else(|| self.new_sid("RM"));
         let created_at_ms = self.clock.unix_ms(now);
-        let room = Room { sid: sid.clone(), settings, members: vec![], created_at_ms, empty_since: None };
+        let room = Room {
+            sid: sid.clone(),
+            settings,
+            members: vec![],
+            created_at_ms,
+            empty_since: None,
+            speakers: Speakers::default(),
+            quality_tick: None,
+        };
         self.rooms.insert(name.to_owned(), room);
         self.out.push_back(Output::Event(RoomEvent::RoomStarted { room: name.to_owned(), room_sid: sid }));
     }

@@ -37,6 +37,10 @@ struct Client {
     keyframe_rids: Vec<Option<Rid>>,
     /// Its signaling socket is gone: messages for it are lost.
     detached: bool,
+    /// Drop one datagram in this many on the way to the server (0: none).
+    lose_one_in: u32,
+    /// Datagrams sent toward the server, lost ones included.
+    sent: u32,
 }
 
 /// How a test client treats a server offer.
@@ -141,6 +145,8 @@ impl Net {
             keyframe_requests: 0,
             keyframe_rids: vec![],
             detached: false,
+            lose_one_in: 0,
+            sent: 0,
         });
         self.engine.handle_command(self.now, Command::Join(Box::new(args)));
         self.flush();
@@ -268,6 +274,11 @@ impl Net {
                 // The test is the router: it knows whose address this is.
                 let pid = self.clients[i].pid;
                 for (src, dst, data) in to_server {
+                    let c = &mut self.clients[i];
+                    c.sent += 1;
+                    if c.lose_one_in > 0 && c.sent.is_multiple_of(c.lose_one_in) {
+                        continue;
+                    }
                     self.engine.handle_receive(self.now, pid, Protocol::Udp, src, dst, &data);
                 }
                 self.flush();
@@ -1049,6 +1060,55 @@ impl Net {
             _ => None,
         })
     }
+
+    /// Write one 20 ms Opus frame with an RFC 6464 level (`dbov`: 0 loudest, 127 silence).
+    fn write_audio(&mut self, pid: Pid, mid: Mid, n: u32, dbov: i8) {
+        let now = self.now;
+        let c = self.client(pid);
+        let writer = c.rtc.writer(mid).expect("writer").audio_level(-dbov, dbov < 60);
+        let pt = writer.payload_params().next().expect("a negotiated codec").pt();
+        let time = MediaTime::new(u64::from(n) * 960, str0m::media::Frequency::FORTY_EIGHT_KHZ);
+        writer.write(pt, now, time, vec![0xfc, 0xff, 0xfe, n as u8]).unwrap();
+    }
+
+    /// `ms` of audio from each `(pid, mid, dbov)`, a frame every 20 ms.
+    fn talk(&mut self, ms: u64, voices: &[(Pid, Mid, i8)], n: &mut u32) {
+        for _ in 0..ms / 20 {
+            for &(pid, mid, dbov) in voices {
+                self.write_audio(pid, mid, *n, dbov);
+            }
+            *n += 1;
+            self.run(20);
+        }
+    }
+
+    /// The `active_speakers` messages `pid` got, as lists of participant sids.
+    fn speaker_lists(&self, pid: Pid) -> Vec<Vec<String>> {
+        self.signals(pid)
+            .iter()
+            .filter_map(|m| match m {
+                ServerMessage::ActiveSpeakers(s) => {
+                    Some(s.speakers.iter().map(|s| s.participant_sid.clone()).collect())
+                }
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn sid_of(&self, pid: Pid) -> String {
+        self.engine.peers[&pid].sid.clone()
+    }
+
+    /// The last connection-quality verdict `pid` heard about `about`.
+    fn quality_of(&self, pid: Pid, about: Pid) -> Option<switchyard_api::signal::ConnectionQuality> {
+        let sid = self.sid_of(about);
+        self.signals(pid).iter().rev().find_map(|m| match m {
+            ServerMessage::ConnectionQuality(q) => {
+                q.updates.iter().find(|u| u.participant_sid == sid).map(|u| u.quality)
+            }
+            _ => None,
+        })
+    }
 }
 
 #[test]
@@ -1173,4 +1233,79 @@ fn a_draining_node_tells_clients_to_rejoin_through_the_signaling_url() {
     assert_eq!(leave.reason, LeaveReason::NodeDraining);
     assert!(leave.can_reconnect);
     assert_eq!(leave.reconnect, Some(switchyard_api::signal::Reconnect::Rejoin));
+}
+
+#[test]
+fn active_speakers_follow_the_audio_levels_loudest_first_and_only_on_change() {
+    let mut net = Net::new();
+    let a = net.join("alice", "r", |_| {});
+    let b = net.join("bob", "r", |_| {});
+    let c = net.join("carol", "r", |_| {});
+    let am = net.offer(a, Some(MediaKind::Audio)).unwrap();
+    let bm = net.offer(b, Some(MediaKind::Audio)).unwrap();
+    net.offer(c, None);
+    net.run(300);
+    let (alice, bob) = (net.sid_of(a), net.sid_of(b));
+    let mut n = 0;
+    net.talk(1500, &[(a, am, 20), (b, bm, 127)], &mut n);
+    assert_eq!(net.speaker_lists(c), vec![vec![alice.clone()]], "alice speaks, bob is silent");
+    net.talk(1500, &[(a, am, 30), (b, bm, 10)], &mut n);
+    assert_eq!(net.speaker_lists(c).last(), Some(&vec![bob.clone(), alice.clone()]), "both, bob louder");
+    net.talk(3000, &[(a, am, 127), (b, bm, 127)], &mut n);
+    let lists = net.speaker_lists(c);
+    assert_eq!(lists.last(), Some(&vec![]), "nobody speaks: an empty list");
+    assert!(lists.len() <= 5, "only changes are sent: {lists:?}");
+    assert_eq!(net.speaker_lists(a), lists, "everyone in the room hears the same");
+    // Pauses between words (one silent interval) do not drop a speaker.
+    let before = net.speaker_lists(c).len();
+    for _ in 0..6 {
+        net.talk(300, &[(a, am, 20), (b, bm, 127)], &mut n);
+        net.talk(300, &[(a, am, 127), (b, bm, 127)], &mut n);
+    }
+    assert_eq!(net.speaker_lists(c).len(), before + 1, "one change (alice speaks), no flapping");
+}
+
+#[test]
+fn a_muted_speaker_is_not_listed() {
+    let mut net = Net::new();
+    let a = net.join("alice", "r", |_| {});
+    let c = net.join("carol", "r", |_| {});
+    let am = net.offer(a, Some(MediaKind::Audio)).unwrap();
+    net.offer(c, None);
+    net.run(300);
+    let sid = net.published_sid(a);
+    net.send(a, ClientMessage::MuteTrack(switchyard_api::signal::MuteTrack { track_sid: sid, muted: true }));
+    let mut n = 0;
+    net.talk(1500, &[(a, am, 10)], &mut n);
+    assert!(net.speaker_lists(c).is_empty(), "{:?}", net.speaker_lists(c));
+}
+
+#[test]
+fn connection_quality_is_excellent_on_a_clean_link_poor_with_loss_and_sent_on_change() {
+    use switchyard_api::signal::ConnectionQuality;
+    let mut net = Net::new();
+    let a = net.join("alice", "r", |_| {});
+    let b = net.join("bob", "r", |_| {});
+    let am = net.offer(a, Some(MediaKind::Audio)).unwrap();
+    net.offer(b, None);
+    net.run(300);
+    let mut n = 0;
+    net.talk(7000, &[(a, am, 30)], &mut n);
+    assert_eq!(net.quality_of(b, a), Some(ConnectionQuality::Excellent), "{:?}", net.signals(b));
+    assert_eq!(net.quality_of(a, a), Some(ConnectionQuality::Excellent), "a participant hears its own");
+    let updates =
+        |net: &Net| net.signals(b).iter().filter(|m| matches!(m, ServerMessage::ConnectionQuality(_))).count();
+    let quiet = updates(&net);
+    net.talk(4000, &[(a, am, 30)], &mut n);
+    assert_eq!(updates(&net), quiet, "nothing changed, nothing sent");
+    // One datagram in six from alice is lost: about 17 % loss.
+    net.client(a).lose_one_in = 6;
+    net.talk(8000, &[(a, am, 30)], &mut n);
+    assert_eq!(net.quality_of(b, a), Some(ConnectionQuality::Poor), "{:?}", &net.signals(b)[quiet..]);
+    let stats = net.engine.stats().quality;
+    assert!(stats.loss.count() > 0 && stats.loss.counts[9] == 0, "loss fractions observed: {:?}", stats.loss);
+    // Receiver reports lag by a report or two, and a verdict needs two evaluations.
+    net.client(a).lose_one_in = 0;
+    net.talk(12_000, &[(a, am, 30)], &mut n);
+    assert_eq!(net.quality_of(b, a), Some(ConnectionQuality::Excellent), "recovers");
 }

@@ -13,6 +13,7 @@ use switchyard_api::signal::{
 };
 
 use super::keyframe::KeyframeThrottle;
+use super::speakers::LevelMeter;
 use super::subscription::Sub;
 use super::{Engine, Output, Pid, RoomEvent, err, probe};
 
@@ -74,6 +75,8 @@ pub(super) struct Published {
     specs: Vec<(Pt, CodecSpec)>,
     /// Keyframe requests to the publisher, throttled.
     pub(super) keyframes: KeyframeThrottle,
+    /// Loudness of an audio track (RFC 6464 levels), for active speakers.
+    pub(super) level: LevelMeter,
     /// RTP packets and payload bytes received on this track.
     pub(super) packets: u64,
     pub(super) bytes: u64,
@@ -104,6 +107,7 @@ impl Published {
             layers: a.layers,
             specs: vec![],
             keyframes: KeyframeThrottle::default(),
+            level: LevelMeter::default(),
             packets: 0,
             bytes: 0,
         }
@@ -168,7 +172,7 @@ impl Engine {
 
     /// A media line the client sends on appeared: a published track, offered to everyone
     /// auto-subscribed.
-    pub(super) fn publication(&mut self, _now: Instant, pid: Pid, mid: Mid, media: MediaKind) {
+    pub(super) fn publication(&mut self, now: Instant, pid: Pid, mid: Mid, media: MediaKind) {
         let Some(peer) = self.peers.get_mut(&pid) else { return };
         if peer.published.iter().any(|t| t.mid == mid) || peer.subs.iter().any(|s| s.out_mid() == Some(mid)) {
             return;
@@ -189,6 +193,9 @@ impl Engine {
         let participant = peer.info();
         let publisher_sid = peer.sid.clone();
         self.signal(pid, ServerMessage::TrackPublished(TrackPublished { cid, track: info }));
+        if kind == TrackKind::Audio {
+            self.start_speaker_ticks(now, pid);
+        }
         if let Some((room, room_sid, participant)) = self.who(pid) {
             let track_sid = sid.clone();
             self.out.push_back(Output::Event(RoomEvent::TrackPublished { room, room_sid, participant, track_sid }));
