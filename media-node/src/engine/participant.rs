@@ -199,6 +199,29 @@ impl Peer {
         });
     }
 
+    /// The server sends only on the media lines it adds for subscriptions. A line the
+    /// client offered `sendrecv` is answered `recvonly` (and stays so in our later
+    /// offers): echoing `sendrecv` would make the client expect a track from us there, a
+    /// phantom with its own track's ids.
+    fn no_echo(&mut self, answer: String) -> String {
+        let ours: Vec<Mid> = self.subs.iter().filter_map(Sub::out_mid).collect();
+        let mut out = String::with_capacity(answer.len());
+        for (i, section) in answer.split("\r\nm=").enumerate() {
+            if i > 0 {
+                out.push_str("\r\nm=");
+            }
+            let mid = section.split("\r\n").find_map(|l| l.strip_prefix("a=mid:")).map(Mid::from);
+            match mid {
+                Some(mid) if !ours.contains(&mid) && section.contains("\r\na=sendrecv") => {
+                    self.rtc.sdp_api().set_direction(mid, Direction::RecvOnly);
+                    out.push_str(&section.replace("\r\na=sendrecv", "\r\na=recvonly"));
+                }
+                _ => out.push_str(section),
+            }
+        }
+        out
+    }
+
     /// Build an offer for pending subscription changes, if there are any and none is in
     /// flight.
     pub(super) fn create_offer(&mut self, now: Instant) -> Option<(SdpOffer, u32)> {
@@ -293,7 +316,8 @@ impl Engine {
         match accepted {
             Ok(answer) => {
                 peer.remote_described = true;
-                let msg = ServerMessage::Answer(SessionDescription { sdp: answer.to_sdp_string(), id: sd.id });
+                let sdp = peer.no_echo(answer.to_sdp_string());
+                let msg = ServerMessage::Answer(SessionDescription { sdp, id: sd.id });
                 if ufrag != peer.ufrag {
                     // The client restarted ICE: str0m answered with new credentials.
                     peer.ufrag = ufrag.clone();

@@ -141,9 +141,20 @@ impl Net {
 
     /// [`Net::offer`], the sending line simulcast with `simulcast`'s layers.
     fn offer_layers(&mut self, pid: Pid, send: Option<MediaKind>, simulcast: Option<Simulcast>) -> Option<Mid> {
+        self.offer_dir(pid, send, Direction::SendOnly, simulcast)
+    }
+
+    /// [`Net::offer`] with the sending line's direction `dir`.
+    fn offer_dir(
+        &mut self,
+        pid: Pid,
+        send: Option<MediaKind>,
+        dir: Direction,
+        simulcast: Option<Simulcast>,
+    ) -> Option<Mid> {
         let c = self.client(pid);
         let mut api = c.rtc.sdp_api();
-        let mid = send.map(|k| api.add_media(k, Direction::SendOnly, None, None, simulcast));
+        let mid = send.map(|k| api.add_media(k, dir, None, None, simulcast));
         api.add_channel("reliable".into());
         let (offer, pending) = api.apply().expect("changes");
         c.pending = Some(pending);
@@ -980,4 +991,55 @@ fn leaving_with_tracks_unpublishes_them_with_sids_and_the_reason() {
     assert!(room_sid.starts_with("RM_"));
     assert!(net.events.iter().any(|e| matches!(e, RoomEvent::ParticipantLeft { participant, reason, .. }
         if participant.identity == "alice" && *reason == LeaveReason::ClientRequest)));
+}
+
+/// The lines of `sdp`'s media section `mid`.
+fn section<'a>(sdp: &'a str, mid: Mid) -> &'a str {
+    let tag = format!("\r\na=mid:{mid}\r\n");
+    sdp.split("\r\nm=").find(|s| format!("{s}\r\n").contains(&tag)).unwrap_or_else(|| panic!("no mid {mid} in {sdp}"))
+}
+
+#[test]
+fn a_line_the_client_offers_sendrecv_is_answered_recvonly_and_stays_so() {
+    let mut net = Net::new();
+    let a = net.join("alice", "r", |_| {});
+    let b = net.join("bob", "r", |_| {});
+    let mid = net.offer_dir(a, Some(MediaKind::Video), Direction::SendRecv, None).unwrap();
+    let answer = net
+        .signals(a)
+        .iter()
+        .find_map(|m| if let ServerMessage::Answer(x) = m { Some(x.sdp.clone()) } else { None })
+        .expect("answered");
+    assert!(section(&answer, mid).contains("a=recvonly"), "{answer}");
+    assert_eq!(net.client(a).rtc.media(mid).unwrap().direction(), Direction::SendOnly);
+    // Bob publishes: alice's next offer from the server keeps her line receive-only.
+    net.offer(b, Some(MediaKind::Video));
+    net.run(300);
+    let offers = net.offers(a);
+    let (_, offer) = offers.last().expect("alice was offered bob's track");
+    assert!(section(offer, mid).contains("a=recvonly"), "{offer}");
+    assert_eq!(net.client(a).rtc.media(mid).unwrap().direction(), Direction::SendOnly);
+    assert!(!net.client(a).added.contains(&mid));
+}
+
+#[test]
+fn track_info_carries_the_negotiated_mime_type_before_any_packet() {
+    let (net, a, b, _) = alice_publishes_to_bob();
+    let published = net
+        .signals(a)
+        .iter()
+        .find_map(|m| if let ServerMessage::TrackPublished(t) = m { Some(t.track.clone()) } else { None })
+        .unwrap();
+    assert_eq!(published.mime_type.as_deref(), Some("video/VP8"));
+    let updated = net
+        .signals(b)
+        .iter()
+        .find_map(|m| match m {
+            ServerMessage::ParticipantUpdated(p) if !p.participant.tracks.is_empty() => {
+                Some(p.participant.tracks[0].clone())
+            }
+            _ => None,
+        })
+        .expect("bob heard of alice's track");
+    assert_eq!(updated.mime_type.as_deref(), Some("video/VP8"));
 }

@@ -72,6 +72,9 @@ pub(super) struct Published {
     layers: Vec<SimulcastLayer>,
     /// Payload type → codec, learned from the first packets.
     specs: Vec<(Pt, CodecSpec)>,
+    /// The codec the publisher's answered media line prefers (its first negotiated
+    /// payload type that is not RTX): known once its offer is applied, before packets.
+    pub(super) negotiated: Option<CodecSpec>,
     /// Keyframe requests to the publisher, throttled.
     pub(super) keyframes: KeyframeThrottle,
     /// RTP packets and payload bytes received on this track.
@@ -103,6 +106,7 @@ impl Published {
             height: a.height,
             layers: a.layers,
             specs: vec![],
+            negotiated: None,
             keyframes: KeyframeThrottle::default(),
             packets: 0,
             bytes: 0,
@@ -120,7 +124,7 @@ impl Published {
             kind: self.kind,
             source: self.source,
             muted: self.muted,
-            mime_type: self.specs.first().map(|(_, s)| mime(s)),
+            mime_type: self.specs.first().map(|(_, s)| s).or(self.negotiated.as_ref()).map(mime),
             width: self.width,
             height: self.height,
             layers: self.layers.clone(),
@@ -141,6 +145,15 @@ impl Published {
         self.specs.push((pt, spec));
         Some(spec)
     }
+}
+
+/// The codec `mid`'s remote side prefers among those negotiated (RTX skipped).
+pub(super) fn negotiated_codec(rtc: &Rtc, mid: Mid) -> Option<CodecSpec> {
+    let pts = rtc.media(mid)?.remote_pts();
+    let params = rtc.codec_config();
+    pts.iter().find_map(|&pt| {
+        params.find(|p| p.pt() == pt).map(|p| p.spec()).filter(|s| s.codec != str0m::format::Codec::Rtx)
+    })
 }
 
 fn mime(spec: &CodecSpec) -> String {
@@ -182,7 +195,8 @@ impl Engine {
         }
         let sid = self.new_sid("TR");
         let peer = self.peers.get_mut(&pid).expect("checked");
-        let track = Published::new(sid.clone(), mid, kind, announced);
+        let mut track = Published::new(sid.clone(), mid, kind, announced);
+        track.negotiated = negotiated_codec(&peer.rtc, mid);
         let info = track.info();
         let cid = track.cid.clone();
         peer.published.push(track);
