@@ -719,6 +719,9 @@ pub enum ErrorCode {
     NodeFull,
     /// The track's codec is not allowed in this room.
     CodecNotAllowed,
+    /// A subscriber cannot receive the publisher's codec (its answer, or its own offer,
+    /// has no payload type for it): carried in `subscription_updated.error`.
+    CodecNotSupported,
     /// No such track.
     TrackNotFound,
     /// The request needs a joined session.
@@ -750,6 +753,7 @@ impl ErrorCode {
             ErrorCode::NodeDraining => "node_draining",
             ErrorCode::NodeFull => "node_full",
             ErrorCode::CodecNotAllowed => "codec_not_allowed",
+            ErrorCode::CodecNotSupported => "codec_not_supported",
             ErrorCode::TrackNotFound => "track_not_found",
             ErrorCode::NotJoined => "not_joined",
             ErrorCode::AlreadyJoined => "already_joined",
@@ -782,7 +786,10 @@ impl ErrorCode {
         match self {
             ErrorCode::MessageTooLarge => 1009,
             ErrorCode::Internal => 1011,
-            ErrorCode::BadRequest | ErrorCode::UnknownMessage | ErrorCode::NegotiationFailed => 4400,
+            ErrorCode::BadRequest
+            | ErrorCode::UnknownMessage
+            | ErrorCode::NegotiationFailed
+            | ErrorCode::CodecNotSupported => 4400,
             ErrorCode::Unauthorized => 4401,
             ErrorCode::PermissionDenied | ErrorCode::CodecNotAllowed => 4403,
             ErrorCode::RoomNotFound | ErrorCode::TrackNotFound | ErrorCode::ResumeFailed => 4404,

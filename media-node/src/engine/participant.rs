@@ -20,7 +20,8 @@ use std::time::{Duration, Instant};
 
 use str0m::change::{SdpAnswer, SdpOffer, SdpPendingOffer};
 use str0m::channel::ChannelId;
-use str0m::media::{Direction, KeyframeRequestKind, Mid, Rid};
+use str0m::format::Codec;
+use str0m::media::{Direction, KeyframeRequestKind, Mid, Pt, Rid};
 use str0m::rtp::Ssrc;
 use str0m::{Candidate, Rtc};
 use switchyard_api::signal::{
@@ -30,7 +31,7 @@ use switchyard_api::signal::{
 };
 use switchyard_api::token::Grants;
 
-use super::subscription::{Sub, SubState};
+use super::subscription::{Sub, SubState, restrict_codecs};
 use super::track::Published;
 use super::{Engine, JoinArgs, Output, Pid, Route, err};
 
@@ -224,7 +225,7 @@ impl Peer {
 
     /// Build an offer for pending subscription changes, if there are any and none is in
     /// flight.
-    pub(super) fn create_offer(&mut self, now: Instant) -> Option<(SdpOffer, u32)> {
+    pub(super) fn create_offer(&mut self, now: Instant) -> Option<(String, u32)> {
         if self.pending.is_some() || !self.remote_described {
             return None;
         }
@@ -252,10 +253,24 @@ impl Peer {
             }
         }
         let (offer, pending) = api.apply()?;
+        let mut sdp = offer.to_sdp_string();
+        for sub in &self.subs {
+            if let (SubState::Negotiating(mid), Some(codec)) = (sub.state, sub.codec) {
+                let keep: Vec<Pt> = self
+                    .rtc
+                    .codec_config()
+                    .params()
+                    .iter()
+                    .filter(|p| p.spec().codec == codec)
+                    .flat_map(|p| std::iter::once(p.pt()).chain(p.resend()))
+                    .collect();
+                sdp = restrict_codecs(&sdp, mid, &keep);
+            }
+        }
         self.offer_seq += 1;
-        let sdp = offer.to_sdp_string();
-        self.pending = Some(PendingOffer { id: self.offer_seq, offer: pending, sdp, sent_at: now, resends: 0 });
-        Some((offer, self.offer_seq))
+        self.pending =
+            Some(PendingOffer { id: self.offer_seq, offer: pending, sdp: sdp.clone(), sent_at: now, resends: 0 });
+        Some((sdp, self.offer_seq))
     }
 
     /// Our offer was withdrawn (glare, or the answer was bad): redo its changes later.
@@ -268,6 +283,18 @@ impl Peer {
             }
         }
         self.subs.retain(|s| !(s.orphaned && s.state == SubState::ToOpen));
+    }
+
+    /// The publisher's codec, if this open subscription's answered line has no payload
+    /// type for it.
+    fn unsupported_codec(&self, publisher: Pid, pub_mid: Mid) -> Option<Codec> {
+        let sub = self.subs.iter().find(|s| s.publisher == publisher && s.pub_mid == pub_mid)?;
+        let codec = sub.codec?;
+        let SubState::Open(mid) = sub.state else { return None };
+        let accepted = self.rtc.media(mid).map(|m| m.remote_pts()).unwrap_or(&[]);
+        let params = self.rtc.codec_config();
+        let ok = accepted.iter().any(|&pt| params.find(|p| p.pt() == pt).is_some_and(|p| p.spec().codec == codec));
+        (!ok).then_some(codec)
     }
 
     /// Our offer was answered: returns the subscriptions that just opened.
@@ -293,9 +320,26 @@ impl Peer {
 impl Engine {
     /// Offer what changed in `pid`'s subscriptions, unless an offer is in flight.
     pub(super) fn negotiate(&mut self, now: Instant, pid: Pid) {
-        let Some(peer) = self.peers.get_mut(&pid) else { return };
-        let Some((offer, id)) = peer.create_offer(now) else { return };
-        self.signal(pid, ServerMessage::Offer(SessionDescription { sdp: offer.to_sdp_string(), id }));
+        let Some(peer) = self.peers.get(&pid) else { return };
+        // Each new line offers the codec its publisher sends; unknown (no codec negotiated
+        // on the publisher's line), it offers every codec the room allows.
+        let codecs: Vec<Option<Codec>> = peer
+            .subs
+            .iter()
+            .map(|s| {
+                let publisher = self.peers.get(&s.publisher)?;
+                let track = publisher.published.iter().find(|t| t.mid == s.pub_mid)?;
+                track.negotiated.map(|spec| spec.codec)
+            })
+            .collect();
+        let peer = self.peers.get_mut(&pid).expect("checked");
+        for (sub, codec) in peer.subs.iter_mut().zip(codecs) {
+            if sub.state == SubState::ToOpen {
+                sub.codec = codec;
+            }
+        }
+        let Some((sdp, id)) = peer.create_offer(now) else { return };
+        self.signal(pid, ServerMessage::Offer(SessionDescription { sdp, id }));
         self.drain(pid);
     }
 
@@ -355,8 +399,26 @@ impl Engine {
         peer.failed_answers = 0;
         let opened = peer.commit_pending();
         for (publisher, pub_mid, track_sid) in opened {
-            self.index.subscribe(publisher, pub_mid, pid);
             let publisher_sid = self.peers.get(&publisher).map(|p| p.sid.clone()).unwrap_or_default();
+            let peer = self.peers.get_mut(&pid).expect("checked");
+            if let Some(codec) = peer.unsupported_codec(publisher, pub_mid) {
+                // The subscriber's answer has no payload type for the publisher's codec:
+                // nothing it could decode would flow. Close the line and say why.
+                peer.drop_track(publisher, pub_mid);
+                let message = format!("track {track_sid} is {codec}, which this client's answer does not accept");
+                self.signal(pid, err(ErrorCode::CodecNotSupported, message, "answer"));
+                self.signal(
+                    pid,
+                    ServerMessage::SubscriptionUpdated(SubscriptionUpdated {
+                        track_sid,
+                        participant_sid: publisher_sid,
+                        subscribed: false,
+                        error: Some(ErrorCode::CodecNotSupported),
+                    }),
+                );
+                continue;
+            }
+            self.index.subscribe(publisher, pub_mid, pid);
             self.signal(
                 pid,
                 ServerMessage::SubscriptionUpdated(SubscriptionUpdated {

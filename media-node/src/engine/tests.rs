@@ -1043,3 +1043,59 @@ fn track_info_carries_the_negotiated_mime_type_before_any_packet() {
         .expect("bob heard of alice's track");
     assert_eq!(updated.mime_type.as_deref(), Some("video/VP8"));
 }
+
+impl Net {
+    /// Give `pid`'s client its own codec list (before it offers).
+    fn codecs(&mut self, pid: Pid, edit: impl FnOnce(str0m::RtcConfig) -> str0m::RtcConfig) {
+        let now = self.now;
+        let c = self.client(pid);
+        c.rtc = edit(Rtc::builder()).build(now);
+        c.rtc.add_local_candidate(Candidate::host(c.addr, "udp").unwrap());
+    }
+}
+
+#[test]
+fn a_subscriber_is_offered_the_publishers_codec_and_its_rtx_only() {
+    let (net, _, b, _) = alice_publishes_to_bob();
+    let offers = net.offers(b);
+    let (_, offer) = offers.iter().find(|(_, sdp)| sdp.contains("m=video")).expect("bob was offered the video");
+    let video = offer.split("\r\nm=").find(|s| s.starts_with("video")).unwrap();
+    let codecs: Vec<&str> = video
+        .split("\r\n")
+        .filter_map(|l| l.strip_prefix("a=rtpmap:"))
+        .filter_map(|l| l.split(' ').nth(1)?.split('/').next())
+        .collect();
+    assert!(!codecs.is_empty() && codecs.iter().all(|&c| c == "VP8" || c == "rtx"), "{codecs:?}");
+    assert!(codecs.contains(&"rtx"), "the codec's RTX is offered too: {codecs:?}");
+    let pts = video.split("\r\n").next().unwrap().split(' ').skip(3).count();
+    assert_eq!(pts, codecs.len(), "the m= line lists exactly the kept payload types: {video}");
+}
+
+#[test]
+fn a_subscriber_that_cannot_decode_the_publishers_codec_is_told_so() {
+    let mut net = Net::new();
+    let a = net.join("alice", "r", |_| {});
+    let b = net.join("bob", "r", |_| {});
+    net.codecs(a, |c| c.clear_codecs().enable_vp9(true));
+    net.codecs(b, |c| c.clear_codecs().enable_vp8(true));
+    net.offer(a, Some(MediaKind::Video));
+    net.offer(b, None);
+    net.run(300);
+    let sid = net.published_sid(a);
+    let updates: Vec<_> = net
+        .signals(b)
+        .iter()
+        .filter_map(|m| if let ServerMessage::SubscriptionUpdated(s) = m { Some(s.clone()) } else { None })
+        .collect();
+    assert!(
+        updates.iter().any(|s| s.track_sid == sid && !s.subscribed && s.error == Some(ErrorCode::CodecNotSupported)),
+        "{updates:?}"
+    );
+    assert!(!updates.iter().any(|s| s.subscribed), "{updates:?}");
+    assert!(
+        net.signals(b).iter().any(|m| matches!(m, ServerMessage::Error(e)
+        if e.code == ErrorCode::CodecNotSupported && e.message.contains("VP9"))),
+        "{:?}",
+        net.signals(b)
+    );
+}
