@@ -1,7 +1,11 @@
-//! One participant: its `Rtc` and its SDP state. The client offers first (its tracks and
-//! a data channel); afterwards the server offers whenever subscriptions change, one offer
-//! in flight at a time.
+//! One participant: its `Rtc` and its SDP state. A client that publishes offers first
+//! (its tracks and a data channel); afterwards the server offers whenever subscriptions
+//! change, one offer in flight at a time.
 //!
+//! - **Subscribe-only clients need not offer**: a client that, [`FIRST_OFFER_GRACE`] after
+//!   its `joined`, has neither offered nor announced a track (`publish_track`) gets the
+//!   server's offer as soon as it has a subscription due. If its own offer crosses that
+//!   offer, the glare rule below applies unchanged.
 //! - **Glare** (both sides have an offer outstanding): the server yields. A client offer
 //!   that arrives while a server offer is pending withdraws the server's offer (its answer
 //!   will be ignored), is answered, and the withdrawn changes are offered again under a new
@@ -39,6 +43,9 @@ use super::{Engine, JoinArgs, Output, Pid, Route, err};
 pub(crate) const REOFFER_AFTER: Duration = Duration::from_secs(2);
 /// How often an unanswered offer is sent again before it counts as failed.
 pub(crate) const MAX_RESENDS: u32 = 3;
+/// How long after `joined` the server waits for a client's first offer before it offers
+/// first to a client that has announced nothing to publish.
+pub(crate) const FIRST_OFFER_GRACE: Duration = Duration::from_millis(500);
 /// Failed negotiations in a row after which the participant is removed.
 pub(crate) const MAX_FAILED: u32 = 3;
 
@@ -76,8 +83,11 @@ pub(super) struct Peer {
     /// Our offer awaiting the client's answer.
     pub(super) pending: Option<PendingOffer>,
     offer_seq: u32,
-    /// The client's first offer has been applied: only then may the server offer.
+    /// A client offer or an answer to ours has been applied.
     pub(super) remote_described: bool,
+    /// From when the server may offer first to a client that has not offered (set at
+    /// join: `joined` + [`FIRST_OFFER_GRACE`]).
+    pub(super) first_offer_at: Option<Instant>,
     /// SSRC → (mid, rid) of incoming streams, filled on first sight.
     ssrcs: Vec<(Ssrc, Mid, Option<Rid>)>,
     pub(super) channels: Vec<(ChannelId, String)>,
@@ -112,6 +122,7 @@ impl Peer {
             pending: None,
             offer_seq: 0,
             remote_described: false,
+            first_offer_at: None,
             ssrcs: vec![],
             channels: vec![],
             next_timeout: None,
@@ -158,7 +169,22 @@ impl Peer {
     pub(super) fn next_deadline(&self) -> Option<Instant> {
         let offer = self.pending.as_ref().map(PendingOffer::deadline);
         let keyframes = self.published.iter().filter_map(|t| t.keyframes.deadline());
-        self.next_timeout.into_iter().chain(offer).chain(keyframes).min()
+        let first = self.first_offer_due();
+        self.next_timeout.into_iter().chain(offer).chain(keyframes).chain(first).min()
+    }
+
+    /// When the server offers first to this client, if it is waiting to.
+    pub(super) fn first_offer_due(&self) -> Option<Instant> {
+        let waiting = !self.remote_described
+            && self.pending.is_none()
+            && self.announced.is_empty()
+            && self.published.is_empty()
+            && self.subs.iter().any(|s| s.state == SubState::ToOpen);
+        self.first_offer_at.filter(|_| waiting)
+    }
+
+    fn may_offer(&self, now: Instant) -> bool {
+        self.remote_described || self.first_offer_due().is_some_and(|t| t <= now)
     }
 
     /// The (mid, rid) of an incoming SSRC.
@@ -226,7 +252,7 @@ impl Peer {
     /// Build an offer for pending subscription changes, if there are any and none is in
     /// flight.
     pub(super) fn create_offer(&mut self, now: Instant) -> Option<(String, u32)> {
-        if self.pending.is_some() || !self.remote_described {
+        if self.pending.is_some() || !self.may_offer(now) {
             return None;
         }
         if !self.subs.iter().any(|s| matches!(s.state, SubState::ToOpen | SubState::ToStop(_))) {
@@ -397,6 +423,7 @@ impl Engine {
             return self.negotiation_failed(now, pid, format!("answer refused: {e}"));
         }
         peer.failed_answers = 0;
+        peer.remote_described = true;
         let opened = peer.commit_pending();
         for (publisher, pub_mid, track_sid) in opened {
             let publisher_sid = self.peers.get(&publisher).map(|p| p.sid.clone()).unwrap_or_default();
@@ -434,8 +461,14 @@ impl Engine {
         self.mark_renegotiate(pid);
     }
 
-    /// Re-send offers whose answer is late; withdraw those that stay unanswered.
+    /// Re-send offers whose answer is late; withdraw those that stay unanswered. Offer
+    /// first to subscribe-only clients whose grace has passed.
     pub(super) fn offer_timeouts(&mut self, now: Instant) {
+        let first: Vec<Pid> =
+            self.peers.values().filter(|p| p.first_offer_due().is_some_and(|t| t <= now)).map(|p| p.pid).collect();
+        for pid in first {
+            self.mark_renegotiate(pid);
+        }
         let late: Vec<Pid> = self
             .peers
             .values()

@@ -1099,3 +1099,65 @@ fn a_subscriber_that_cannot_decode_the_publishers_codec_is_told_so() {
         net.signals(b)
     );
 }
+
+#[test]
+fn a_subscribe_only_client_that_never_offers_is_offered_its_subscriptions() {
+    let mut net = Net::new();
+    let a = net.join("alice", "r", |_| {});
+    let b = net.join("bob", "r", |_| {});
+    let mid = net.offer(a, Some(MediaKind::Video)).unwrap();
+    net.run(100);
+    assert!(net.offers(b).is_empty(), "within the grace the server waits for bob's own offer");
+    net.run(900);
+    assert_eq!(net.offers(b).len(), 1, "{:?}", net.signals(b));
+    assert!(net.client(b).connected, "ICE and DTLS complete with the server as offerer");
+    assert!(net.signals(b).iter().any(|m| matches!(m, ServerMessage::SubscriptionUpdated(s) if s.subscribed)));
+    for n in 0..10 {
+        net.write_frame(a, mid, n, &vp8_frame(n));
+        net.run(33);
+    }
+    assert!(net.client(b).frames.len() >= 8, "bob got {} of 10 frames", net.client(b).frames.len());
+}
+
+#[test]
+fn a_client_that_announced_a_track_is_not_offered_first() {
+    let mut net = Net::new();
+    let a = net.join("alice", "r", |_| {});
+    let b = net.join("bob", "r", |_| {});
+    net.offer(a, Some(MediaKind::Video));
+    net.send(
+        b,
+        ClientMessage::PublishTrack(PublishTrackRequest {
+            cid: "cam".into(),
+            name: "cam".into(),
+            kind: TrackKind::Video,
+            source: TrackSource::Camera,
+            muted: false,
+            width: None,
+            height: None,
+            layers: vec![],
+        }),
+    );
+    net.run(2000);
+    assert!(net.offers(b).is_empty(), "bob will offer his track; the server waits for that offer");
+}
+
+#[test]
+fn a_client_offer_crossing_the_servers_first_offer_wins_and_the_server_offers_again() {
+    let mut net = Net::new();
+    let a = net.join("alice", "r", |_| {});
+    let b = net.join("bob", "r", |_| {});
+    net.client(b).offers = Offers::Drop;
+    net.offer(a, Some(MediaKind::Video));
+    net.run(1000);
+    assert_eq!(net.offers(b).len(), 1, "the server offered first");
+    // Bob never saw it and offers himself: the server yields, answers, and offers again.
+    net.client(b).offers = Offers::Answer;
+    net.offer(b, None);
+    net.run(300);
+    let ids: Vec<u32> = net.offers(b).iter().map(|(id, _)| *id).collect();
+    assert_eq!(ids.len(), 2, "{ids:?}");
+    assert_ne!(ids[0], ids[1], "the withdrawn offer's changes come under a new id");
+    assert!(net.signals(b).iter().any(|m| matches!(m, ServerMessage::Answer(_))));
+    assert!(net.signals(b).iter().any(|m| matches!(m, ServerMessage::SubscriptionUpdated(s) if s.subscribed)));
+}
