@@ -1161,3 +1161,27 @@ fn a_client_offer_crossing_the_servers_first_offer_wins_and_the_server_offers_ag
     assert!(net.signals(b).iter().any(|m| matches!(m, ServerMessage::Answer(_))));
     assert!(net.signals(b).iter().any(|m| matches!(m, ServerMessage::SubscriptionUpdated(s) if s.subscribed)));
 }
+
+#[test]
+fn a_publisher_offering_only_disallowed_codecs_gets_codec_not_allowed_and_no_track() {
+    let mut net = Net::new();
+    let vp9_only = RoomSettings { allowed_codecs: vec![Codec::VP9, Codec::Opus], ..RoomSettings::default() };
+    let a = net.join_with("alice", "clinic", |_| {}, true, vp9_only.clone());
+    let b = net.join_with("bob", "clinic", |_| {}, true, vp9_only);
+    net.codecs(a, |c| c.clear_codecs().enable_vp8(true).enable_h264(true));
+    net.offer(a, Some(MediaKind::Video));
+    net.offer(b, None);
+    net.run(300);
+    let errors: Vec<_> = net
+        .signals(a)
+        .iter()
+        .filter_map(|m| if let ServerMessage::Error(e) = m { Some(e.clone()) } else { None })
+        .collect();
+    assert!(
+        errors.iter().any(|e| e.code == ErrorCode::CodecNotAllowed && e.message.contains("VP9, Opus")),
+        "{errors:?}"
+    );
+    assert!(!net.signals(a).iter().any(|m| matches!(m, ServerMessage::TrackPublished(_))));
+    assert!(net.offers(b).is_empty(), "bob is offered nothing");
+    assert!(!net.client(a).closed, "alice stays, and may publish an allowed codec");
+}

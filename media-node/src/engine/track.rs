@@ -193,10 +193,21 @@ impl Engine {
             // The media line stays, but nothing it carries is forwarded.
             return self.signal(pid, err(ErrorCode::PermissionDenied, e.to_string(), "offer"));
         }
+        let Some(negotiated) = negotiated_codec(&peer.rtc, mid) else {
+            // Nothing the client offered on this line is a codec the room allows: the
+            // line is answered without a codec and is not published.
+            let allowed = match self.rooms.get(&peer.room).map(|r| r.settings.allowed_codecs.as_slice()) {
+                Some(list) if !list.is_empty() => list.to_vec(),
+                _ => switchyard_api::room::Codec::ALL.to_vec(),
+            };
+            let allowed = allowed.iter().map(|c| format!("{c:?}")).collect::<Vec<_>>().join(", ");
+            let message = format!("media line {mid} offers no codec this room allows (allowed: {allowed})");
+            return self.signal(pid, err(ErrorCode::CodecNotAllowed, message, "offer"));
+        };
         let sid = self.new_sid("TR");
         let peer = self.peers.get_mut(&pid).expect("checked");
         let mut track = Published::new(sid.clone(), mid, kind, announced);
-        track.negotiated = negotiated_codec(&peer.rtc, mid);
+        track.negotiated = Some(negotiated);
         let info = track.info();
         let cid = track.cid.clone();
         peer.published.push(track);
