@@ -1234,3 +1234,40 @@ fn with_five_percent_loss_each_way_nacks_and_rtx_recover_nearly_every_packet() {
     assert!(net.lost as f64 > 0.08 * f64::from(frames), "the links did drop media: {}", net.lost);
     assert!(residual < 0.01, "residual loss {:.2} %", residual * 100.0);
 }
+
+#[test]
+fn an_announcement_is_matched_to_its_line_by_the_msid_track_id() {
+    let mut net = Net::new();
+    let a = net.join("alice", "r", |_| {});
+    for (cid, source) in [("screen", TrackSource::ScreenShare), ("cam", TrackSource::Camera)] {
+        net.send(
+            a,
+            ClientMessage::PublishTrack(PublishTrackRequest {
+                cid: cid.into(),
+                name: cid.into(),
+                kind: TrackKind::Video,
+                source,
+                muted: false,
+                width: None,
+                height: None,
+                layers: vec![],
+            }),
+        );
+    }
+    // The line carries `a=msid:s cam`: it is the camera, though the screen was announced first.
+    let c = net.client(a);
+    let mut api = c.rtc.sdp_api();
+    api.add_media(MediaKind::Video, Direction::SendOnly, Some("s".into()), Some("cam".into()), None);
+    let (offer, pending) = api.apply().unwrap();
+    c.pending = Some(pending);
+    net.send(a, ClientMessage::Offer(SessionDescription { sdp: offer.to_sdp_string(), id: 1 }));
+    net.run(50);
+    let published: Vec<_> = net
+        .signals(a)
+        .iter()
+        .filter_map(|m| if let ServerMessage::TrackPublished(t) = m { Some(t.clone()) } else { None })
+        .collect();
+    assert_eq!(published.len(), 1, "{:?}", net.signals(a));
+    assert_eq!(published[0].cid, "cam");
+    assert_eq!(published[0].track.source, TrackSource::Camera);
+}

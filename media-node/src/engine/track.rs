@@ -187,7 +187,12 @@ impl Engine {
             return;
         }
         let kind = if media == MediaKind::Audio { TrackKind::Audio } else { TrackKind::Video };
-        let announced = peer.announced.iter().position(|r| r.kind == kind).and_then(|i| peer.announced.remove(i));
+        // The announcement whose `cid` is the line's `a=msid` track id; else the first of
+        // the line's kind (a client that sends no msid).
+        let msid = peer.rtc.media(mid).map(|m| m.track_id().to_owned()).unwrap_or_default();
+        let announced = (peer.announced.iter().position(|r| r.kind == kind && r.cid == msid))
+            .or_else(|| peer.announced.iter().position(|r| r.kind == kind))
+            .and_then(|i| peer.announced.remove(i));
         let source = announced.as_ref().map(|r| r.source).unwrap_or(TrackSource::Unknown);
         if let Err(e) = peer.claims_authorize_publish(source) {
             // The media line stays, but nothing it carries is forwarded.
