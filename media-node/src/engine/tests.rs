@@ -1017,7 +1017,7 @@ fn leaving_with_tracks_unpublishes_them_with_sids_and_the_reason() {
 }
 
 /// The lines of `sdp`'s media section `mid`.
-fn section<'a>(sdp: &'a str, mid: Mid) -> &'a str {
+fn section(sdp: &str, mid: Mid) -> &str {
     let tag = format!("\r\na=mid:{mid}\r\n");
     sdp.split("\r\nm=").find(|s| format!("{s}\r\n").contains(&tag)).unwrap_or_else(|| panic!("no mid {mid} in {sdp}"))
 }
