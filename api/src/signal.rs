@@ -18,16 +18,35 @@
 //!   ⋯ socket lost ⋯  new socket: ── resume ─► ◄─ resumed (fresh snapshot, new token)
 //! ```
 //!
-//! Negotiation: the client offers first; afterwards the server offers whenever the
-//! client's subscriptions change, one offer in flight at a time. Each side handles
+//! Negotiation: a client that publishes offers first (its tracks and a data channel); a
+//! client with nothing to publish need not offer: if, 500 ms after `joined`, it has sent
+//! neither an `offer` nor a `publish_track`, the server offers first as soon as a
+//! subscription is due. Afterwards the server offers whenever the client's subscriptions
+//! change, one offer in flight at a time. Each side handles
 //! messages in the order they arrive, so an `answer` is applied before the `offer` behind
 //! it is looked at. **Glare** is both sides having an offer outstanding: the server
 //! yields. It withdraws its pending offer (an answer to that offer's `id` is ignored),
 //! answers the client's offer, and offers the withdrawn changes again under a new `id`;
-//! a client drops a server offer that arrives while its own offer awaits an answer. A
+//! a client drops a server offer that arrives while its own offer awaits an answer (this
+//! holds for the server's first offer too). A
 //! server offer that gets no answer is sent again unchanged, under the same `id`, up to 3
 //! times with doubling waits from 2 s; then it is withdrawn and reported as
 //! `negotiation_failed`. Three failed negotiations in a row end the session with `leave`.
+//!
+//! Media lines: a `publish_track`'s `cid` must equal the track id of its line's
+//! `a=msid:<stream> <track>` (a line without a matching `cid` takes the oldest
+//! announcement of its kind). The server sends only on the lines it adds: a line the client
+//! offers `sendrecv` is answered `recvonly`. Each received track arrives on its own line
+//! with `a=msid:<participantSid> <trackSid>`, which maps it to its publisher and track.
+//!
+//! Codecs: the room's `allowedCodecs` (all of Opus, VP8, VP9, H.264, AV1 when empty) are
+//! the only ones answered; a line offering none of them is not published and the client
+//! gets `error {code: codec_not_allowed}` naming the allowed list. A published track's
+//! `mimeType` is its negotiated codec. A subscriber's line offers only the codec its
+//! publisher sends (and that codec's RTX); an answer that does not accept it ends the
+//! subscription with `subscription_updated {subscribed: false, error: codec_not_supported}`
+//! and an `error` with the same code naming the codec. RTX is negotiated both ways and
+//! NACKs are answered by retransmission.
 //!
 //! **Resume.** A client that lost its socket reconnects with `resume` (participant sid +
 //! the `reconnectToken` from `joined` or the latest `resumed`) instead of `join`, on a
@@ -826,6 +845,9 @@ pub enum ErrorCode {
     NodeFull,
     /// The track's codec is not allowed in this room.
     CodecNotAllowed,
+    /// A subscriber cannot receive the publisher's codec (its answer, or its own offer,
+    /// has no payload type for it): carried in `subscription_updated.error`.
+    CodecNotSupported,
     /// No such track.
     TrackNotFound,
     /// The request needs a joined session.
@@ -857,6 +879,7 @@ impl ErrorCode {
             ErrorCode::NodeDraining => "node_draining",
             ErrorCode::NodeFull => "node_full",
             ErrorCode::CodecNotAllowed => "codec_not_allowed",
+            ErrorCode::CodecNotSupported => "codec_not_supported",
             ErrorCode::TrackNotFound => "track_not_found",
             ErrorCode::NotJoined => "not_joined",
             ErrorCode::AlreadyJoined => "already_joined",
@@ -889,7 +912,10 @@ impl ErrorCode {
         match self {
             ErrorCode::MessageTooLarge => 1009,
             ErrorCode::Internal => 1011,
-            ErrorCode::BadRequest | ErrorCode::UnknownMessage | ErrorCode::NegotiationFailed => 4400,
+            ErrorCode::BadRequest
+            | ErrorCode::UnknownMessage
+            | ErrorCode::NegotiationFailed
+            | ErrorCode::CodecNotSupported => 4400,
             ErrorCode::Unauthorized => 4401,
             ErrorCode::PermissionDenied | ErrorCode::CodecNotAllowed => 4403,
             ErrorCode::RoomNotFound | ErrorCode::TrackNotFound | ErrorCode::ResumeFailed => 4404,

@@ -1,7 +1,11 @@
-//! One participant: its `Rtc` and its SDP state. The client offers first (its tracks and
-//! a data channel); afterwards the server offers whenever subscriptions change, one offer
-//! in flight at a time.
+//! One participant: its `Rtc` and its SDP state. A client that publishes offers first
+//! (its tracks and a data channel); afterwards the server offers whenever subscriptions
+//! change, one offer in flight at a time.
 //!
+//! - **Subscribe-only clients need not offer**: a client that, [`FIRST_OFFER_GRACE`] after
+//!   its `joined`, has neither offered nor announced a track (`publish_track`) gets the
+//!   server's offer as soon as it has a subscription due. If its own offer crosses that
+//!   offer, the glare rule below applies unchanged.
 //! - **Glare** (both sides have an offer outstanding): the server yields. A client offer
 //!   that arrives while a server offer is pending withdraws the server's offer (its answer
 //!   will be ignored), is answered, and the withdrawn changes are offered again under a new
@@ -20,7 +24,8 @@ use std::time::{Duration, Instant};
 
 use str0m::change::{SdpAnswer, SdpOffer, SdpPendingOffer};
 use str0m::channel::ChannelId;
-use str0m::media::{Direction, KeyframeRequestKind, Mid, Rid};
+use str0m::format::Codec;
+use str0m::media::{Direction, KeyframeRequestKind, Mid, Pt, Rid};
 use str0m::rtp::Ssrc;
 use str0m::{Candidate, Rtc};
 use switchyard_api::signal::{
@@ -31,7 +36,7 @@ use switchyard_api::signal::{
 use switchyard_api::token::Grants;
 
 use super::quality::PeerQuality;
-use super::subscription::{Sub, SubState};
+use super::subscription::{Sub, SubState, restrict_codecs};
 use super::track::Published;
 use super::{Engine, JoinArgs, Output, Pid, Route, err};
 
@@ -39,6 +44,9 @@ use super::{Engine, JoinArgs, Output, Pid, Route, err};
 pub(crate) const REOFFER_AFTER: Duration = Duration::from_secs(2);
 /// How often an unanswered offer is sent again before it counts as failed.
 pub(crate) const MAX_RESENDS: u32 = 3;
+/// How long after `joined` the server waits for a client's first offer before it offers
+/// first to a client that has announced nothing to publish.
+pub(crate) const FIRST_OFFER_GRACE: Duration = Duration::from_millis(500);
 /// Failed negotiations in a row after which the participant is removed.
 pub(crate) const MAX_FAILED: u32 = 3;
 
@@ -76,8 +84,11 @@ pub(super) struct Peer {
     /// Our offer awaiting the client's answer.
     pub(super) pending: Option<PendingOffer>,
     offer_seq: u32,
-    /// The client's first offer has been applied: only then may the server offer.
+    /// A client offer or an answer to ours has been applied.
     pub(super) remote_described: bool,
+    /// From when the server may offer first to a client that has not offered (set at
+    /// join: `joined` + [`FIRST_OFFER_GRACE`]).
+    pub(super) first_offer_at: Option<Instant>,
     /// SSRC → (mid, rid) of incoming streams, filled on first sight.
     ssrcs: Vec<(Ssrc, Mid, Option<Rid>)>,
     pub(super) channels: Vec<(ChannelId, String)>,
@@ -124,6 +135,7 @@ impl Peer {
             pending: None,
             offer_seq: 0,
             remote_described: false,
+            first_offer_at: None,
             ssrcs: vec![],
             channels: vec![],
             next_timeout: None,
@@ -182,7 +194,22 @@ impl Peer {
         let offer = self.pending.as_ref().map(PendingOffer::deadline);
         let keyframes = self.published.iter().filter_map(|t| t.keyframes.deadline());
         let held = self.resume.held_until;
-        self.next_timeout.into_iter().chain(offer).chain(keyframes).chain(held).min()
+        let first = self.first_offer_due();
+        self.next_timeout.into_iter().chain(offer).chain(keyframes).chain(held).chain(first).min()
+    }
+
+    /// When the server offers first to this client, if it is waiting to.
+    pub(super) fn first_offer_due(&self) -> Option<Instant> {
+        let waiting = !self.remote_described
+            && self.pending.is_none()
+            && self.announced.is_empty()
+            && self.published.is_empty()
+            && self.subs.iter().any(|s| s.state == SubState::ToOpen);
+        self.first_offer_at.filter(|_| waiting)
+    }
+
+    fn may_offer(&self, now: Instant) -> bool {
+        self.remote_described || self.first_offer_due().is_some_and(|t| t <= now)
     }
 
     /// The (mid, rid) of an incoming SSRC.
@@ -224,10 +251,33 @@ impl Peer {
         });
     }
 
+    /// The server sends only on the media lines it adds for subscriptions. A line the
+    /// client offered `sendrecv` is answered `recvonly` (and stays so in our later
+    /// offers): echoing `sendrecv` would make the client expect a track from us there, a
+    /// phantom with its own track's ids.
+    fn no_echo(&mut self, answer: String) -> String {
+        let ours: Vec<Mid> = self.subs.iter().filter_map(Sub::out_mid).collect();
+        let mut out = String::with_capacity(answer.len());
+        for (i, section) in answer.split("\r\nm=").enumerate() {
+            if i > 0 {
+                out.push_str("\r\nm=");
+            }
+            let mid = section.split("\r\n").find_map(|l| l.strip_prefix("a=mid:")).map(Mid::from);
+            match mid {
+                Some(mid) if !ours.contains(&mid) && section.contains("\r\na=sendrecv") => {
+                    self.rtc.sdp_api().set_direction(mid, Direction::RecvOnly);
+                    out.push_str(&section.replace("\r\na=sendrecv", "\r\na=recvonly"));
+                }
+                _ => out.push_str(section),
+            }
+        }
+        out
+    }
+
     /// Build an offer for pending subscription changes, if there are any and none is in
     /// flight.
-    pub(super) fn create_offer(&mut self, now: Instant) -> Option<(SdpOffer, u32)> {
-        if self.pending.is_some() || !self.remote_described {
+    pub(super) fn create_offer(&mut self, now: Instant) -> Option<(String, u32)> {
+        if self.pending.is_some() || !self.may_offer(now) {
             return None;
         }
         if !self.subs.iter().any(|s| matches!(s.state, SubState::ToOpen | SubState::ToStop(_))) {
@@ -254,10 +304,24 @@ impl Peer {
             }
         }
         let (offer, pending) = api.apply()?;
+        let mut sdp = offer.to_sdp_string();
+        for sub in &self.subs {
+            if let (SubState::Negotiating(mid), Some(codec)) = (sub.state, sub.codec) {
+                let keep: Vec<Pt> = self
+                    .rtc
+                    .codec_config()
+                    .params()
+                    .iter()
+                    .filter(|p| p.spec().codec == codec)
+                    .flat_map(|p| std::iter::once(p.pt()).chain(p.resend()))
+                    .collect();
+                sdp = restrict_codecs(&sdp, mid, &keep);
+            }
+        }
         self.offer_seq += 1;
-        let sdp = offer.to_sdp_string();
-        self.pending = Some(PendingOffer { id: self.offer_seq, offer: pending, sdp, sent_at: now, resends: 0 });
-        Some((offer, self.offer_seq))
+        self.pending =
+            Some(PendingOffer { id: self.offer_seq, offer: pending, sdp: sdp.clone(), sent_at: now, resends: 0 });
+        Some((sdp, self.offer_seq))
     }
 
     /// Our offer was withdrawn (glare, or the answer was bad): redo its changes later.
@@ -270,6 +334,18 @@ impl Peer {
             }
         }
         self.subs.retain(|s| !(s.orphaned && s.state == SubState::ToOpen));
+    }
+
+    /// The publisher's codec, if this open subscription's answered line has no payload
+    /// type for it.
+    fn unsupported_codec(&self, publisher: Pid, pub_mid: Mid) -> Option<Codec> {
+        let sub = self.subs.iter().find(|s| s.publisher == publisher && s.pub_mid == pub_mid)?;
+        let codec = sub.codec?;
+        let SubState::Open(mid) = sub.state else { return None };
+        let accepted = self.rtc.media(mid).map(|m| m.remote_pts()).unwrap_or(&[]);
+        let params = self.rtc.codec_config();
+        let ok = accepted.iter().any(|&pt| params.find(|p| p.pt() == pt).is_some_and(|p| p.spec().codec == codec));
+        (!ok).then_some(codec)
     }
 
     /// Our offer was answered: returns the subscriptions that just opened.
@@ -295,9 +371,26 @@ impl Peer {
 impl Engine {
     /// Offer what changed in `pid`'s subscriptions, unless an offer is in flight.
     pub(super) fn negotiate(&mut self, now: Instant, pid: Pid) {
-        let Some(peer) = self.peers.get_mut(&pid) else { return };
-        let Some((offer, id)) = peer.create_offer(now) else { return };
-        self.signal(pid, ServerMessage::Offer(SessionDescription { sdp: offer.to_sdp_string(), id }));
+        let Some(peer) = self.peers.get(&pid) else { return };
+        // Each new line offers the codec its publisher sends; unknown (no codec negotiated
+        // on the publisher's line), it offers every codec the room allows.
+        let codecs: Vec<Option<Codec>> = peer
+            .subs
+            .iter()
+            .map(|s| {
+                let publisher = self.peers.get(&s.publisher)?;
+                let track = publisher.published.iter().find(|t| t.mid == s.pub_mid)?;
+                track.negotiated.map(|spec| spec.codec)
+            })
+            .collect();
+        let peer = self.peers.get_mut(&pid).expect("checked");
+        for (sub, codec) in peer.subs.iter_mut().zip(codecs) {
+            if sub.state == SubState::ToOpen {
+                sub.codec = codec;
+            }
+        }
+        let Some((sdp, id)) = peer.create_offer(now) else { return };
+        self.signal(pid, ServerMessage::Offer(SessionDescription { sdp, id }));
         self.drain(pid);
     }
 
@@ -318,7 +411,8 @@ impl Engine {
         match accepted {
             Ok(answer) => {
                 peer.remote_described = true;
-                let msg = ServerMessage::Answer(SessionDescription { sdp: answer.to_sdp_string(), id: sd.id });
+                let sdp = peer.no_echo(answer.to_sdp_string());
+                let msg = ServerMessage::Answer(SessionDescription { sdp, id: sd.id });
                 if ufrag != peer.ufrag {
                     // The client restarted ICE: str0m answered with new credentials.
                     peer.ufrag = ufrag.clone();
@@ -354,10 +448,29 @@ impl Engine {
             return self.negotiation_failed(now, pid, format!("answer refused: {e}"));
         }
         peer.failed_answers = 0;
+        peer.remote_described = true;
         let opened = peer.commit_pending();
         for (publisher, pub_mid, track_sid) in opened {
-            self.index.subscribe(publisher, pub_mid, pid);
             let publisher_sid = self.peers.get(&publisher).map(|p| p.sid.clone()).unwrap_or_default();
+            let peer = self.peers.get_mut(&pid).expect("checked");
+            if let Some(codec) = peer.unsupported_codec(publisher, pub_mid) {
+                // The subscriber's answer has no payload type for the publisher's codec:
+                // nothing it could decode would flow. Close the line and say why.
+                peer.drop_track(publisher, pub_mid);
+                let message = format!("track {track_sid} is {codec}, which this client's answer does not accept");
+                self.signal(pid, err(ErrorCode::CodecNotSupported, message, "answer"));
+                self.signal(
+                    pid,
+                    ServerMessage::SubscriptionUpdated(SubscriptionUpdated {
+                        track_sid,
+                        participant_sid: publisher_sid,
+                        subscribed: false,
+                        error: Some(ErrorCode::CodecNotSupported),
+                    }),
+                );
+                continue;
+            }
+            self.index.subscribe(publisher, pub_mid, pid);
             self.signal(
                 pid,
                 ServerMessage::SubscriptionUpdated(SubscriptionUpdated {
@@ -373,8 +486,14 @@ impl Engine {
         self.mark_renegotiate(pid);
     }
 
-    /// Re-send offers whose answer is late; withdraw those that stay unanswered.
+    /// Re-send offers whose answer is late; withdraw those that stay unanswered. Offer
+    /// first to subscribe-only clients whose grace has passed.
     pub(super) fn offer_timeouts(&mut self, now: Instant) {
+        let first: Vec<Pid> =
+            self.peers.values().filter(|p| p.first_offer_due().is_some_and(|t| t <= now)).map(|p| p.pid).collect();
+        for pid in first {
+            self.mark_renegotiate(pid);
+        }
         let late: Vec<Pid> = self
             .peers
             .values()

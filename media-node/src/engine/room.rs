@@ -104,7 +104,8 @@ impl Engine {
             }
         }
         let sid = self.new_sid("PA");
-        let peer = Peer::new(pid, sid, &args, ufrag.clone(), rtc, now, self.clock.unix_ms(now));
+        let mut peer = Peer::new(pid, sid, &args, ufrag.clone(), rtc, now, self.clock.unix_ms(now));
+        peer.first_offer_at = Some(now + super::participant::FIRST_OFFER_GRACE);
         let info = peer.info();
         let hidden = peer.grants.hidden;
         let can_subscribe = peer.grants.can_subscribe && args.auto_subscribe;

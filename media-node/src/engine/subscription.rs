@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use rand::Rng;
 use str0m::Rtc;
-use str0m::format::CodecSpec;
+use str0m::format::{Codec, CodecSpec};
 use str0m::media::{KeyframeRequestKind, MediaKind, Mid, Pt, Rid};
 use switchyard_api::signal::{ErrorCode, ServerMessage, SubscriptionUpdated, VideoQuality};
 
@@ -103,6 +103,9 @@ pub(super) struct Sub {
     pts: Vec<(CodecSpec, Pt)>,
     /// RTP packets written to this subscriber for the track.
     pub(super) packets: u64,
+    /// The publisher's negotiated codec, looked up when the line is offered: the only
+    /// codec (with its RTX) our offer lists for this line.
+    pub(super) codec: Option<Codec>,
 }
 
 impl Sub {
@@ -127,6 +130,7 @@ impl Sub {
             layers: LayerSelector::default(),
             pts: vec![],
             packets: 0,
+            codec: None,
         }
     }
 
@@ -150,6 +154,41 @@ impl Sub {
         self.pts.push((spec, pt));
         Some(pt)
     }
+}
+
+/// `sdp` with the media section `mid` listing only the payload types in `keep`: the
+/// other codecs' numbers leave its `m=` line, and their `rtpmap`, `fmtp` and `rtcp-fb`
+/// lines go.
+pub(super) fn restrict_codecs(sdp: &str, mid: Mid, keep: &[Pt]) -> String {
+    let tag = format!("a=mid:{mid}");
+    let kept = |pt: &str| pt.parse::<u8>().is_ok_and(|n| keep.iter().any(|k| **k == n));
+    let mut out = Vec::new();
+    for (i, section) in sdp.split("\r\nm=").enumerate() {
+        if i == 0 || !section.split("\r\n").any(|l| l == tag) {
+            out.push(section.to_owned());
+            continue;
+        }
+        let mut lines = vec![];
+        for (j, line) in section.split("\r\n").enumerate() {
+            if j == 0 {
+                // `video 9 UDP/TLS/RTP/SAVPF 96 97 …`: the first three fields stay.
+                let mut f = line.split(' ');
+                let head: Vec<&str> = f.by_ref().take(3).collect();
+                let pts: Vec<&str> = f.filter(|pt| kept(pt)).collect();
+                lines.push([head, pts].concat().join(" "));
+                continue;
+            }
+            let pt = ["a=rtpmap:", "a=fmtp:", "a=rtcp-fb:"]
+                .iter()
+                .find_map(|p| line.strip_prefix(p))
+                .and_then(|rest| rest.split(' ').next());
+            if pt.is_none_or(kept) {
+                lines.push(line.to_owned());
+            }
+        }
+        out.push(lines.join("\r\n"));
+    }
+    out.join("\r\nm=")
 }
 
 impl Engine {

@@ -37,10 +37,8 @@ struct Client {
     keyframe_rids: Vec<Option<Rid>>,
     /// Its signaling socket is gone: messages for it are lost.
     detached: bool,
-    /// Drop one datagram in this many on the way to the server (0: none).
-    lose_one_in: u32,
-    /// Datagrams sent toward the server, lost ones included.
-    sent: u32,
+    /// Share of datagrams lost each way between this client and the server.
+    loss: f64,
 }
 
 /// How a test client treats a server offer.
@@ -63,6 +61,10 @@ struct Net {
     routes: Vec<Route>,
     /// Messages for sessions that are no test client (a resume's own session).
     stray: Vec<(Pid, ServerMessage)>,
+    /// Seeded: which datagrams a lossy link drops.
+    rng: rand::rngs::StdRng,
+    /// Datagrams dropped by lossy links.
+    lost: u64,
 }
 
 fn config() -> EngineConfig {
@@ -88,6 +90,8 @@ impl Net {
             events: vec![],
             routes: vec![],
             stray: vec![],
+            rng: rand::SeedableRng::seed_from_u64(12),
+            lost: 0,
         }
     }
 
@@ -145,8 +149,7 @@ impl Net {
             keyframe_requests: 0,
             keyframe_rids: vec![],
             detached: false,
-            lose_one_in: 0,
-            sent: 0,
+            loss: 0.0,
         });
         self.engine.handle_command(self.now, Command::Join(Box::new(args)));
         self.flush();
@@ -160,9 +163,20 @@ impl Net {
 
     /// [`Net::offer`], the sending line simulcast with `simulcast`'s layers.
     fn offer_layers(&mut self, pid: Pid, send: Option<MediaKind>, simulcast: Option<Simulcast>) -> Option<Mid> {
+        self.offer_dir(pid, send, Direction::SendOnly, simulcast)
+    }
+
+    /// [`Net::offer`] with the sending line's direction `dir`.
+    fn offer_dir(
+        &mut self,
+        pid: Pid,
+        send: Option<MediaKind>,
+        dir: Direction,
+        simulcast: Option<Simulcast>,
+    ) -> Option<Mid> {
         let c = self.client(pid);
         let mut api = c.rtc.sdp_api();
-        let mid = send.map(|k| api.add_media(k, Direction::SendOnly, None, None, simulcast));
+        let mid = send.map(|k| api.add_media(k, dir, None, None, simulcast));
         api.add_channel("reliable".into());
         let (offer, pending) = api.apply().expect("changes");
         c.pending = Some(pending);
@@ -185,6 +199,10 @@ impl Net {
                     let Some(c) = self.clients.iter_mut().find(|c| c.addr == t.destination && !c.closed) else {
                         continue;
                     };
+                    if c.loss > 0.0 && rand::Rng::random_bool(&mut self.rng, c.loss) {
+                        self.lost += 1;
+                        continue;
+                    }
                     let input = Input::Receive(
                         self.now,
                         Receive {
@@ -272,11 +290,10 @@ impl Net {
                     }
                 }
                 // The test is the router: it knows whose address this is.
-                let pid = self.clients[i].pid;
+                let (pid, loss) = (self.clients[i].pid, self.clients[i].loss);
                 for (src, dst, data) in to_server {
-                    let c = &mut self.clients[i];
-                    c.sent += 1;
-                    if c.lose_one_in > 0 && c.sent.is_multiple_of(c.lose_one_in) {
+                    if loss > 0.0 && rand::Rng::random_bool(&mut self.rng, loss) {
+                        self.lost += 1;
                         continue;
                     }
                     self.engine.handle_receive(self.now, pid, Protocol::Udp, src, dst, &data);
@@ -1111,6 +1128,67 @@ impl Net {
     }
 }
 
+/// The lines of `sdp`'s media section `mid`.
+fn section(sdp: &str, mid: Mid) -> &str {
+    let tag = format!("\r\na=mid:{mid}\r\n");
+    sdp.split("\r\nm=").find(|s| format!("{s}\r\n").contains(&tag)).unwrap_or_else(|| panic!("no mid {mid} in {sdp}"))
+}
+
+#[test]
+fn a_line_the_client_offers_sendrecv_is_answered_recvonly_and_stays_so() {
+    let mut net = Net::new();
+    let a = net.join("alice", "r", |_| {});
+    let b = net.join("bob", "r", |_| {});
+    let mid = net.offer_dir(a, Some(MediaKind::Video), Direction::SendRecv, None).unwrap();
+    let answer = net
+        .signals(a)
+        .iter()
+        .find_map(|m| if let ServerMessage::Answer(x) = m { Some(x.sdp.clone()) } else { None })
+        .expect("answered");
+    assert!(section(&answer, mid).contains("a=recvonly"), "{answer}");
+    assert_eq!(net.client(a).rtc.media(mid).unwrap().direction(), Direction::SendOnly);
+    // Bob publishes: alice's next offer from the server keeps her line receive-only.
+    net.offer(b, Some(MediaKind::Video));
+    net.run(300);
+    let offers = net.offers(a);
+    let (_, offer) = offers.last().expect("alice was offered bob's track");
+    assert!(section(offer, mid).contains("a=recvonly"), "{offer}");
+    assert_eq!(net.client(a).rtc.media(mid).unwrap().direction(), Direction::SendOnly);
+    assert!(!net.client(a).added.contains(&mid));
+}
+
+#[test]
+fn track_info_carries_the_negotiated_mime_type_before_any_packet() {
+    let (net, a, b, _) = alice_publishes_to_bob();
+    let published = net
+        .signals(a)
+        .iter()
+        .find_map(|m| if let ServerMessage::TrackPublished(t) = m { Some(t.track.clone()) } else { None })
+        .unwrap();
+    assert_eq!(published.mime_type.as_deref(), Some("video/VP8"));
+    let updated = net
+        .signals(b)
+        .iter()
+        .find_map(|m| match m {
+            ServerMessage::ParticipantUpdated(p) if !p.participant.tracks.is_empty() => {
+                Some(p.participant.tracks[0].clone())
+            }
+            _ => None,
+        })
+        .expect("bob heard of alice's track");
+    assert_eq!(updated.mime_type.as_deref(), Some("video/VP8"));
+}
+
+impl Net {
+    /// Give `pid`'s client its own codec list (before it offers).
+    fn codecs(&mut self, pid: Pid, edit: impl FnOnce(str0m::RtcConfig) -> str0m::RtcConfig) {
+        let now = self.now;
+        let c = self.client(pid);
+        c.rtc = edit(Rtc::builder()).build(now);
+        c.rtc.add_local_candidate(Candidate::host(c.addr, "udp").unwrap());
+    }
+}
+
 #[test]
 fn a_held_participant_keeps_its_media_flowing_and_resumes_with_a_snapshot() {
     let (mut net, a, b, mid) = alice_publishes_to_bob();
@@ -1298,14 +1376,209 @@ fn connection_quality_is_excellent_on_a_clean_link_poor_with_loss_and_sent_on_ch
     let quiet = updates(&net);
     net.talk(4000, &[(a, am, 30)], &mut n);
     assert_eq!(updates(&net), quiet, "nothing changed, nothing sent");
-    // One datagram in six from alice is lost: about 17 % loss.
-    net.client(a).lose_one_in = 6;
+    // About one datagram in six between alice and the server is lost, each way.
+    net.client(a).loss = 0.17;
     net.talk(8000, &[(a, am, 30)], &mut n);
     assert_eq!(net.quality_of(b, a), Some(ConnectionQuality::Poor), "{:?}", &net.signals(b)[quiet..]);
     let stats = net.engine.stats().quality;
     assert!(stats.loss.count() > 0 && stats.loss.counts[9] == 0, "loss fractions observed: {:?}", stats.loss);
     // Receiver reports lag by a report or two, and a verdict needs two evaluations.
-    net.client(a).lose_one_in = 0;
+    net.client(a).loss = 0.0;
     net.talk(12_000, &[(a, am, 30)], &mut n);
     assert_eq!(net.quality_of(b, a), Some(ConnectionQuality::Excellent), "recovers");
+}
+
+#[test]
+fn a_subscriber_is_offered_the_publishers_codec_and_its_rtx_only() {
+    let (net, _, b, _) = alice_publishes_to_bob();
+    let offers = net.offers(b);
+    let (_, offer) = offers.iter().find(|(_, sdp)| sdp.contains("m=video")).expect("bob was offered the video");
+    let video = offer.split("\r\nm=").find(|s| s.starts_with("video")).unwrap();
+    let codecs: Vec<&str> = video
+        .split("\r\n")
+        .filter_map(|l| l.strip_prefix("a=rtpmap:"))
+        .filter_map(|l| l.split(' ').nth(1)?.split('/').next())
+        .collect();
+    assert!(!codecs.is_empty() && codecs.iter().all(|&c| c == "VP8" || c == "rtx"), "{codecs:?}");
+    assert!(codecs.contains(&"rtx"), "the codec's RTX is offered too: {codecs:?}");
+    let pts = video.split("\r\n").next().unwrap().split(' ').skip(3).count();
+    assert_eq!(pts, codecs.len(), "the m= line lists exactly the kept payload types: {video}");
+}
+
+#[test]
+fn a_subscriber_that_cannot_decode_the_publishers_codec_is_told_so() {
+    let mut net = Net::new();
+    let a = net.join("alice", "r", |_| {});
+    let b = net.join("bob", "r", |_| {});
+    net.codecs(a, |c| c.clear_codecs().enable_vp9(true));
+    net.codecs(b, |c| c.clear_codecs().enable_vp8(true));
+    net.offer(a, Some(MediaKind::Video));
+    net.offer(b, None);
+    net.run(300);
+    let sid = net.published_sid(a);
+    let updates: Vec<_> = net
+        .signals(b)
+        .iter()
+        .filter_map(|m| if let ServerMessage::SubscriptionUpdated(s) = m { Some(s.clone()) } else { None })
+        .collect();
+    assert!(
+        updates.iter().any(|s| s.track_sid == sid && !s.subscribed && s.error == Some(ErrorCode::CodecNotSupported)),
+        "{updates:?}"
+    );
+    assert!(!updates.iter().any(|s| s.subscribed), "{updates:?}");
+    assert!(
+        net.signals(b).iter().any(|m| matches!(m, ServerMessage::Error(e)
+        if e.code == ErrorCode::CodecNotSupported && e.message.contains("VP9"))),
+        "{:?}",
+        net.signals(b)
+    );
+}
+
+#[test]
+fn a_subscribe_only_client_that_never_offers_is_offered_its_subscriptions() {
+    let mut net = Net::new();
+    let a = net.join("alice", "r", |_| {});
+    let b = net.join("bob", "r", |_| {});
+    let mid = net.offer(a, Some(MediaKind::Video)).unwrap();
+    net.run(100);
+    assert!(net.offers(b).is_empty(), "within the grace the server waits for bob's own offer");
+    net.run(900);
+    assert_eq!(net.offers(b).len(), 1, "{:?}", net.signals(b));
+    assert!(net.client(b).connected, "ICE and DTLS complete with the server as offerer");
+    assert!(net.signals(b).iter().any(|m| matches!(m, ServerMessage::SubscriptionUpdated(s) if s.subscribed)));
+    for n in 0..10 {
+        net.write_frame(a, mid, n, &vp8_frame(n));
+        net.run(33);
+    }
+    assert!(net.client(b).frames.len() >= 8, "bob got {} of 10 frames", net.client(b).frames.len());
+}
+
+#[test]
+fn a_client_that_announced_a_track_is_not_offered_first() {
+    let mut net = Net::new();
+    let a = net.join("alice", "r", |_| {});
+    let b = net.join("bob", "r", |_| {});
+    net.offer(a, Some(MediaKind::Video));
+    net.send(
+        b,
+        ClientMessage::PublishTrack(PublishTrackRequest {
+            cid: "cam".into(),
+            name: "cam".into(),
+            kind: TrackKind::Video,
+            source: TrackSource::Camera,
+            muted: false,
+            width: None,
+            height: None,
+            layers: vec![],
+        }),
+    );
+    net.run(2000);
+    assert!(net.offers(b).is_empty(), "bob will offer his track; the server waits for that offer");
+}
+
+#[test]
+fn a_client_offer_crossing_the_servers_first_offer_wins_and_the_server_offers_again() {
+    let mut net = Net::new();
+    let a = net.join("alice", "r", |_| {});
+    let b = net.join("bob", "r", |_| {});
+    net.client(b).offers = Offers::Drop;
+    net.offer(a, Some(MediaKind::Video));
+    net.run(1000);
+    assert_eq!(net.offers(b).len(), 1, "the server offered first");
+    // Bob never saw it and offers himself: the server yields, answers, and offers again.
+    net.client(b).offers = Offers::Answer;
+    net.offer(b, None);
+    net.run(300);
+    let ids: Vec<u32> = net.offers(b).iter().map(|(id, _)| *id).collect();
+    assert_eq!(ids.len(), 2, "{ids:?}");
+    assert_ne!(ids[0], ids[1], "the withdrawn offer's changes come under a new id");
+    assert!(net.signals(b).iter().any(|m| matches!(m, ServerMessage::Answer(_))));
+    assert!(net.signals(b).iter().any(|m| matches!(m, ServerMessage::SubscriptionUpdated(s) if s.subscribed)));
+}
+
+#[test]
+fn a_publisher_offering_only_disallowed_codecs_gets_codec_not_allowed_and_no_track() {
+    let mut net = Net::new();
+    let vp9_only = RoomSettings { allowed_codecs: vec![Codec::VP9, Codec::Opus], ..RoomSettings::default() };
+    let a = net.join_with("alice", "clinic", |_| {}, true, vp9_only.clone());
+    let b = net.join_with("bob", "clinic", |_| {}, true, vp9_only);
+    net.codecs(a, |c| c.clear_codecs().enable_vp8(true).enable_h264(true));
+    net.offer(a, Some(MediaKind::Video));
+    net.offer(b, None);
+    net.run(300);
+    let errors: Vec<_> = net
+        .signals(a)
+        .iter()
+        .filter_map(|m| if let ServerMessage::Error(e) = m { Some(e.clone()) } else { None })
+        .collect();
+    assert!(
+        errors.iter().any(|e| e.code == ErrorCode::CodecNotAllowed && e.message.contains("VP9, Opus")),
+        "{errors:?}"
+    );
+    assert!(!net.signals(a).iter().any(|m| matches!(m, ServerMessage::TrackPublished(_))));
+    assert!(net.offers(b).is_empty(), "bob is offered nothing");
+    assert!(!net.client(a).closed, "alice stays, and may publish an allowed codec");
+}
+
+#[test]
+fn with_five_percent_loss_each_way_nacks_and_rtx_recover_nearly_every_packet() {
+    let (mut net, a, b, mid) = alice_publishes_to_bob();
+    net.client(a).loss = 0.05;
+    net.client(b).loss = 0.05;
+    let frames = 600;
+    for n in 0..frames {
+        net.write_frame(a, mid, n, &vp8_frame(n));
+        net.run(33);
+    }
+    net.run(1000);
+    let mut got: Vec<u32> =
+        net.client(b).frames.iter().map(|(_, d)| u32::from_be_bytes(d[10..14].try_into().unwrap())).collect();
+    got.sort_unstable();
+    got.dedup();
+    let residual = 1.0 - got.len() as f64 / f64::from(frames);
+    println!(
+        "frames {frames}, datagrams dropped {}, residual loss at the subscriber {:.2} %",
+        net.lost,
+        residual * 100.0
+    );
+    // Without retransmission about 1 - 0.95² = 9.75 % of the frames would be missing.
+    assert!(net.lost as f64 > 0.08 * f64::from(frames), "the links did drop media: {}", net.lost);
+    assert!(residual < 0.01, "residual loss {:.2} %", residual * 100.0);
+}
+
+#[test]
+fn an_announcement_is_matched_to_its_line_by_the_msid_track_id() {
+    let mut net = Net::new();
+    let a = net.join("alice", "r", |_| {});
+    for (cid, source) in [("screen", TrackSource::ScreenShare), ("cam", TrackSource::Camera)] {
+        net.send(
+            a,
+            ClientMessage::PublishTrack(PublishTrackRequest {
+                cid: cid.into(),
+                name: cid.into(),
+                kind: TrackKind::Video,
+                source,
+                muted: false,
+                width: None,
+                height: None,
+                layers: vec![],
+            }),
+        );
+    }
+    // The line carries `a=msid:s cam`: it is the camera, though the screen was announced first.
+    let c = net.client(a);
+    let mut api = c.rtc.sdp_api();
+    api.add_media(MediaKind::Video, Direction::SendOnly, Some("s".into()), Some("cam".into()), None);
+    let (offer, pending) = api.apply().unwrap();
+    c.pending = Some(pending);
+    net.send(a, ClientMessage::Offer(SessionDescription { sdp: offer.to_sdp_string(), id: 1 }));
+    net.run(50);
+    let published: Vec<_> = net
+        .signals(a)
+        .iter()
+        .filter_map(|m| if let ServerMessage::TrackPublished(t) = m { Some(t.clone()) } else { None })
+        .collect();
+    assert_eq!(published.len(), 1, "{:?}", net.signals(a));
+    assert_eq!(published[0].cid, "cam");
+    assert_eq!(published[0].track.source, TrackSource::Camera);
 }

@@ -73,6 +73,9 @@ pub(super) struct Published {
     layers: Vec<SimulcastLayer>,
     /// Payload type → codec, learned from the first packets.
     specs: Vec<(Pt, CodecSpec)>,
+    /// The codec the publisher's answered media line prefers (its first negotiated
+    /// payload type that is not RTX): known once its offer is applied, before packets.
+    pub(super) negotiated: Option<CodecSpec>,
     /// Keyframe requests to the publisher, throttled.
     pub(super) keyframes: KeyframeThrottle,
     /// Loudness of an audio track (RFC 6464 levels), for active speakers.
@@ -106,6 +109,7 @@ impl Published {
             height: a.height,
             layers: a.layers,
             specs: vec![],
+            negotiated: None,
             keyframes: KeyframeThrottle::default(),
             level: LevelMeter::default(),
             packets: 0,
@@ -124,7 +128,7 @@ impl Published {
             kind: self.kind,
             source: self.source,
             muted: self.muted,
-            mime_type: self.specs.first().map(|(_, s)| mime(s)),
+            mime_type: self.specs.first().map(|(_, s)| s).or(self.negotiated.as_ref()).map(mime),
             width: self.width,
             height: self.height,
             layers: self.layers.clone(),
@@ -145,6 +149,15 @@ impl Published {
         self.specs.push((pt, spec));
         Some(spec)
     }
+}
+
+/// The codec `mid`'s remote side prefers among those negotiated (RTX skipped).
+pub(super) fn negotiated_codec(rtc: &Rtc, mid: Mid) -> Option<CodecSpec> {
+    let pts = rtc.media(mid)?.remote_pts();
+    let params = rtc.codec_config();
+    pts.iter().find_map(|&pt| {
+        params.find(|p| p.pt() == pt).map(|p| p.spec()).filter(|s| s.codec != str0m::format::Codec::Rtx)
+    })
 }
 
 fn mime(spec: &CodecSpec) -> String {
@@ -178,15 +191,32 @@ impl Engine {
             return;
         }
         let kind = if media == MediaKind::Audio { TrackKind::Audio } else { TrackKind::Video };
-        let announced = peer.announced.iter().position(|r| r.kind == kind).and_then(|i| peer.announced.remove(i));
+        // The announcement whose `cid` is the line's `a=msid` track id; else the first of
+        // the line's kind (a client that sends no msid).
+        let msid = peer.rtc.media(mid).map(|m| m.track_id().to_owned()).unwrap_or_default();
+        let announced = (peer.announced.iter().position(|r| r.kind == kind && r.cid == msid))
+            .or_else(|| peer.announced.iter().position(|r| r.kind == kind))
+            .and_then(|i| peer.announced.remove(i));
         let source = announced.as_ref().map(|r| r.source).unwrap_or(TrackSource::Unknown);
         if let Err(e) = peer.claims_authorize_publish(source) {
             // The media line stays, but nothing it carries is forwarded.
             return self.signal(pid, err(ErrorCode::PermissionDenied, e.to_string(), "offer"));
         }
+        let Some(negotiated) = negotiated_codec(&peer.rtc, mid) else {
+            // Nothing the client offered on this line is a codec the room allows: the
+            // line is answered without a codec and is not published.
+            let allowed = match self.rooms.get(&peer.room).map(|r| r.settings.allowed_codecs.as_slice()) {
+                Some(list) if !list.is_empty() => list.to_vec(),
+                _ => switchyard_api::room::Codec::ALL.to_vec(),
+            };
+            let allowed = allowed.iter().map(|c| format!("{c:?}")).collect::<Vec<_>>().join(", ");
+            let message = format!("media line {mid} offers no codec this room allows (allowed: {allowed})");
+            return self.signal(pid, err(ErrorCode::CodecNotAllowed, message, "offer"));
+        };
         let sid = self.new_sid("TR");
         let peer = self.peers.get_mut(&pid).expect("checked");
-        let track = Published::new(sid.clone(), mid, kind, announced);
+        let mut track = Published::new(sid.clone(), mid, kind, announced);
+        track.negotiated = Some(negotiated);
         let info = track.info();
         let cid = track.cid.clone();
         peer.published.push(track);
