@@ -257,6 +257,7 @@ impl Peer {
                     sub.state = SubState::Open(m);
                     sub.layers.restart();
                     sub.rewriter.reset_source();
+                    sub.vp8.reset_source();
                     opened.push((sub.publisher, sub.pub_mid, sub.track_sid.clone()));
                 }
                 _ => {}

@@ -11,7 +11,7 @@ use str0m::format::CodecSpec;
 use str0m::media::{KeyframeRequestKind, MediaKind, Mid, Pt, Rid};
 use switchyard_api::signal::{ErrorCode, ServerMessage, SubscriptionUpdated, VideoQuality};
 
-use super::munger::Rewriter;
+use super::munger::{Rewriter, Vp8Rewriter};
 use super::{Engine, Pid};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -98,6 +98,7 @@ pub(super) struct Sub {
     /// The publisher left while our offer was in flight.
     pub(super) orphaned: bool,
     pub(super) rewriter: Rewriter,
+    pub(super) vp8: Vp8Rewriter,
     pub(super) layers: LayerSelector,
     /// Incoming payload type → outgoing one, for this subscriber's negotiated codecs.
     pts: Vec<(CodecSpec, Pt)>,
@@ -124,6 +125,7 @@ impl Sub {
             state: SubState::ToOpen,
             orphaned: false,
             rewriter: Rewriter::new(rng.random_range(0..30_000), step),
+            vp8: Vp8Rewriter::default(),
             layers: LayerSelector::default(),
             pts: vec![],
             packets: 0,
