@@ -50,7 +50,7 @@ impl Engine {
                 continue;
             };
             let SubState::Open(out_mid) = sub.state else { continue };
-            match sub.layers.select(rid, keyframe) {
+            match sub.layers.select(now, rid, keyframe) {
                 Verdict::Forward => {}
                 Verdict::Drop => continue,
                 Verdict::NeedKeyframe => {

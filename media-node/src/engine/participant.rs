@@ -248,7 +248,7 @@ impl Peer {
     }
 
     /// Our offer was answered: returns the subscriptions that just opened.
-    pub(super) fn commit_pending(&mut self) -> Vec<(Pid, Mid, String)> {
+    pub(super) fn commit_pending(&mut self) -> Vec<(Pid, Mid, String, Option<Rid>)> {
         let mut opened = vec![];
         for sub in &mut self.subs {
             match sub.state {
@@ -258,7 +258,7 @@ impl Peer {
                     sub.layers.restart();
                     sub.rewriter.reset_source();
                     sub.vp8.reset_source();
-                    opened.push((sub.publisher, sub.pub_mid, sub.track_sid.clone()));
+                    opened.push((sub.publisher, sub.pub_mid, sub.track_sid.clone(), sub.layers.target));
                 }
                 _ => {}
             }
@@ -331,7 +331,7 @@ impl Engine {
         }
         peer.failed_answers = 0;
         let opened = peer.commit_pending();
-        for (publisher, pub_mid, track_sid) in opened {
+        for (publisher, pub_mid, track_sid, target) in opened {
             self.index.subscribe(publisher, pub_mid, pid);
             let publisher_sid = self.peers.get(&publisher).map(|p| p.sid.clone()).unwrap_or_default();
             self.signal(
@@ -343,7 +343,8 @@ impl Engine {
                     error: None,
                 }),
             );
-            self.request_keyframe(now, publisher, pub_mid, None, KeyframeRequestKind::Pli);
+            // The layer this subscriber starts on (every layer when it has none).
+            self.request_keyframe(now, publisher, pub_mid, target, KeyframeRequestKind::Pli);
         }
         // What changed while the offer was out goes in the next one.
         self.mark_renegotiate(pid);

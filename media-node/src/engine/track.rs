@@ -133,6 +133,13 @@ impl Published {
         self.layers.iter().find(|l| l.quality == q).map(|l| Rid::from(l.rid.as_str()))
     }
 
+    /// The layer a subscriber gets before it says what it wants (and before the
+    /// allocator has measured anything): medium, or the top layer of a track with fewer.
+    pub(super) fn default_rid(&self) -> Option<Rid> {
+        let l = self.layers.iter().find(|l| l.quality == VideoQuality::Medium).or(self.layers.last())?;
+        Some(Rid::from(l.rid.as_str()))
+    }
+
     pub(super) fn spec_for(&mut self, pt: Pt, rtc: &Rtc) -> Option<CodecSpec> {
         if let Some(&(_, spec)) = self.specs.iter().find(|(p, _)| *p == pt) {
             return Some(spec);
@@ -184,6 +191,7 @@ impl Engine {
         let peer = self.peers.get_mut(&pid).expect("checked");
         let track = Published::new(sid.clone(), mid, kind, announced);
         let info = track.info();
+        let default = track.default_rid();
         let cid = track.cid.clone();
         peer.published.push(track);
         let participant = peer.info();
@@ -202,7 +210,9 @@ impl Engine {
                 && p.auto_subscribe
                 && p.grants.can_subscribe
             {
-                p.subs.push(Sub::new(pid, publisher_sid.clone(), mid, media, sid.clone(), &mut self.rng));
+                let mut sub = Sub::new(pid, publisher_sid.clone(), mid, media, sid.clone(), &mut self.rng);
+                sub.layers.set_target(default);
+                p.subs.push(sub);
                 self.mark_renegotiate(m);
             }
         }
@@ -283,12 +293,24 @@ impl Engine {
         // The list is reused: this runs on every timeout.
         let mut due = std::mem::take(&mut self.due_keyframes);
         due.clear();
-        due.extend(self.peers.values_mut().flat_map(|p| {
-            let pid = p.pid;
-            p.published.iter_mut().filter_map(move |t| t.keyframes.take_due(now).map(|(rid, k)| (pid, t.mid, rid, k)))
-        }));
+        for p in self.peers.values_mut() {
+            for t in &mut p.published {
+                while let Some((rid, k)) = t.keyframes.take_due(now) {
+                    due.push((p.pid, t.mid, rid, k));
+                }
+            }
+        }
         for &(pid, mid, rid, kind) in &due {
-            self.request_keyframe(now, pid, mid, rid, kind);
+            // Sent only if someone still waits: a subscriber that started or switched
+            // meanwhile must not cause a keyframe on a layer nobody needs.
+            let waits = self.index.subscribers(pid, mid).iter().any(|m| {
+                self.peers.get(m).is_some_and(|p| {
+                    p.subs.iter().any(|s| s.publisher == pid && s.pub_mid == mid && s.layers.waits_for(rid))
+                })
+            });
+            if waits {
+                self.request_keyframe(now, pid, mid, rid, kind);
+            }
         }
         self.due_keyframes = due;
     }
