@@ -15,8 +15,8 @@
 //! Rules, in order:
 //! 1. Hidden or disabled: paused (`hidden`), whatever the bandwidth.
 //! 2. A subscription's cap is the smallest layer at least as large as it is rendered; with
-//!    no size given, the medium layer (the default); a quality asked with
-//!    `update_subscription` caps it too.
+//!    no size and no quality given, the medium layer (the default); a quality asked
+//!    (`update_subscription` or `update_track_settings`) caps it too.
 //! 3. In priority order (screen share, then the active speaker, then the rest; ties keep
 //!    their order), each gets its lowest layer if that fits what is left; if not, it is
 //!    paused (`bandwidth`) — lower priorities are never served before a higher one.
@@ -24,9 +24,17 @@
 //!    what is left. A move above the layer it has now needs [`HEADROOM`] over that layer's
 //!    bitrate, so a noisy estimate does not flap between two layers.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use switchyard_api::signal::VideoQuality;
+use str0m::bwe::{Bitrate, BweKind};
+use str0m::media::{MediaKind, Mid, Rid};
+use switchyard_api::signal::{
+    ErrorCode, ServerMessage, StreamPauseReason, StreamState, StreamStateKind, SubscribedLayer, SubscribedLayers,
+    TrackSource, UpdateTrackSettings, VideoQuality,
+};
+
+use super::subscription::SubState;
+use super::{Engine, Pid, err};
 
 /// How often the engine re-evaluates every subscriber even when nothing changed.
 pub(crate) const PERIOD: Duration = Duration::from_secs(1);
@@ -50,6 +58,7 @@ pub(crate) enum Priority {
     Screen,
     /// The active speaker's camera (the engine has no speaker signal yet: the hook is
     /// [`Priority`] itself; nothing sets it today).
+    #[cfg_attr(not(test), allow(dead_code))]
     Speaker,
     /// Everything else.
     Other,
@@ -153,6 +162,8 @@ fn cap(w: &Want) -> usize {
             .iter()
             .position(|l| (l.width >= width && l.height >= height) || (l.width == 0 && l.height == 0))
             .unwrap_or(top),
+        // An explicit quality without a size is the cap by itself.
+        None if w.max_quality.is_some() => top,
         None => w.layers.iter().position(|l| l.quality == VideoQuality::Medium).unwrap_or(top),
     };
     let by_quality = match w.max_quality {
@@ -160,6 +171,241 @@ fn cap(w: &Want) -> usize {
         None => top,
     };
     by_size.min(by_quality)
+}
+
+
+/// Reserved per audio subscription out of the estimate: audio is never paused.
+const AUDIO_RESERVE_BPS: u64 = 40_000;
+
+/// A subscriber's estimate before str0m's BWE has reported one.
+pub(crate) const INITIAL_ESTIMATE_BPS: u64 = 1_000_000;
+
+/// How the subscriber shows one video track (`update_track_settings`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct TrackSettings {
+    pub(crate) size: Option<(u32, u32)>,
+    pub(crate) hidden: bool,
+    pub(crate) quality: Option<VideoQuality>,
+}
+
+/// A subscription's last allocation, as told to the subscriber.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Told {
+    pub(crate) paused: Option<StreamPauseReason>,
+    pub(crate) quality: Option<VideoQuality>,
+}
+
+/// A published layer's measured rate: bytes since the last period, and the last rate.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct LayerRate {
+    pub(crate) bytes: u64,
+    pub(crate) bps: u64,
+}
+
+impl Engine {
+    /// The periodic pass: measure every published layer's rate over the last period,
+    /// then allocate every subscriber and tell publishers which layers are needed.
+    pub(super) fn allocation_timeout(&mut self, now: Instant) {
+        if now < self.next_allocation {
+            return;
+        }
+        let elapsed = now.saturating_duration_since(self.last_measure).as_secs_f64().max(0.001);
+        self.last_measure = now;
+        self.next_allocation = now + PERIOD;
+        for p in self.peers.values_mut() {
+            for t in &mut p.published {
+                for (_, r) in &mut t.rates {
+                    r.bps = (r.bytes as f64 * 8.0 / elapsed) as u64;
+                    r.bytes = 0;
+                }
+            }
+        }
+        let pids: Vec<Pid> = self.peers.keys().copied().collect();
+        for pid in pids {
+            self.allocate_for(pid);
+        }
+        self.dynacast(true);
+    }
+
+    /// Allocate `pid`'s downlink over its open video subscriptions and apply it.
+    pub(super) fn allocate_for(&mut self, pid: Pid) {
+        let Some(peer) = self.peers.get(&pid) else { return };
+        let mut wants = vec![];
+        let mut rids: Vec<Vec<Option<Rid>>> = vec![];
+        let mut at = vec![];
+        let mut audio = 0;
+        for (i, sub) in peer.subs.iter().enumerate() {
+            if !matches!(sub.state, SubState::Open(_)) {
+                continue;
+            }
+            if sub.kind == MediaKind::Audio {
+                audio += 1;
+                continue;
+            }
+            let Some(track) = self.peers.get(&sub.publisher).and_then(|p| p.published.iter().find(|t| t.mid == sub.pub_mid))
+            else {
+                continue;
+            };
+            let (layers, layer_rids) = track.allocation_layers();
+            let current = sub.layers.target.and_then(|r| layer_rids.iter().position(|x| *x == Some(r)));
+            wants.push(Want {
+                layers,
+                priority: if track.source() == TrackSource::ScreenShare { Priority::Screen } else { Priority::Other },
+                size: sub.settings.size,
+                max_quality: match (sub.settings.quality, sub.asked_quality) {
+                    (Some(a), Some(b)) => Some(a.min(b)),
+                    (a, b) => a.or(b),
+                },
+                hidden: sub.settings.hidden,
+                current: if sub.layers.paused { None } else { current.or(Some(0)) },
+            });
+            rids.push(layer_rids);
+            at.push(i);
+        }
+        let budget = peer.estimate_bps.saturating_sub(audio * AUDIO_RESERVE_BPS);
+        let decisions = allocate(budget, &wants);
+        let (mut minimum, mut desired) = (0u64, 0u64);
+        let mut told = vec![];
+        let peer = self.peers.get_mut(&pid).expect("checked");
+        for (k, d) in decisions.iter().enumerate() {
+            let sub = &mut peer.subs[at[k]];
+            let w = &wants[k];
+            desired += w.layers[cap(w).min(w.layers.len() - 1)].bitrate_bps;
+            let now_told = match *d {
+                Decision::Layer(j) => {
+                    minimum += w.layers[j].bitrate_bps;
+                    if sub.layers.set_target(rids[k][j]) {
+                        self.stats.layer_switches += 1;
+                    }
+                    sub.layers.set_paused(false);
+                    Told { paused: None, quality: Some(w.layers[j].quality) }
+                }
+                Decision::Paused(reason) => {
+                    sub.layers.set_paused(true);
+                    let reason = match reason {
+                        PauseReason::Bandwidth => StreamPauseReason::Bandwidth,
+                        PauseReason::Hidden => StreamPauseReason::Hidden,
+                    };
+                    Told { paused: Some(reason), quality: None }
+                }
+            };
+            // The first allocation of an active stream is what the subscriber expects:
+            // only changes are told.
+            let first_active = sub.told.is_none() && now_told.paused.is_none();
+            if sub.told != Some(now_told) {
+                if !first_active {
+                    told.push(StreamState {
+                        track_sid: sub.track_sid.clone(),
+                        participant_sid: sub.publisher_sid.clone(),
+                        state: if now_told.paused.is_some() { StreamStateKind::Paused } else { StreamStateKind::Active },
+                        reason: now_told.paused,
+                        quality: now_told.quality,
+                    });
+                }
+                sub.told = Some(now_told);
+            }
+        }
+        // Tell str0m's BWE what we would like to send, so it probes up to it.
+        let rates = (minimum.min(desired), desired.max(minimum));
+        if !wants.is_empty() && peer.bwe_asked != Some(rates) {
+            peer.bwe_asked = Some(rates);
+            peer.rtc.bwe().set_bitrate(Bitrate::bps(rates.0), Bitrate::bps(rates.1));
+            self.drain(pid);
+        }
+        for s in told {
+            self.signal(pid, ServerMessage::StreamState(s));
+        }
+        self.dynacast(false);
+    }
+
+    /// Dynacast: tell each simulcast publisher which of its layers somebody receives or
+    /// is switching to. A layer turns on at once; it turns off only on the periodic pass
+    /// (`allow_off`), so a layer is not toggled more than once a period.
+    pub(super) fn dynacast(&mut self, allow_off: bool) {
+        let mut needed: Vec<(Pid, Mid, Rid)> = vec![];
+        for p in self.peers.values() {
+            for s in &p.subs {
+                if s.kind != MediaKind::Video || s.layers.paused || !matches!(s.state, SubState::Open(_)) {
+                    continue;
+                }
+                for r in [s.layers.target, s.layers.current].into_iter().flatten() {
+                    needed.push((s.publisher, s.pub_mid, r));
+                }
+            }
+        }
+        let mut msgs = vec![];
+        for (&pid, p) in &mut self.peers {
+            for t in &mut p.published {
+                if t.layers().is_empty() {
+                    continue;
+                }
+                let active: Vec<bool> = t
+                    .layers()
+                    .iter()
+                    .map(|l| needed.iter().any(|&(pp, m, r)| pp == pid && m == t.mid && *r == *l.rid.as_str()))
+                    .collect();
+                let sent = t.dynacast.clone().unwrap_or_else(|| vec![true; active.len()]);
+                let next: Vec<bool> =
+                    sent.iter().zip(&active).map(|(&was, &now)| if allow_off { now } else { was || now }).collect();
+                if next != sent {
+                    t.dynacast = Some(next.clone());
+                    let layers = t
+                        .layers()
+                        .iter()
+                        .zip(next)
+                        .map(|(l, active)| SubscribedLayer { rid: l.rid.clone(), quality: l.quality, active })
+                        .collect();
+                    msgs.push((pid, SubscribedLayers { track_sid: t.sid.clone(), layers }));
+                }
+            }
+        }
+        for (pid, m) in msgs {
+            self.signal(pid, ServerMessage::SubscribedLayers(m));
+        }
+    }
+
+    /// str0m's BWE (TWCC), or the client's REMB, has a new estimate for `pid`'s downlink.
+    pub(super) fn estimate(&mut self, pid: Pid, kind: BweKind) {
+        let bps = match kind {
+            BweKind::Twcc { estimate, .. } => estimate.as_u64(),
+            BweKind::Remb { estimate, .. } => estimate.as_u64(),
+            _ => return,
+        };
+        let Some(p) = self.peers.get_mut(&pid) else { return };
+        p.estimate_bps = bps;
+        self.stats.last_estimate_bps = bps;
+        self.allocate_for(pid);
+    }
+
+    /// `update_track_settings`.
+    pub(super) fn track_settings(&mut self, pid: Pid, u: UpdateTrackSettings) {
+        let Some(p) = self.peers.get_mut(&pid) else { return };
+        for sid in &u.track_sids {
+            let Some(sub) = p.subs.iter_mut().find(|s| &s.track_sid == sid) else {
+                return self.signal(
+                    pid,
+                    err(ErrorCode::TrackNotFound, format!("not subscribed to {sid:?}"), "update_track_settings"),
+                );
+            };
+            if let Some(d) = u.disabled {
+                sub.settings.hidden = d;
+            }
+            match (u.width, u.height) {
+                (Some(w), Some(h)) => sub.settings.size = Some((w, h)),
+                (None, None) => {}
+                _ => {
+                    return self.signal(
+                        pid,
+                        err(ErrorCode::BadRequest, "width and height go together", "update_track_settings"),
+                    );
+                }
+            }
+            if u.quality.is_some() {
+                sub.settings.quality = u.quality;
+            }
+        }
+        self.allocate_for(pid);
+    }
 }
 
 #[cfg(test)]
@@ -204,6 +450,8 @@ mod tests {
     fn a_quality_asked_caps_the_layer() {
         let w = Want { max_quality: Some(VideoQuality::Low), ..sized(Other, 1280, 720) };
         assert_eq!(allocate(10_000_000, &[w]), [Decision::Layer(0)]);
+        let w = Want { max_quality: Some(VideoQuality::High), ..want(Other) };
+        assert_eq!(allocate(10_000_000, &[w]), [Decision::Layer(2)], "asked for high without a size: high");
     }
 
     #[test]

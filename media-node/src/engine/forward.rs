@@ -30,6 +30,7 @@ impl Engine {
         let video = track.kind == TrackKind::Video;
         track.packets += 1;
         track.bytes += pkt.payload.len() as u64;
+        track.count(rid, pkt.payload.len());
         self.stats.packets_in += 1;
         self.stats.bytes_in += pkt.payload.len() as u64;
         if track.muted {

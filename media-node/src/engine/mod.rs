@@ -25,7 +25,7 @@
 //! | [`data`] | signaling `data` messages and data channels |
 //! | [`report`] | counters and the admin API's room reports |
 //! | [`admin`] | the Room service's operations: open, inspect, update and close rooms; list, update, remove participants; mute; server data |
-//! | [`allocation`] | the seat for bandwidth allocation (empty for now) |
+//! | [`allocation`] | bandwidth allocation: each subscriber's estimate over its video subscriptions (a pure decision), `stream_state`, dynacast |
 //!
 //! Rules of the run loop:
 //! - After any input, call [`Engine::poll_output`] until it returns `None`, then sleep
@@ -330,6 +330,9 @@ pub struct Engine {
     due_keyframes: Vec<(Pid, Mid, Option<Rid>, KeyframeRequestKind)>,
     /// The answer to the last [`Command::Admin`], until taken.
     reply: Option<admin::Reply>,
+    /// When the periodic allocation pass is due, and when layer rates were last measured.
+    next_allocation: Instant,
+    last_measure: Instant,
 }
 
 impl std::fmt::Debug for Engine {
@@ -369,6 +372,8 @@ impl Engine {
             due: Vec::with_capacity(64),
             due_keyframes: Vec::with_capacity(16),
             reply: None,
+            next_allocation: now + allocation::PERIOD,
+            last_measure: now,
         }
     }
 
@@ -394,7 +399,8 @@ impl Engine {
     pub fn next_timeout(&self) -> Option<Instant> {
         let peers = self.peers.values().filter_map(Peer::next_deadline);
         let rooms = self.rooms.values().filter_map(|r| r.empty_since.map(|t| t + r.settings.empty_timeout));
-        peers.chain(rooms).min()
+        let allocation = (!self.peers.is_empty()).then_some(self.next_allocation);
+        peers.chain(rooms).chain(allocation).min()
     }
 
     /// Feed a datagram (UDP) or a de-framed TCP packet the router found `pid`'s. A
@@ -439,6 +445,7 @@ impl Engine {
         self.due = due;
         self.keyframe_timeouts(now);
         self.offer_timeouts(now);
+        self.allocation_timeout(now);
         self.drive();
         self.expire_rooms(now);
     }
@@ -537,6 +544,7 @@ impl Engine {
                 }
             }
             Event::KeyframeRequest(req) => self.subscriber_wants_keyframe(now, pid, req),
+            Event::EgressBitrateEstimate(kind) => self.estimate(pid, kind),
             Event::Connected => {
                 if let Some(p) = self.peers.get_mut(&pid) {
                     p.state = switchyard_api::signal::ParticipantState::Joined;
@@ -572,6 +580,7 @@ impl Engine {
                     self.update_subscription(now, pid, track_sid, u.subscribe, u.quality);
                 }
             }
+            ClientMessage::UpdateTrackSettings(u) => self.track_settings(pid, u),
             ClientMessage::MuteTrack(m) => self.mute(pid, m),
             ClientMessage::UpdateMetadata(u) => self.update_metadata(pid, u),
             ClientMessage::Data(d) => self.relay_data(pid, d),

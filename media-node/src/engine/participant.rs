@@ -88,6 +88,10 @@ pub(super) struct Peer {
     pub(super) undrained: bool,
     /// Negotiations failed in a row (refused answers, offers never answered).
     pub(super) failed_answers: u32,
+    /// The downlink estimate (str0m's BWE from TWCC, or the client's REMB).
+    pub(super) estimate_bps: u64,
+    /// What str0m's BWE was last told: (minimum, desired).
+    pub(super) bwe_asked: Option<(u64, u64)>,
 }
 
 impl Peer {
@@ -117,6 +121,8 @@ impl Peer {
             renegotiate: false,
             undrained: false,
             failed_answers: 0,
+            estimate_bps: super::allocation::INITIAL_ESTIMATE_BPS,
+            bwe_asked: None,
         }
     }
 
@@ -346,6 +352,7 @@ impl Engine {
             // The layer this subscriber starts on (every layer when it has none).
             self.request_keyframe(now, publisher, pub_mid, target, KeyframeRequestKind::Pli);
         }
+        self.allocate_for(pid);
         // What changed while the offer was out goes in the next one.
         self.mark_renegotiate(pid);
     }

@@ -22,6 +22,14 @@ pub struct EngineStats {
     pub bytes_in: u64,
     /// Payload bytes written to subscribers.
     pub bytes_out: u64,
+    /// Simulcast layer changes decided by the allocator.
+    pub layer_switches: u64,
+    /// Keyframe requests (PLI/FIR) sent to publishers.
+    pub keyframe_requests: u64,
+    /// Video subscriptions paused now (bandwidth or hidden).
+    pub paused_streams: u64,
+    /// The latest downlink estimate any subscriber reported, bits per second.
+    pub last_estimate_bps: u64,
 }
 
 /// One room, for the admin API: who is in it and what flows.
@@ -87,6 +95,7 @@ impl Engine {
             rooms: self.rooms.len() as u64,
             participants: self.peers.len() as u64,
             tracks: self.peers.values().map(|p| p.published.len() as u64).sum(),
+            paused_streams: self.peers.values().flat_map(|p| &p.subs).filter(|s| s.layers.paused).count() as u64,
             ..self.stats
         }
     }

@@ -11,6 +11,7 @@ use str0m::format::CodecSpec;
 use str0m::media::{MediaKind, Mid, Pt, Rid};
 use switchyard_api::signal::{ErrorCode, ServerMessage, SubscriptionUpdated, VideoQuality};
 
+use super::allocation::{TrackSettings, Told};
 use super::munger::{Rewriter, Vp8Rewriter};
 use super::{Engine, Pid};
 
@@ -138,6 +139,7 @@ impl LayerSelector {
     }
 
     /// Forwarding has started (a keyframe came).
+    #[cfg(test)]
     pub(crate) fn forwarding(&self) -> bool {
         self.forwarding
     }
@@ -162,6 +164,12 @@ pub(super) struct Sub {
     pts: Vec<(CodecSpec, Pt)>,
     /// RTP packets written to this subscriber for the track.
     pub(super) packets: u64,
+    /// How the subscriber shows it (`update_track_settings`).
+    pub(super) settings: TrackSettings,
+    /// The quality asked with `update_subscription`.
+    pub(super) asked_quality: Option<VideoQuality>,
+    /// The allocation last told with `stream_state`.
+    pub(super) told: Option<Told>,
 }
 
 impl Sub {
@@ -187,6 +195,9 @@ impl Sub {
             layers: LayerSelector::default(),
             pts: vec![],
             packets: 0,
+            settings: TrackSettings::default(),
+            asked_quality: None,
+            told: None,
         }
     }
 
@@ -216,7 +227,7 @@ impl Engine {
     /// `update_subscription` for one track: subscribe, unsubscribe, or change the layer.
     pub(super) fn update_subscription(
         &mut self,
-        now: Instant,
+        _now: Instant,
         pid: Pid,
         track_sid: &str,
         subscribe: bool,
@@ -254,14 +265,16 @@ impl Engine {
         match (subscribe, existing) {
             (true, Some(sub)) => {
                 // The next packet of the new layer asks for its keyframe.
-                if quality.is_some() && rid.is_some() {
-                    sub.layers.set_target(rid);
+                if quality.is_some() {
+                    sub.asked_quality = quality;
                 }
+                self.allocate_for(pid);
             }
             (true, None) => {
                 let mut sub =
                     Sub::new(publisher, publisher_sid.clone(), pub_mid, kind, track_sid.to_owned(), &mut self.rng);
                 sub.layers.target = rid;
+                sub.asked_quality = quality;
                 peer.subs.push(sub);
                 self.mark_renegotiate(pid);
             }

@@ -12,6 +12,7 @@ use switchyard_api::signal::{
     TrackMuted, TrackPublished, TrackRef, TrackSource, VideoQuality,
 };
 
+use super::allocation::{Layer, LayerRate, prior_bps};
 use super::keyframe::KeyframeThrottle;
 use super::subscription::Sub;
 use super::{Engine, Output, Pid, RoomEvent, err, probe};
@@ -77,6 +78,10 @@ pub(super) struct Published {
     /// RTP packets and payload bytes received on this track.
     pub(super) packets: u64,
     pub(super) bytes: u64,
+    /// Bytes and measured rate per layer (rid), for the allocator.
+    pub(super) rates: Vec<(Option<Rid>, LayerRate)>,
+    /// The layers last told active with `subscribed_layers` (`None`: never told; all on).
+    pub(super) dynacast: Option<Vec<bool>>,
 }
 
 impl Published {
@@ -106,7 +111,50 @@ impl Published {
             keyframes: KeyframeThrottle::default(),
             packets: 0,
             bytes: 0,
+            rates: Vec::with_capacity(3),
+            dynacast: None,
         }
+    }
+
+    pub(super) fn layers(&self) -> &[SimulcastLayer] {
+        &self.layers
+    }
+
+    pub(super) fn source(&self) -> TrackSource {
+        self.source
+    }
+
+    /// Count a received packet's payload against its layer.
+    pub(super) fn count(&mut self, rid: Option<Rid>, bytes: usize) {
+        match self.rates.iter_mut().find(|(r, _)| *r == rid) {
+            Some((_, rate)) => rate.bytes += bytes as u64,
+            None => self.rates.push((rid, LayerRate { bytes: bytes as u64, bps: 0 })),
+        }
+    }
+
+    /// The layers as the allocator sees them, lowest first, with their rids: the rate
+    /// measured over the last period, or else the announced `maxBitrateBps`, or else a
+    /// prior by quality. A track without announced layers is one layer.
+    pub(super) fn allocation_layers(&self) -> (Vec<Layer>, Vec<Option<Rid>>) {
+        let measured = |rid: Option<Rid>| self.rates.iter().find(|(r, _)| *r == rid).map(|(_, l)| l.bps).filter(|&b| b > 0);
+        if self.layers.is_empty() {
+            let bps = measured(None).unwrap_or(prior_bps(VideoQuality::Medium));
+            let (width, height) = (self.width.unwrap_or(0), self.height.unwrap_or(0));
+            return (vec![Layer { quality: VideoQuality::High, bitrate_bps: bps, width, height }], vec![None]);
+        }
+        let mut layers: Vec<(Layer, Option<Rid>)> = self
+            .layers
+            .iter()
+            .map(|l| {
+                let rid = Some(Rid::from(l.rid.as_str()));
+                let bps = measured(rid)
+                    .or(l.max_bitrate_bps.map(u64::from))
+                    .unwrap_or(prior_bps(l.quality));
+                (Layer { quality: l.quality, bitrate_bps: bps, width: l.width, height: l.height }, rid)
+            })
+            .collect();
+        layers.sort_by_key(|(l, _)| l.quality);
+        layers.into_iter().unzip()
     }
 
     pub(super) fn media_kind(&self) -> MediaKind {
@@ -265,6 +313,7 @@ impl Engine {
         if track.kind != TrackKind::Video || !track.keyframes.ask(now, rid, kind) {
             return;
         }
+        self.stats.keyframe_requests += 1;
         {
             let _str0m = probe::foreign();
             let mut api = p.rtc.direct_api();
