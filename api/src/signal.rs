@@ -35,6 +35,16 @@
 //! Two closes carry no error code: 4408 when a session sent no frame within the keepalive
 //! timeout (or sent no `join` in time), and 1008 when a client does not read its messages
 //! and more than the node's queue of them pile up.
+//!
+//! Video quality: a subscriber receives, per simulcast track, the best layer that fits its
+//! downlink estimate, up to the size it renders the track at; before it says
+//! (`update_track_settings` `width`/`height`, or a `quality`) it gets the medium layer.
+//! `update_track_settings` `disabled: true` pauses the track's video. When the server
+//! pauses or resumes a video track it sends `stream_state` (`paused` with `reason`
+//! `bandwidth` or `hidden`; `active` with the layer's `quality`); the first allocation of
+//! an active stream is not announced. Audio is never paused. A simulcast publisher gets
+//! `subscribed_layers` (every announced layer with `active`) when the set of layers
+//! somebody receives changes; it may stop encoding the inactive ones.
 
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -1128,6 +1138,13 @@ mod tests {
                 subscribe: true,
                 quality: Some(VideoQuality::Medium),
             }),
+            ClientMessage::UpdateTrackSettings(UpdateTrackSettings {
+                track_sids: vec!["TR_1".into()],
+                disabled: Some(false),
+                width: Some(640),
+                height: Some(360),
+                quality: None,
+            }),
             ClientMessage::MuteTrack(MuteTrack { track_sid: "TR_1".into(), muted: true }),
             ClientMessage::UpdateMetadata(UpdateMetadata { name: Some("Al".into()), metadata: Some("{}".into()) }),
             ClientMessage::Data(DataMessage {
@@ -1169,6 +1186,17 @@ mod tests {
                 subscribed: false,
                 error: Some(ErrorCode::PermissionDenied),
             }),
+            ServerMessage::StreamState(StreamState {
+                track_sid: "TR_1".into(),
+                participant_sid: "PA_1".into(),
+                state: StreamStateKind::Paused,
+                reason: Some(StreamPauseReason::Bandwidth),
+                quality: None,
+            }),
+            ServerMessage::SubscribedLayers(SubscribedLayers {
+                track_sid: "TR_1".into(),
+                layers: vec![SubscribedLayer { rid: "q".into(), quality: VideoQuality::Low, active: false }],
+            }),
             ServerMessage::RoomUpdated(RoomUpdated { room: room() }),
             ServerMessage::Data(DataReceived {
                 participant_sid: "PA_1".into(),
@@ -1209,6 +1237,8 @@ mod tests {
             ServerMessage::ParticipantUpdated(_) => "participant_updated",
             ServerMessage::TrackMuted(_) => "track_muted",
             ServerMessage::SubscriptionUpdated(_) => "subscription_updated",
+            ServerMessage::StreamState(_) => "stream_state",
+            ServerMessage::SubscribedLayers(_) => "subscribed_layers",
             ServerMessage::RoomUpdated(_) => "room_updated",
             ServerMessage::Data(_) => "data",
             ServerMessage::Leave(_) => "leave",

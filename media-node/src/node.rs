@@ -254,6 +254,10 @@ fn add(total: &mut EngineStats, s: &EngineStats) {
     total.packets_out += s.packets_out;
     total.bytes_in += s.bytes_in;
     total.bytes_out += s.bytes_out;
+    total.layer_switches += s.layer_switches;
+    total.keyframe_requests += s.keyframe_requests;
+    total.paused_streams += s.paused_streams;
+    total.last_estimate_bps = total.last_estimate_bps.max(s.last_estimate_bps);
 }
 
 pub(crate) fn unix_now() -> u64 {

@@ -114,10 +114,13 @@ pub(crate) enum Decision {
 
 /// The allocation for one subscriber: one decision per want, in the same order.
 pub(crate) fn allocate(estimate_bps: u64, wants: &[Want]) -> Vec<Decision> {
-    let mut out: Vec<Decision> = wants
-        .iter()
-        .map(|w| if w.hidden || w.layers.is_empty() { Decision::Paused(PauseReason::Hidden) } else { Decision::Layer(0) })
-        .collect();
+    let mut out: Vec<Decision> =
+        wants
+            .iter()
+            .map(|w| {
+                if w.hidden || w.layers.is_empty() { Decision::Paused(PauseReason::Hidden) } else { Decision::Layer(0) }
+            })
+            .collect();
     let mut order: Vec<usize> = (0..wants.len()).filter(|&i| out[i] == Decision::Layer(0)).collect();
     order.sort_by_key(|&i| wants[i].priority);
     let mut left = estimate_bps;
@@ -138,11 +141,8 @@ pub(crate) fn allocate(estimate_bps: u64, wants: &[Want]) -> Vec<Decision> {
         let mut best = 0;
         for (j, l) in w.layers.iter().enumerate().take(cap(w) + 1).skip(1) {
             let extra = l.bitrate_bps.saturating_sub(base);
-            let need = if w.current.is_some_and(|c| j > c) {
-                extra + (l.bitrate_bps as f64 * HEADROOM) as u64
-            } else {
-                extra
-            };
+            let need =
+                if w.current.is_some_and(|c| j > c) { extra + (l.bitrate_bps as f64 * HEADROOM) as u64 } else { extra };
             if need <= left {
                 best = j;
             }
@@ -172,7 +172,6 @@ fn cap(w: &Want) -> usize {
     };
     by_size.min(by_quality)
 }
-
 
 /// Reserved per audio subscription out of the estimate: audio is never paused.
 const AUDIO_RESERVE_BPS: u64 = 40_000;
@@ -242,7 +241,8 @@ impl Engine {
                 audio += 1;
                 continue;
             }
-            let Some(track) = self.peers.get(&sub.publisher).and_then(|p| p.published.iter().find(|t| t.mid == sub.pub_mid))
+            let Some(track) =
+                self.peers.get(&sub.publisher).and_then(|p| p.published.iter().find(|t| t.mid == sub.pub_mid))
             else {
                 continue;
             };
@@ -297,7 +297,11 @@ impl Engine {
                     told.push(StreamState {
                         track_sid: sub.track_sid.clone(),
                         participant_sid: sub.publisher_sid.clone(),
-                        state: if now_told.paused.is_some() { StreamStateKind::Paused } else { StreamStateKind::Active },
+                        state: if now_told.paused.is_some() {
+                            StreamStateKind::Paused
+                        } else {
+                            StreamStateKind::Active
+                        },
                         reason: now_told.paused,
                         quality: now_told.quality,
                     });

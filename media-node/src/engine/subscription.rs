@@ -11,7 +11,7 @@ use str0m::format::CodecSpec;
 use str0m::media::{MediaKind, Mid, Pt, Rid};
 use switchyard_api::signal::{ErrorCode, ServerMessage, SubscriptionUpdated, VideoQuality};
 
-use super::allocation::{TrackSettings, Told};
+use super::allocation::{Told, TrackSettings};
 use super::munger::{Rewriter, Vp8Rewriter};
 use super::{Engine, Pid};
 

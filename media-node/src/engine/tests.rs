@@ -74,7 +74,14 @@ impl Net {
     fn new() -> Self {
         let now = Instant::now();
         let wall = std::time::UNIX_EPOCH + Duration::from_secs(1_764_000_000);
-        Self { engine: Engine::new(config(), 7, now, wall), clients: vec![], now, events: vec![], routes: vec![], loss: None }
+        Self {
+            engine: Engine::new(config(), 7, now, wall),
+            clients: vec![],
+            now,
+            events: vec![],
+            routes: vec![],
+            loss: None,
+        }
     }
 
     fn client(&mut self, pid: Pid) -> &mut Client {
@@ -1109,4 +1116,144 @@ fn held_back_keyframe_requests_are_not_widened_to_every_layer() {
     let asked: Vec<_> = net.client(a).keyframe_rids[before..].to_vec();
     assert!(asked.contains(&Some(Rid::from("f"))) && asked.contains(&Some(Rid::from("q"))), "{asked:?}");
     assert!(!asked.contains(&Some(Rid::from("h"))) && !asked.contains(&None), "medium was not asked: {asked:?}");
+}
+
+impl Net {
+    /// The `stream_state`s `pid` was sent.
+    fn stream_states(&self, pid: Pid) -> Vec<switchyard_api::signal::StreamState> {
+        self.signals(pid)
+            .iter()
+            .filter_map(|m| if let ServerMessage::StreamState(s) = m { Some(s.clone()) } else { None })
+            .collect()
+    }
+
+    /// Inject a downlink estimate for `pid` at the allocation seam (what str0m's BWE
+    /// reports as `EgressBitrateEstimate`; its TWCC estimator is not driven here).
+    fn inject_estimate(&mut self, pid: Pid, bps: u64) {
+        let mid = Mid::from("0");
+        self.engine.estimate(pid, str0m::bwe::BweKind::Remb { estimate: str0m::bwe::Bitrate::bps(bps), mid });
+        self.flush();
+    }
+}
+
+/// Layer choice from the estimate, pause and resume with `stream_state`, hidden via
+/// `update_track_settings`, and dynacast telling the publisher which layers are unused.
+#[test]
+fn the_estimate_picks_the_layer_pauses_below_the_lowest_and_resumes() {
+    use switchyard_api::signal::{StreamPauseReason, StreamStateKind, UpdateTrackSettings};
+    let mut net = Net::new();
+    let a = net.join("alice", "r", |_| {});
+    let b = net.join("bob", "r", |_| {});
+    let mid = net.offer_simulcast(a);
+    net.offer(b, None);
+    net.run(300);
+    let sid = net.published_sid(a);
+    let mut n = 0;
+    let mut frames = |net: &mut Net, count: u32, key: [bool; 3]| {
+        for i in 0..count {
+            net.simulcast_frames(a, mid, n, if i == 0 { key } else { [false; 3] });
+            n += 1;
+        }
+    };
+    frames(&mut net, 10, [true; 3]);
+    assert!(net.layers_received(b, 0).iter().all(|&l| l == 1), "the default: medium");
+    assert!(net.stream_states(b).is_empty(), "the first active allocation is not announced");
+
+    // 100 kbit/s: not even the low layer fits.
+    net.inject_estimate(b, 100_000);
+    let s = net.stream_states(b);
+    assert_eq!(s.len(), 1, "{s:?}");
+    assert_eq!((s[0].state, s[0].reason), (StreamStateKind::Paused, Some(StreamPauseReason::Bandwidth)));
+    assert_eq!(s[0].track_sid, sid);
+    assert_eq!(net.engine.stats().paused_streams, 1);
+    let mark = net.client(b).frames.len();
+    frames(&mut net, 10, [true; 3]);
+    assert_eq!(net.client(b).frames.len(), mark, "paused: nothing forwarded");
+
+    // Back to plenty: active again, on a keyframe.
+    net.inject_estimate(b, 5_000_000);
+    let s = net.stream_states(b);
+    assert_eq!(s.len(), 2, "{s:?}");
+    assert_eq!((s[1].state, s[1].reason), (StreamStateKind::Active, None));
+    frames(&mut net, 10, [false, true, false]);
+    assert!(net.client(b).frames.len() >= mark + 9, "resumed");
+    assert_eq!(net.engine.stats().paused_streams, 0);
+
+    // Dynacast: only medium is received; after a period alice hears that q and f are not.
+    net.run(1100);
+    let told: Vec<_> = net
+        .signals(a)
+        .iter()
+        .filter_map(|m| if let ServerMessage::SubscribedLayers(l) = m { Some(l.clone()) } else { None })
+        .collect();
+    let last = told.last().expect("subscribed_layers sent");
+    let active: Vec<(&str, bool)> = last.layers.iter().map(|l| (l.rid.as_str(), l.active)).collect();
+    assert_eq!(active, [("q", false), ("h", true), ("f", false)]);
+    let count = told.len();
+    net.run(2100);
+    let again = net.signals(a).iter().filter(|m| matches!(m, ServerMessage::SubscribedLayers(_))).count();
+    assert_eq!(again, count, "sent on change only");
+
+    // Hidden: paused with that reason, whatever the bandwidth.
+    net.send(
+        b,
+        ClientMessage::UpdateTrackSettings(UpdateTrackSettings {
+            track_sids: vec![sid.clone()],
+            disabled: Some(true),
+            width: None,
+            height: None,
+            quality: None,
+        }),
+    );
+    let s = net.stream_states(b);
+    assert_eq!(
+        (s.last().unwrap().state, s.last().unwrap().reason),
+        (StreamStateKind::Paused, Some(StreamPauseReason::Hidden))
+    );
+    // A size for a track bob does not receive is a clear error.
+    net.send(
+        b,
+        ClientMessage::UpdateTrackSettings(UpdateTrackSettings {
+            track_sids: vec!["TR_nope".into()],
+            disabled: None,
+            width: Some(1),
+            height: Some(1),
+            quality: None,
+        }),
+    );
+    assert_eq!(net.errors(b, ErrorCode::TrackNotFound), 1);
+}
+
+/// Shown large, with a high estimate, the subscriber moves up to the high layer on its
+/// keyframe; the layer switch is counted.
+#[test]
+fn a_large_rendered_size_and_a_high_estimate_move_up_to_high() {
+    use switchyard_api::signal::UpdateTrackSettings;
+    let mut net = Net::new();
+    let a = net.join("alice", "r", |_| {});
+    let b = net.join("bob", "r", |_| {});
+    let mid = net.offer_simulcast(a);
+    net.offer(b, None);
+    net.run(300);
+    let sid = net.published_sid(a);
+    net.simulcast_frames(a, mid, 0, [true; 3]);
+    let switches = net.engine.stats().layer_switches;
+    net.inject_estimate(b, 5_000_000);
+    net.send(
+        b,
+        ClientMessage::UpdateTrackSettings(UpdateTrackSettings {
+            track_sids: vec![sid],
+            disabled: None,
+            width: Some(1280),
+            height: Some(720),
+            quality: None,
+        }),
+    );
+    assert_eq!(net.engine.stats().layer_switches, switches + 1);
+    let mark = net.client(b).frames.len();
+    for n in 1..10 {
+        net.simulcast_frames(a, mid, n, [false, false, n == 3]);
+    }
+    let got = net.layers_received(b, mark);
+    assert_eq!(got.iter().copied().skip_while(|&l| l == 1).collect::<Vec<_>>(), vec![2; 7], "{got:?}");
 }

@@ -136,7 +136,8 @@ impl Published {
     /// measured over the last period, or else the announced `maxBitrateBps`, or else a
     /// prior by quality. A track without announced layers is one layer.
     pub(super) fn allocation_layers(&self) -> (Vec<Layer>, Vec<Option<Rid>>) {
-        let measured = |rid: Option<Rid>| self.rates.iter().find(|(r, _)| *r == rid).map(|(_, l)| l.bps).filter(|&b| b > 0);
+        let measured =
+            |rid: Option<Rid>| self.rates.iter().find(|(r, _)| *r == rid).map(|(_, l)| l.bps).filter(|&b| b > 0);
         if self.layers.is_empty() {
             let bps = measured(None).unwrap_or(prior_bps(VideoQuality::Medium));
             let (width, height) = (self.width.unwrap_or(0), self.height.unwrap_or(0));
@@ -147,9 +148,7 @@ impl Published {
             .iter()
             .map(|l| {
                 let rid = Some(Rid::from(l.rid.as_str()));
-                let bps = measured(rid)
-                    .or(l.max_bitrate_bps.map(u64::from))
-                    .unwrap_or(prior_bps(l.quality));
+                let bps = measured(rid).or(l.max_bitrate_bps.map(u64::from)).unwrap_or(prior_bps(l.quality));
                 (Layer { quality: l.quality, bitrate_bps: bps, width: l.width, height: l.height }, rid)
             })
             .collect();
