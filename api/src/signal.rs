@@ -72,6 +72,16 @@
 //! Two closes carry no error code: 4408 when a session sent no frame within the keepalive
 //! timeout (or sent no `join` in time), and 1008 when a client does not read its messages
 //! and more than the node's queue of them pile up.
+//!
+//! Video quality: a subscriber receives, per simulcast track, the best layer that fits its
+//! downlink estimate, up to the size it renders the track at; before it says
+//! (`update_track_settings` `width`/`height`, or a `quality`) it gets the medium layer.
+//! `update_track_settings` `disabled: true` pauses the track's video. When the server
+//! pauses or resumes a video track it sends `stream_state` (`paused` with `reason`
+//! `bandwidth` or `hidden`; `active` with the layer's `quality`); the first allocation of
+//! an active stream is not announced. Audio is never paused. A simulcast publisher gets
+//! `subscribed_layers` (every announced layer with `active`) when the set of layers
+//! somebody receives changes; it may stop encoding the inactive ones.
 
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -107,6 +117,9 @@ pub enum ClientMessage {
     UnpublishTrack(TrackRef),
     /// Subscribe to or unsubscribe from tracks (with auto-subscribe off, or to pick a quality).
     UpdateSubscription(UpdateSubscription),
+    /// How subscribed video tracks are shown (adaptive stream): rendered size, hidden,
+    /// best quality wanted. Feeds the server's layer allocation.
+    UpdateTrackSettings(UpdateTrackSettings),
     /// Mute or unmute one of the client's own tracks.
     MuteTrack(MuteTrack),
     /// Change the client's own name or metadata (needs the right to do so in the token).
@@ -151,6 +164,12 @@ pub enum ServerMessage {
     TrackMuted(TrackMuted),
     /// A subscription changed state (subscribed, unsubscribed, or failed with a reason).
     SubscriptionUpdated(SubscriptionUpdated),
+    /// A subscribed video track's media was paused or resumed by the server (bandwidth,
+    /// hidden), or changed layer.
+    StreamState(StreamState),
+    /// To a publisher (dynacast): which layers of its track somebody receives; the others
+    /// need not be encoded (`RTCRtpEncodingParameters.active`). Sent on change only.
+    SubscribedLayers(SubscribedLayers),
     /// The room's metadata or settings changed.
     RoomUpdated(RoomUpdated),
     /// A data message from another participant.
@@ -536,6 +555,90 @@ pub struct UpdateSubscription {
     /// The simulcast layer wanted, for video.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub quality: Option<VideoQuality>,
+}
+
+/// `update_track_settings`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct UpdateTrackSettings {
+    /// The subscribed tracks these settings are for.
+    pub track_sids: Vec<String>,
+    /// Not shown (hidden element, or switched off): its video is paused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disabled: Option<bool>,
+    /// Rendered width in pixels.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub width: Option<u32>,
+    /// Rendered height in pixels.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub height: Option<u32>,
+    /// The best layer wanted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quality: Option<VideoQuality>,
+}
+
+/// Whether a subscribed video track's media flows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum StreamStateKind {
+    /// Media flows.
+    Active,
+    /// Paused by the server; `reason` says why.
+    Paused,
+}
+
+/// Why a stream is paused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum StreamPauseReason {
+    /// The subscriber's estimated bandwidth does not fit even the lowest layer.
+    Bandwidth,
+    /// The subscriber said it is not shown (`update_track_settings` `disabled`).
+    Hidden,
+    /// The subscriber unsubscribed.
+    Unsubscribed,
+    /// The publisher muted the track.
+    PublisherMuted,
+}
+
+/// `stream_state`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct StreamState {
+    /// The track.
+    pub track_sid: String,
+    /// Its publisher.
+    pub participant_sid: String,
+    /// Active or paused.
+    pub state: StreamStateKind,
+    /// Why it is paused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<StreamPauseReason>,
+    /// The layer being sent, when active.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quality: Option<VideoQuality>,
+}
+
+/// One layer in `subscribed_layers`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SubscribedLayer {
+    /// The layer's rid.
+    pub rid: String,
+    /// Its quality.
+    pub quality: VideoQuality,
+    /// Somebody receives it (or is switching to it): keep encoding it.
+    pub active: bool,
+}
+
+/// `subscribed_layers`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SubscribedLayers {
+    /// The publisher's track.
+    pub track_sid: String,
+    /// Every announced layer and whether it is needed.
+    pub layers: Vec<SubscribedLayer>,
 }
 
 /// `subscription_updated`.
@@ -930,7 +1033,7 @@ impl ErrorCode {
 
 impl ClientMessage {
     /// Every `type` a client may send.
-    pub const TYPES: [&'static str; 14] = [
+    pub const TYPES: [&'static str; 15] = [
         "join",
         "resume",
         "offer",
@@ -939,6 +1042,7 @@ impl ClientMessage {
         "publish_track",
         "unpublish_track",
         "update_subscription",
+        "update_track_settings",
         "mute_track",
         "update_metadata",
         "data",
@@ -983,6 +1087,7 @@ impl ClientMessage {
             ClientMessage::PublishTrack(_) => "publish_track",
             ClientMessage::UnpublishTrack(_) => "unpublish_track",
             ClientMessage::UpdateSubscription(_) => "update_subscription",
+            ClientMessage::UpdateTrackSettings(_) => "update_track_settings",
             ClientMessage::MuteTrack(_) => "mute_track",
             ClientMessage::UpdateMetadata(_) => "update_metadata",
             ClientMessage::Data(_) => "data",
@@ -1166,6 +1271,13 @@ mod tests {
                 subscribe: true,
                 quality: Some(VideoQuality::Medium),
             }),
+            ClientMessage::UpdateTrackSettings(UpdateTrackSettings {
+                track_sids: vec!["TR_1".into()],
+                disabled: Some(false),
+                width: Some(640),
+                height: Some(360),
+                quality: None,
+            }),
             ClientMessage::MuteTrack(MuteTrack { track_sid: "TR_1".into(), muted: true }),
             ClientMessage::UpdateMetadata(UpdateMetadata { name: Some("Al".into()), metadata: Some("{}".into()) }),
             ClientMessage::Data(DataMessage {
@@ -1206,6 +1318,17 @@ mod tests {
                 participant_sid: "PA_1".into(),
                 subscribed: false,
                 error: Some(ErrorCode::PermissionDenied),
+            }),
+            ServerMessage::StreamState(StreamState {
+                track_sid: "TR_1".into(),
+                participant_sid: "PA_1".into(),
+                state: StreamStateKind::Paused,
+                reason: Some(StreamPauseReason::Bandwidth),
+                quality: None,
+            }),
+            ServerMessage::SubscribedLayers(SubscribedLayers {
+                track_sid: "TR_1".into(),
+                layers: vec![SubscribedLayer { rid: "q".into(), quality: VideoQuality::Low, active: false }],
             }),
             ServerMessage::RoomUpdated(RoomUpdated { room: room() }),
             ServerMessage::Data(DataReceived {
@@ -1258,6 +1381,8 @@ mod tests {
             ServerMessage::ParticipantUpdated(_) => "participant_updated",
             ServerMessage::TrackMuted(_) => "track_muted",
             ServerMessage::SubscriptionUpdated(_) => "subscription_updated",
+            ServerMessage::StreamState(_) => "stream_state",
+            ServerMessage::SubscribedLayers(_) => "subscribed_layers",
             ServerMessage::RoomUpdated(_) => "room_updated",
             ServerMessage::Data(_) => "data",
             ServerMessage::ActiveSpeakers(_) => "active_speakers",

@@ -102,6 +102,9 @@ pub(crate) struct Metrics {
     pub(crate) rooms: Gauge,
     pub(crate) participants: Gauge,
     pub(crate) tracks: Gauge,
+    pub(crate) layer_switches: Counter,
+    pub(crate) keyframe_requests: Counter,
+    pub(crate) paused_streams: Gauge,
     pub(crate) packets: Family<Direction, Counter>,
     pub(crate) bytes: Family<Direction, Counter>,
     pub(crate) loss: ShardHistogram,
@@ -140,6 +143,9 @@ impl Metrics {
             rooms: Gauge::default(),
             participants: Gauge::default(),
             tracks: Gauge::default(),
+            layer_switches: Counter::default(),
+            keyframe_requests: Counter::default(),
+            paused_streams: Gauge::default(),
             packets: Family::default(),
             bytes: Family::default(),
             loss: ShardHistogram::new(&LOSS_BUCKETS),
@@ -184,6 +190,21 @@ impl Metrics {
         registry.register("rooms", "Rooms open on this node", m.rooms.clone());
         registry.register("participants", "Participants connected to this node", m.participants.clone());
         registry.register("tracks", "Tracks published on this node", m.tracks.clone());
+        registry.register(
+            "simulcast_layer_switches",
+            "Simulcast layer changes decided by the bandwidth allocator",
+            m.layer_switches.clone(),
+        );
+        registry.register(
+            "keyframe_requests",
+            "Keyframe requests (PLI/FIR) sent to publishers, after the per-layer throttle",
+            m.keyframe_requests.clone(),
+        );
+        registry.register(
+            "paused_video_streams",
+            "Video subscriptions paused now (the subscriber's bandwidth, or hidden)",
+            m.paused_streams.clone(),
+        );
         registry.register(
             "rtp_packets",
             "RTP packets received from publishers (in) and sent to subscribers (out)",
@@ -304,12 +325,15 @@ impl Metrics {
         self.participants.set(now.participants as i64);
         self.tracks.set(now.tracks as i64);
         self.sessions_held.set(now.held as i64);
+        self.paused_streams.set(now.paused_streams as i64);
         let delta = |a: u64, b: u64| a.saturating_sub(b);
         self.resumes.get_or_create(&Outcome { result: "ok" }).inc_by(delta(now.resumes, before.resumes));
         for f in crate::engine::ResumeFailure::ALL {
             let (a, b) = (now.resume_failures[f as usize], before.resume_failures[f as usize]);
             self.resumes.get_or_create(&Outcome { result: f.as_str() }).inc_by(delta(a, b));
         }
+        self.layer_switches.inc_by(delta(now.layer_switches, before.layer_switches));
+        self.keyframe_requests.inc_by(delta(now.keyframe_requests, before.keyframe_requests));
         self.packets.get_or_create(&Direction { direction: "in" }).inc_by(delta(now.packets_in, before.packets_in));
         self.packets.get_or_create(&Direction { direction: "out" }).inc_by(delta(now.packets_out, before.packets_out));
         self.bytes.get_or_create(&Direction { direction: "in" }).inc_by(delta(now.bytes_in, before.bytes_in));

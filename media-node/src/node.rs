@@ -272,6 +272,10 @@ fn add(total: &mut EngineStats, s: &EngineStats) {
     for (a, b) in t.participants.iter_mut().zip(q.participants) {
         *a += b;
     }
+    total.layer_switches += s.layer_switches;
+    total.keyframe_requests += s.keyframe_requests;
+    total.paused_streams += s.paused_streams;
+    total.last_estimate_bps = total.last_estimate_bps.max(s.last_estimate_bps);
 }
 
 pub(crate) fn unix_now() -> u64 {

@@ -1,7 +1,9 @@
 //! The hot path: one incoming RTP packet to every subscriber of its track. The
 //! subscribers come from the [`TrackIndex`](super::track::TrackIndex), not a scan of the
 //! room; the payload is shared (`Arc<[u8]>`) by every subscriber and only sequence numbers
-//! and timestamps are rewritten ([`Rewriter`](super::munger::Rewriter)). Each `write_rtp`
+//! and timestamps are rewritten ([`Rewriter`](super::munger::Rewriter)), and VP8's
+//! descriptor fields by a patch str0m applies as it builds the datagram
+//! ([`Vp8Rewriter`](super::munger::Vp8Rewriter)). Each `write_rtp`
 //! is followed by a drain of that subscriber's `Rtc` (str0m's run-loop rule), so a batch of
 //! packets for one subscriber never piles up undrained writes. Nothing here allocates per
 //! packet once the queues have grown to their working size: the heap allocations left
@@ -28,6 +30,7 @@ impl Engine {
         let video = track.kind == TrackKind::Video;
         track.packets += 1;
         track.bytes += pkt.payload.len() as u64;
+        track.count(rid, pkt.payload.len());
         self.stats.packets_in += 1;
         self.stats.bytes_in += pkt.payload.len() as u64;
         if !video {
@@ -37,6 +40,7 @@ impl Engine {
             return;
         }
         let keyframe = !video || is_keyframe(spec.codec, &pkt.payload);
+        let vp8 = spec.codec == str0m::format::Codec::Vp8;
         let exts = ExtensionValues {
             audio_level: pkt.header.ext_vals.audio_level,
             voice_activity: pkt.header.ext_vals.voice_activity,
@@ -50,7 +54,7 @@ impl Engine {
                 continue;
             };
             let SubState::Open(out_mid) = sub.state else { continue };
-            match sub.layers.select(rid, keyframe) {
+            match sub.layers.select(now, rid, keyframe) {
                 Verdict::Forward => {}
                 Verdict::Drop => continue,
                 Verdict::NeedKeyframe => {
@@ -59,18 +63,21 @@ impl Engine {
                 }
             }
             let Some(pt) = sub.pt_for(spec, out_mid, &sub_peer.rtc) else { continue };
-            let (seq, ts) = sub.rewriter.rewrite(*ssrc, *pkt.seq_no, pkt.header.timestamp);
+            let Some((seq, ts)) = sub.rewriter.rewrite(*ssrc, *pkt.seq_no, pkt.header.timestamp) else { continue };
+            let vp8_patch = if vp8 { sub.vp8.rewrite(*ssrc, &pkt.payload) } else { None };
             debug_assert!(!sub_peer.undrained, "a write to an Rtc that was not drained since its last mutation");
             let written = {
                 let _str0m = probe::foreign();
                 let mut api = sub_peer.rtc.direct_api();
                 api.stream_tx_by_mid(out_mid, None).map(|tx| {
-                    tx.write_rtp(
-                        RtpWrite::new(pt, seq.into(), ts, pkt.timestamp, pkt.payload.clone())
-                            .marker(pkt.header.marker)
-                            .ext_vals(exts.clone())
-                            .nackable(video),
-                    )
+                    let mut write = RtpWrite::new(pt, seq.into(), ts, pkt.timestamp, pkt.payload.clone())
+                        .marker(pkt.header.marker)
+                        .ext_vals(exts.clone())
+                        .nackable(video);
+                    if let Some(patch) = vp8_patch {
+                        write = write.vp8_patch(patch);
+                    }
+                    tx.write_rtp(write)
                 })
             };
             if written.is_none() {

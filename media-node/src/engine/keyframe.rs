@@ -11,15 +11,25 @@ use str0m::media::{KeyframeRequest, KeyframeRequestKind, Rid};
 use super::subscription::SubState;
 use super::{Engine, Pid};
 
-/// How often a keyframe may be asked of one publisher track.
+/// How often a keyframe may be asked of one layer of a publisher track.
 pub(crate) const THROTTLE: Duration = Duration::from_millis(500);
 
-/// One published track's keyframe requests.
+/// One layer's requests: `rid` `None` is the request for every layer at once.
+#[derive(Debug)]
+struct LayerRequests {
+    rid: Option<Rid>,
+    last: Option<Instant>,
+    /// Held back by the throttle: its kind and when it is due.
+    deferred: Option<(KeyframeRequestKind, Instant)>,
+}
+
+/// One published track's keyframe requests, throttled per layer: a request for one layer
+/// never holds back, nor is merged into, a request for another, and a held-back request
+/// is sent later for the layer it was for, never widened to every layer (a request for
+/// every layer makes a simulcast encoder produce a keyframe on each).
 #[derive(Debug, Default)]
 pub(crate) struct KeyframeThrottle {
-    last: Option<Instant>,
-    /// Held back by the throttle: the layer (`None`: every layer) and the kind.
-    deferred: Option<(Option<Rid>, KeyframeRequestKind)>,
+    layers: Vec<LayerRequests>,
     /// Requests sent to the publisher.
     pub(crate) requests: u64,
 }
@@ -27,35 +37,41 @@ pub(crate) struct KeyframeThrottle {
 impl KeyframeThrottle {
     /// May a request go to the publisher now? If not, it is remembered for later.
     pub(crate) fn ask(&mut self, now: Instant, rid: Option<Rid>, kind: KeyframeRequestKind) -> bool {
-        if self.last.is_none_or(|t| now >= t + THROTTLE) {
-            self.last = Some(now);
-            self.deferred = None;
+        // A request for every layer also answers one for a single layer.
+        let all = self.layers.iter().find(|l| l.rid.is_none()).and_then(|l| l.last);
+        let i = match self.layers.iter().position(|l| l.rid == rid) {
+            Some(i) => i,
+            None => {
+                self.layers.push(LayerRequests { rid, last: None, deferred: None });
+                self.layers.len() - 1
+            }
+        };
+        let layer = &mut self.layers[i];
+        let last = if rid.is_some() { layer.last.max(all) } else { layer.last };
+        if last.is_none_or(|t| now >= t + THROTTLE) {
+            layer.last = Some(now);
+            layer.deferred = None;
             self.requests += 1;
             return true;
         }
-        self.deferred = Some(match self.deferred {
-            None => (rid, kind),
-            Some((r, k)) => {
-                let rid = if r == rid { r } else { None };
-                let kind = if k == KeyframeRequestKind::Fir || kind == KeyframeRequestKind::Fir {
-                    KeyframeRequestKind::Fir
-                } else {
-                    KeyframeRequestKind::Pli
-                };
-                (rid, kind)
-            }
-        });
+        let kind = match layer.deferred {
+            Some((KeyframeRequestKind::Fir, _)) => KeyframeRequestKind::Fir,
+            _ => kind,
+        };
+        layer.deferred = Some((kind, last.expect("throttled") + THROTTLE));
         false
     }
 
-    /// When a held-back request is due.
+    /// When the earliest held-back request is due.
     pub(crate) fn deadline(&self) -> Option<Instant> {
-        self.deferred.and(self.last).map(|t| t + THROTTLE)
+        self.layers.iter().filter_map(|l| l.deferred.map(|(_, due)| due)).min()
     }
 
-    /// The held-back request, once its window has ended.
+    /// A held-back request whose window has ended; call until `None`.
     pub(crate) fn take_due(&mut self, now: Instant) -> Option<(Option<Rid>, KeyframeRequestKind)> {
-        if self.deadline().is_some_and(|d| now >= d) { self.deferred.take() } else { None }
+        let layer = self.layers.iter_mut().find(|l| l.deferred.is_some_and(|(_, due)| now >= due))?;
+        let (kind, _) = layer.deferred.take()?;
+        Some((layer.rid, kind))
     }
 }
 
@@ -63,8 +79,9 @@ impl Engine {
     /// A subscriber's `Rtc` asks for a keyframe (the receiver sent PLI/FIR): ask the
     /// publisher of that track, for the layer the subscriber gets.
     pub(super) fn subscriber_wants_keyframe(&mut self, now: Instant, pid: Pid, req: KeyframeRequest) {
-        let Some(peer) = self.peers.get(&pid) else { return };
-        let Some(sub) = peer.subs.iter().find(|s| s.state == SubState::Open(req.mid)) else { return };
+        let Some(peer) = self.peers.get_mut(&pid) else { return };
+        let Some(sub) = peer.subs.iter_mut().find(|s| s.state == SubState::Open(req.mid)) else { return };
+        sub.layers.repair = true;
         let (publisher, pub_mid, rid) = (sub.publisher, sub.pub_mid, sub.layers.current.or(sub.layers.target));
         self.request_keyframe(now, publisher, pub_mid, rid, req.kind);
     }
@@ -157,14 +174,15 @@ mod tests {
         );
         assert_eq!(k.take_due(t0 + THROTTLE), None, "taken once");
         assert!(k.ask(t0 + THROTTLE, Some(Rid::from("h")), KeyframeRequestKind::Fir));
-        assert!(!k.ask(t0 + THROTTLE, Some(Rid::from("q")), KeyframeRequestKind::Pli));
+        assert!(k.ask(t0 + THROTTLE, Some(Rid::from("q")), KeyframeRequestKind::Pli), "another layer is not held back");
         assert!(!k.ask(t0 + THROTTLE, Some(Rid::from("h")), KeyframeRequestKind::Pli));
         assert_eq!(
             k.take_due(t0 + THROTTLE * 2),
-            Some((None, KeyframeRequestKind::Pli)),
-            "two layers: ask every layer"
+            Some((Some(Rid::from("h")), KeyframeRequestKind::Pli)),
+            "held back for its layer, not widened to every layer"
         );
-        assert_eq!(k.requests, 2);
+        assert_eq!(k.take_due(t0 + THROTTLE * 2), None);
+        assert_eq!(k.requests, 3);
     }
 
     #[test]

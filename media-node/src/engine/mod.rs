@@ -28,7 +28,7 @@
 //! | [`quality`] | RTCP statistics: connection quality per participant, loss/RTT/jitter histograms, NACK/PLI/FIR counts |
 //! | [`report`] | counters and the admin API's room reports |
 //! | [`admin`] | the Room service's operations: open, inspect, update and close rooms; list, update, remove participants; mute; server data |
-//! | [`allocation`] | the seat for bandwidth allocation (empty for now) |
+//! | [`allocation`] | bandwidth allocation: each subscriber's estimate over its video subscriptions (a pure decision), `stream_state`, dynacast |
 //!
 //! Rules of the run loop:
 //! - After any input, call [`Engine::poll_output`] until it returns `None`, then sleep
@@ -358,6 +358,9 @@ pub struct Engine {
     due_keyframes: Vec<(Pid, Mid, Option<Rid>, KeyframeRequestKind)>,
     /// The answer to the last [`Command::Admin`], until taken.
     reply: Option<admin::Reply>,
+    /// When the periodic allocation pass is due, and when layer rates were last measured.
+    next_allocation: Instant,
+    last_measure: Instant,
 }
 
 impl std::fmt::Debug for Engine {
@@ -388,8 +391,10 @@ impl Engine {
             rooms: HashMap::new(),
             peers: HashMap::new(),
             index: TrackIndex::default(),
-            out: VecDeque::new(),
-            events: VecDeque::new(),
+            // Sized for a busy shard's burst (a packet's fan-out plus the Rtcs' statistics
+            // events): growing them mid-call would allocate on the forwarding path.
+            out: VecDeque::with_capacity(1024),
+            events: VecDeque::with_capacity(256),
             renegotiate: Vec::new(),
             failed: Vec::new(),
             next_id: 1,
@@ -397,6 +402,8 @@ impl Engine {
             due: Vec::with_capacity(64),
             due_keyframes: Vec::with_capacity(16),
             reply: None,
+            next_allocation: now + allocation::PERIOD,
+            last_measure: now,
         }
     }
 
@@ -426,7 +433,8 @@ impl Engine {
             .values()
             .flat_map(|r| [r.empty_since.map(|t| t + r.settings.empty_timeout), r.speakers.next_tick, r.quality_tick])
             .flatten();
-        peers.chain(rooms).min()
+        let allocation = (!self.peers.is_empty()).then_some(self.next_allocation);
+        peers.chain(rooms).chain(allocation).min()
     }
 
     /// Feed a datagram (UDP) or a de-framed TCP packet the router found `pid`'s. A
@@ -474,6 +482,7 @@ impl Engine {
         self.offer_timeouts(now);
         self.speaker_ticks(now);
         self.quality_ticks(now);
+        self.allocation_timeout(now);
         self.drive();
         self.expire_held(now);
         self.expire_rooms(now);
@@ -577,6 +586,7 @@ impl Engine {
                 }
             }
             Event::KeyframeRequest(req) => self.subscriber_wants_keyframe(now, pid, req),
+            Event::EgressBitrateEstimate(kind) => self.estimate(pid, kind),
             Event::Connected => {
                 if let Some(p) = self.peers.get_mut(&pid) {
                     p.state = switchyard_api::signal::ParticipantState::Joined;
@@ -615,6 +625,7 @@ impl Engine {
                     self.update_subscription(now, pid, track_sid, u.subscribe, u.quality);
                 }
             }
+            ClientMessage::UpdateTrackSettings(u) => self.track_settings(pid, u),
             ClientMessage::MuteTrack(m) => self.mute(pid, m),
             ClientMessage::UpdateMetadata(u) => self.update_metadata(pid, u),
             ClientMessage::Data(d) => self.relay_data(pid, d),

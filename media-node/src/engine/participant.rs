@@ -104,6 +104,10 @@ pub(super) struct Peer {
     pub(super) resume: super::resume::Resumable,
     /// Connection quality: the latest reports and the verdict sent.
     pub(super) quality: PeerQuality,
+    /// The downlink estimate (str0m's BWE from TWCC, or the client's REMB).
+    pub(super) estimate_bps: u64,
+    /// What str0m's BWE was last told: (minimum, desired).
+    pub(super) bwe_asked: Option<(u64, u64)>,
 }
 
 impl Peer {
@@ -144,6 +148,8 @@ impl Peer {
             failed_answers: 0,
             resume: super::resume::Resumable::new(pid, args.reconnect_token.clone()),
             quality: PeerQuality::new(now),
+            estimate_bps: super::allocation::INITIAL_ESTIMATE_BPS,
+            bwe_asked: None,
         }
     }
 
@@ -349,7 +355,7 @@ impl Peer {
     }
 
     /// Our offer was answered: returns the subscriptions that just opened.
-    pub(super) fn commit_pending(&mut self) -> Vec<(Pid, Mid, String)> {
+    pub(super) fn commit_pending(&mut self) -> Vec<(Pid, Mid, String, Option<Rid>)> {
         let mut opened = vec![];
         for sub in &mut self.subs {
             match sub.state {
@@ -358,7 +364,8 @@ impl Peer {
                     sub.state = SubState::Open(m);
                     sub.layers.restart();
                     sub.rewriter.reset_source();
-                    opened.push((sub.publisher, sub.pub_mid, sub.track_sid.clone()));
+                    sub.vp8.reset_source();
+                    opened.push((sub.publisher, sub.pub_mid, sub.track_sid.clone(), sub.layers.target));
                 }
                 _ => {}
             }
@@ -450,7 +457,7 @@ impl Engine {
         peer.failed_answers = 0;
         peer.remote_described = true;
         let opened = peer.commit_pending();
-        for (publisher, pub_mid, track_sid) in opened {
+        for (publisher, pub_mid, track_sid, target) in opened {
             let publisher_sid = self.peers.get(&publisher).map(|p| p.sid.clone()).unwrap_or_default();
             let peer = self.peers.get_mut(&pid).expect("checked");
             if let Some(codec) = peer.unsupported_codec(publisher, pub_mid) {
@@ -480,8 +487,10 @@ impl Engine {
                     error: None,
                 }),
             );
-            self.request_keyframe(now, publisher, pub_mid, None, KeyframeRequestKind::Pli);
+            // The layer this subscriber starts on (every layer when it has none).
+            self.request_keyframe(now, publisher, pub_mid, target, KeyframeRequestKind::Pli);
         }
+        self.allocate_for(pid);
         // What changed while the offer was out goes in the next one.
         self.mark_renegotiate(pid);
     }

@@ -30,6 +30,14 @@ pub struct EngineStats {
     pub resume_failures: [u64; 3],
     /// RTCP-derived quality counters and histograms.
     pub quality: super::quality::QualityStats,
+    /// Simulcast layer changes decided by the allocator.
+    pub layer_switches: u64,
+    /// Keyframe requests (PLI/FIR) sent to publishers.
+    pub keyframe_requests: u64,
+    /// Video subscriptions paused now (bandwidth or hidden).
+    pub paused_streams: u64,
+    /// The latest downlink estimate any subscriber reported, bits per second.
+    pub last_estimate_bps: u64,
 }
 
 /// One room, for the admin API: who is in it and what flows.
@@ -96,6 +104,7 @@ impl Engine {
             participants: self.peers.len() as u64,
             tracks: self.peers.values().map(|p| p.published.len() as u64).sum(),
             held: self.held(),
+            paused_streams: self.peers.values().flat_map(|p| &p.subs).filter(|s| s.layers.paused).count() as u64,
             ..self.stats
         }
     }

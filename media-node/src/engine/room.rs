@@ -49,6 +49,8 @@ impl Engine {
             .enable_h264(allowed(Codec::H264))
             .enable_av1(allowed(Codec::AV1))
             .set_stats_interval(Some(quality::STATS_INTERVAL))
+            // The subscriber's downlink estimate (TWCC) feeds the layer allocation.
+            .enable_bwe(Some(str0m::bwe::Bitrate::bps(super::allocation::INITIAL_ESTIMATE_BPS)))
     }
 
     /// Admission: open the room (or refuse), replace a duplicate identity, check the

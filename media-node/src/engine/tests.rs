@@ -826,11 +826,12 @@ fn forwarding_allocates_nothing_per_packet_in_our_code() {
         }
         let mut transmits = 0u64;
         let before = probe::counts();
-        // One packet per millisecond, with the timeouts the shard would serve (str0m
+        // One packet every 3 ms (about 570 kbit/s to each subscriber, under the pacer's
+        // rate at the initial bandwidth estimate), with the timeouts the shard would serve (str0m
         // paces its sends: most transmits leave on a timeout).
         for (src, dst, data) in &datagrams {
             net.engine.handle_receive(net.now, a, Protocol::Udp, *src, *dst, data);
-            net.now += Duration::from_millis(1);
+            net.now += Duration::from_millis(3);
             net.engine.handle_timeout(net.now);
             while let Some(out) = net.engine.poll_output() {
                 if matches!(out, Output::Transmit(_)) {
@@ -845,6 +846,11 @@ fn forwarding_allocates_nothing_per_packet_in_our_code() {
     // Warm-up: the engine's queues grow to their working size.
     let (_, warm) = forward(&mut net, 0..100);
     assert!(warm >= 300, "{warm} transmits for 100 packets to 3 subscribers");
+    // The allocation pass (once per `allocation::PERIOD`, not per packet) builds its
+    // lists on the heap: the measured window (200 packets, 600 ms) sits between two.
+    net.now = net.engine.next_allocation;
+    net.engine.handle_timeout(net.now);
+    while net.engine.poll_output().is_some() {}
     let (counts, transmits) = forward(&mut net, 100..300);
     assert!(transmits >= 600, "{transmits} transmits for 200 packets to 3 subscribers");
     assert!(counts.str0m > 0, "the probe sees str0m's allocations: {counts:?}");
@@ -925,8 +931,8 @@ impl Net {
     }
 }
 
-/// Simulcast on the virtual clock: a subscriber starts on the first layer that brings a
-/// keyframe; asked for another layer it keeps the current one (no freeze) and asks the
+/// Simulcast on the virtual clock: a subscriber starts on the default layer (medium)
+/// once it brings a keyframe, and a keyframe of another layer does not start it; asked for another layer it keeps the current one (no freeze) and asks the
 /// publisher for a keyframe of the new one, then switches on that keyframe and receives
 /// that layer alone, every frame of it.
 #[test]
@@ -953,12 +959,15 @@ fn simulcast_switches_layers_only_on_a_keyframe_of_the_asked_layer() {
     assert!(net.layers_received(b, 0).is_empty(), "no keyframe yet: {:?}", net.layers_received(b, 0));
     assert!(net.client(a).keyframe_requests > asked, "a subscriber waiting for a keyframe asks for one");
 
-    // A keyframe on the low layer: bob starts there and stays there.
-    frames(&mut net, 10, [true, false, false]);
+    // A keyframe on the low layer does not start bob: not his layer.
+    frames(&mut net, 3, [true, false, false]);
+    assert!(net.layers_received(b, 0).is_empty(), "{:?}", net.layers_received(b, 0));
+    // A keyframe on the medium layer, the default: bob starts there and stays there.
+    frames(&mut net, 10, [false, true, false]);
     let start = net.layers_received(b, 0);
-    assert!(start.len() >= 9 && start.iter().all(|&l| l == 0), "low layer only: {start:?}");
+    assert!(start.len() >= 9 && start.iter().all(|&l| l == 1), "medium layer only: {start:?}");
 
-    // Bob asks for high: the low layer goes on until high's keyframe, which is asked for.
+    // Bob asks for high: the medium layer goes on until high's keyframe, which is asked for.
     let mark = net.client(b).frames.len();
     let rids_before = net.client(a).keyframe_rids.len();
     net.send(
@@ -971,18 +980,18 @@ fn simulcast_switches_layers_only_on_a_keyframe_of_the_asked_layer() {
     );
     frames(&mut net, 10, [false; 3]);
     let waiting = net.layers_received(b, mark);
-    assert!(waiting.len() >= 9 && waiting.iter().all(|&l| l == 0), "no freeze while waiting: {waiting:?}");
+    assert!(waiting.len() >= 9 && waiting.iter().all(|&l| l == 1), "no freeze while waiting: {waiting:?}");
     let asked_for: Vec<_> = net.client(a).keyframe_rids[rids_before..].to_vec();
     assert!(asked_for.contains(&Some(Rid::from("f"))), "a keyframe of the high layer was asked for: {asked_for:?}");
 
     // High's keyframe: bob switches and gets every high frame, nothing else.
     let mark = net.client(b).frames.len();
     frames(&mut net, 10, [false, false, true]);
-    // (The low layer's frame written just before that keyframe still goes out.)
+    // (The medium layer's frame written just before that keyframe still goes out.)
     let after = net.layers_received(b, mark);
-    let high: Vec<u8> = after.iter().copied().skip_while(|&l| l == 0).collect();
+    let high: Vec<u8> = after.iter().copied().skip_while(|&l| l == 1).collect();
     assert_eq!(high, vec![2; 10], "from the keyframe on, the high layer alone, all 10 frames: {after:?}");
-    assert!(after.len() - high.len() <= 1, "at most the one low frame before the keyframe: {after:?}");
+    assert!(after.len() - high.len() <= 1, "at most the one medium frame before the keyframe: {after:?}");
 }
 
 #[test]
@@ -1581,4 +1590,256 @@ fn an_announcement_is_matched_to_its_line_by_the_msid_track_id() {
     assert_eq!(published.len(), 1, "{:?}", net.signals(a));
     assert_eq!(published[0].cid, "cam");
     assert_eq!(published[0].track.source, TrackSource::Camera);
+}
+
+impl Net {
+    /// `frames` frames from a simulcast publisher that, like an encoder, answers every
+    /// keyframe request that reached it with a keyframe on the layer asked (all layers
+    /// for a request without a rid). Returns the keyframes it encoded per layer.
+    fn responsive_simulcast(&mut self, pid: Pid, mid: Mid, first: u32, frames: u32) -> [u32; 3] {
+        let mut encoded = [0; 3];
+        let mut seen = self.client(pid).keyframe_rids.len();
+        for n in first..first + frames {
+            let asked: Vec<Option<Rid>> = self.client(pid).keyframe_rids[seen..].to_vec();
+            seen += asked.len();
+            let mut key = [false; 3];
+            for rid in asked {
+                for (i, r) in RIDS.iter().enumerate() {
+                    if rid.is_none() || rid == Some(Rid::from(*r)) {
+                        key[i] = true;
+                    }
+                }
+            }
+            for (i, k) in key.iter().enumerate() {
+                encoded[i] += u32::from(*k);
+            }
+            self.simulcast_frames(pid, mid, n, key);
+        }
+        encoded
+    }
+}
+
+/// Issue #12, finding 1: a subscriber that never sends `update_subscription` must not
+/// make the server ask the simulcast publisher for keyframes over and over. It starts on
+/// the default layer with one request, and after that the publisher encodes no more
+/// keyframes than the ones it started with and the one asked for.
+#[test]
+fn a_subscriber_that_never_asks_causes_no_keyframe_storm() {
+    let mut net = Net::new();
+    let a = net.join("alice", "r", |_| {});
+    let b = net.join("bob", "r", |_| {});
+    let mid = net.offer_simulcast(a);
+    net.offer(b, None);
+    net.run(300);
+    // 3% of alice's packets are lost (str0m's NACK/RTX repairs most).
+    net.client(a).loss = 0.03;
+    let asked_before = net.client(a).keyframe_rids.len();
+    // 8 s of video at 30 fps.
+    let encoded = net.responsive_simulcast(a, mid, 0, 240);
+    let asked: Vec<_> = net.client(a).keyframe_rids[asked_before..].to_vec();
+    let total: u32 = encoded.iter().sum();
+    assert!(total <= 3 + 2, "keyframes encoded in 8 s per layer {encoded:?}, requests {asked:?}");
+    let layers = net.layers_received(b, 0);
+    assert!(layers.len() >= 200, "bob receives nearly every frame: {}", layers.len());
+    let first = layers[0];
+    assert!(layers.iter().all(|&l| l == first), "one layer, no flapping: {layers:?}");
+}
+
+/// Issue #12, finding 1 (the storm): a subscriber waiting for a layer whose encoder is
+/// slow to answer asked on every packet, so the throttle sent a request every 500 ms for
+/// as long as it waited. It asks once, and again only after `KEYFRAME_RETRY`.
+#[test]
+fn a_subscriber_waiting_for_a_keyframe_asks_once_per_retry_not_twice_a_second() {
+    let mut net = Net::new();
+    let a = net.join("alice", "r", |_| {});
+    let b = net.join("bob", "r", |_| {});
+    let mid = net.offer_simulcast(a);
+    net.offer(b, None);
+    net.run(300);
+    let before = net.client(a).keyframe_rids.len();
+    // 4 s of delta frames: the encoder does not answer.
+    for n in 0..120 {
+        net.simulcast_frames(a, mid, n, [false; 3]);
+    }
+    let asked: Vec<_> = net.client(a).keyframe_rids[before..].to_vec();
+    let medium = asked.iter().filter(|r| **r == Some(Rid::from("h"))).count();
+    assert!((3..=5).contains(&medium), "one request per second for the default layer: {asked:?}");
+    assert!(asked.iter().all(|r| *r == Some(Rid::from("h"))), "only the layer waited for: {asked:?}");
+}
+
+/// Issue #12, finding 1 (every layer): two requests for different layers inside one
+/// throttle window were merged into one for every layer, so the encoder made a keyframe
+/// on a layer nobody waited for. Each layer's request goes to that layer alone.
+#[test]
+fn held_back_keyframe_requests_are_not_widened_to_every_layer() {
+    let mut net = Net::new();
+    let a = net.join("alice", "r", |_| {});
+    let b = net.join("bob", "r", |_| {});
+    let c = net.join("carol", "r", |_| {});
+    let mid = net.offer_simulcast(a);
+    net.offer(b, None);
+    net.offer(c, None);
+    net.run(300);
+    let sid = net.published_sid(a);
+    // Both start on medium.
+    for n in 0..5 {
+        net.simulcast_frames(a, mid, n, [false, n == 0, false]);
+    }
+    let before = net.client(a).keyframe_rids.len();
+    for (who, quality) in [(b, VideoQuality::High), (c, VideoQuality::Low)] {
+        net.send(
+            who,
+            ClientMessage::UpdateSubscription(switchyard_api::signal::UpdateSubscription {
+                track_sids: vec![sid.clone()],
+                subscribe: true,
+                quality: Some(quality),
+            }),
+        );
+    }
+    for n in 5..40 {
+        net.simulcast_frames(a, mid, n, [false; 3]);
+    }
+    let asked: Vec<_> = net.client(a).keyframe_rids[before..].to_vec();
+    assert!(asked.contains(&Some(Rid::from("f"))) && asked.contains(&Some(Rid::from("q"))), "{asked:?}");
+    assert!(!asked.contains(&Some(Rid::from("h"))) && !asked.contains(&None), "medium was not asked: {asked:?}");
+}
+
+impl Net {
+    /// The `stream_state`s `pid` was sent.
+    fn stream_states(&self, pid: Pid) -> Vec<switchyard_api::signal::StreamState> {
+        self.signals(pid)
+            .iter()
+            .filter_map(|m| if let ServerMessage::StreamState(s) = m { Some(s.clone()) } else { None })
+            .collect()
+    }
+
+    /// Inject a downlink estimate for `pid` at the allocation seam (what str0m's BWE
+    /// reports as `EgressBitrateEstimate`; its TWCC estimator is not driven here).
+    fn inject_estimate(&mut self, pid: Pid, bps: u64) {
+        let mid = Mid::from("0");
+        self.engine.estimate(pid, str0m::bwe::BweKind::Remb { estimate: str0m::bwe::Bitrate::bps(bps), mid });
+        self.flush();
+    }
+}
+
+/// Layer choice from the estimate, pause and resume with `stream_state`, hidden via
+/// `update_track_settings`, and dynacast telling the publisher which layers are unused.
+#[test]
+fn the_estimate_picks_the_layer_pauses_below_the_lowest_and_resumes() {
+    use switchyard_api::signal::{StreamPauseReason, StreamStateKind, UpdateTrackSettings};
+    let mut net = Net::new();
+    let a = net.join("alice", "r", |_| {});
+    let b = net.join("bob", "r", |_| {});
+    let mid = net.offer_simulcast(a);
+    net.offer(b, None);
+    net.run(300);
+    let sid = net.published_sid(a);
+    let mut n = 0;
+    let mut frames = |net: &mut Net, count: u32, key: [bool; 3]| {
+        for i in 0..count {
+            net.simulcast_frames(a, mid, n, if i == 0 { key } else { [false; 3] });
+            n += 1;
+        }
+    };
+    frames(&mut net, 10, [true; 3]);
+    assert!(net.layers_received(b, 0).iter().all(|&l| l == 1), "the default: medium");
+    assert!(net.stream_states(b).is_empty(), "the first active allocation is not announced");
+
+    // 100 kbit/s: not even the low layer fits.
+    net.inject_estimate(b, 100_000);
+    let s = net.stream_states(b);
+    assert_eq!(s.len(), 1, "{s:?}");
+    assert_eq!((s[0].state, s[0].reason), (StreamStateKind::Paused, Some(StreamPauseReason::Bandwidth)));
+    assert_eq!(s[0].track_sid, sid);
+    assert_eq!(net.engine.stats().paused_streams, 1);
+    let mark = net.client(b).frames.len();
+    frames(&mut net, 10, [true; 3]);
+    assert_eq!(net.client(b).frames.len(), mark, "paused: nothing forwarded");
+
+    // Back to plenty: active again, on a keyframe.
+    net.inject_estimate(b, 5_000_000);
+    let s = net.stream_states(b);
+    assert_eq!(s.len(), 2, "{s:?}");
+    assert_eq!((s[1].state, s[1].reason), (StreamStateKind::Active, None));
+    frames(&mut net, 10, [false, true, false]);
+    assert!(net.client(b).frames.len() >= mark + 9, "resumed");
+    assert_eq!(net.engine.stats().paused_streams, 0);
+
+    // Dynacast: only medium is received; after a period alice hears that q and f are not.
+    net.run(1100);
+    let told: Vec<_> = net
+        .signals(a)
+        .iter()
+        .filter_map(|m| if let ServerMessage::SubscribedLayers(l) = m { Some(l.clone()) } else { None })
+        .collect();
+    let last = told.last().expect("subscribed_layers sent");
+    let active: Vec<(&str, bool)> = last.layers.iter().map(|l| (l.rid.as_str(), l.active)).collect();
+    assert_eq!(active, [("q", false), ("h", true), ("f", false)]);
+    let count = told.len();
+    net.run(2100);
+    let again = net.signals(a).iter().filter(|m| matches!(m, ServerMessage::SubscribedLayers(_))).count();
+    assert_eq!(again, count, "sent on change only");
+
+    // Hidden: paused with that reason, whatever the bandwidth.
+    net.send(
+        b,
+        ClientMessage::UpdateTrackSettings(UpdateTrackSettings {
+            track_sids: vec![sid.clone()],
+            disabled: Some(true),
+            width: None,
+            height: None,
+            quality: None,
+        }),
+    );
+    let s = net.stream_states(b);
+    assert_eq!(
+        (s.last().unwrap().state, s.last().unwrap().reason),
+        (StreamStateKind::Paused, Some(StreamPauseReason::Hidden))
+    );
+    // A size for a track bob does not receive is a clear error.
+    net.send(
+        b,
+        ClientMessage::UpdateTrackSettings(UpdateTrackSettings {
+            track_sids: vec!["TR_nope".into()],
+            disabled: None,
+            width: Some(1),
+            height: Some(1),
+            quality: None,
+        }),
+    );
+    assert_eq!(net.errors(b, ErrorCode::TrackNotFound), 1);
+}
+
+/// Shown large, with a high estimate, the subscriber moves up to the high layer on its
+/// keyframe; the layer switch is counted.
+#[test]
+fn a_large_rendered_size_and_a_high_estimate_move_up_to_high() {
+    use switchyard_api::signal::UpdateTrackSettings;
+    let mut net = Net::new();
+    let a = net.join("alice", "r", |_| {});
+    let b = net.join("bob", "r", |_| {});
+    let mid = net.offer_simulcast(a);
+    net.offer(b, None);
+    net.run(300);
+    let sid = net.published_sid(a);
+    net.simulcast_frames(a, mid, 0, [true; 3]);
+    let switches = net.engine.stats().layer_switches;
+    net.inject_estimate(b, 5_000_000);
+    net.send(
+        b,
+        ClientMessage::UpdateTrackSettings(UpdateTrackSettings {
+            track_sids: vec![sid],
+            disabled: None,
+            width: Some(1280),
+            height: Some(720),
+            quality: None,
+        }),
+    );
+    assert_eq!(net.engine.stats().layer_switches, switches + 1);
+    let mark = net.client(b).frames.len();
+    for n in 1..10 {
+        net.simulcast_frames(a, mid, n, [false, false, n == 3]);
+    }
+    let got = net.layers_received(b, mark);
+    assert_eq!(got.iter().copied().skip_while(|&l| l == 1).collect::<Vec<_>>(), vec![2; 7], "{got:?}");
 }

@@ -12,6 +12,7 @@ use switchyard_api::signal::{
     TrackMuted, TrackPublished, TrackRef, TrackSource, VideoQuality,
 };
 
+use super::allocation::{Layer, LayerRate, prior_bps};
 use super::keyframe::KeyframeThrottle;
 use super::speakers::LevelMeter;
 use super::subscription::Sub;
@@ -83,6 +84,10 @@ pub(super) struct Published {
     /// RTP packets and payload bytes received on this track.
     pub(super) packets: u64,
     pub(super) bytes: u64,
+    /// Bytes and measured rate per layer (rid), for the allocator.
+    pub(super) rates: Vec<(Option<Rid>, LayerRate)>,
+    /// The layers last told active with `subscribed_layers` (`None`: never told; all on).
+    pub(super) dynacast: Option<Vec<bool>>,
 }
 
 impl Published {
@@ -114,7 +119,49 @@ impl Published {
             level: LevelMeter::default(),
             packets: 0,
             bytes: 0,
+            rates: Vec::with_capacity(3),
+            dynacast: None,
         }
+    }
+
+    pub(super) fn layers(&self) -> &[SimulcastLayer] {
+        &self.layers
+    }
+
+    pub(super) fn source(&self) -> TrackSource {
+        self.source
+    }
+
+    /// Count a received packet's payload against its layer.
+    pub(super) fn count(&mut self, rid: Option<Rid>, bytes: usize) {
+        match self.rates.iter_mut().find(|(r, _)| *r == rid) {
+            Some((_, rate)) => rate.bytes += bytes as u64,
+            None => self.rates.push((rid, LayerRate { bytes: bytes as u64, bps: 0 })),
+        }
+    }
+
+    /// The layers as the allocator sees them, lowest first, with their rids: the rate
+    /// measured over the last period, or else the announced `maxBitrateBps`, or else a
+    /// prior by quality. A track without announced layers is one layer.
+    pub(super) fn allocation_layers(&self) -> (Vec<Layer>, Vec<Option<Rid>>) {
+        let measured =
+            |rid: Option<Rid>| self.rates.iter().find(|(r, _)| *r == rid).map(|(_, l)| l.bps).filter(|&b| b > 0);
+        if self.layers.is_empty() {
+            let bps = measured(None).unwrap_or(prior_bps(VideoQuality::Medium));
+            let (width, height) = (self.width.unwrap_or(0), self.height.unwrap_or(0));
+            return (vec![Layer { quality: VideoQuality::High, bitrate_bps: bps, width, height }], vec![None]);
+        }
+        let mut layers: Vec<(Layer, Option<Rid>)> = self
+            .layers
+            .iter()
+            .map(|l| {
+                let rid = Some(Rid::from(l.rid.as_str()));
+                let bps = measured(rid).or(l.max_bitrate_bps.map(u64::from)).unwrap_or(prior_bps(l.quality));
+                (Layer { quality: l.quality, bitrate_bps: bps, width: l.width, height: l.height }, rid)
+            })
+            .collect();
+        layers.sort_by_key(|(l, _)| l.quality);
+        layers.into_iter().unzip()
     }
 
     pub(super) fn media_kind(&self) -> MediaKind {
@@ -139,6 +186,13 @@ impl Published {
     pub(super) fn rid_for(&self, quality: Option<VideoQuality>) -> Option<Rid> {
         let q = quality?;
         self.layers.iter().find(|l| l.quality == q).map(|l| Rid::from(l.rid.as_str()))
+    }
+
+    /// The layer a subscriber gets before it says what it wants (and before the
+    /// allocator has measured anything): medium, or the top layer of a track with fewer.
+    pub(super) fn default_rid(&self) -> Option<Rid> {
+        let l = self.layers.iter().find(|l| l.quality == VideoQuality::Medium).or(self.layers.last())?;
+        Some(Rid::from(l.rid.as_str()))
     }
 
     pub(super) fn spec_for(&mut self, pt: Pt, rtc: &Rtc) -> Option<CodecSpec> {
@@ -218,6 +272,7 @@ impl Engine {
         let mut track = Published::new(sid.clone(), mid, kind, announced);
         track.negotiated = Some(negotiated);
         let info = track.info();
+        let default = track.default_rid();
         let cid = track.cid.clone();
         peer.published.push(track);
         let participant = peer.info();
@@ -239,7 +294,9 @@ impl Engine {
                 && p.auto_subscribe
                 && p.grants.can_subscribe
             {
-                p.subs.push(Sub::new(pid, publisher_sid.clone(), mid, media, sid.clone(), &mut self.rng));
+                let mut sub = Sub::new(pid, publisher_sid.clone(), mid, media, sid.clone(), &mut self.rng);
+                sub.layers.set_target(default);
+                p.subs.push(sub);
                 self.mark_renegotiate(m);
             }
         }
@@ -292,6 +349,7 @@ impl Engine {
         if track.kind != TrackKind::Video || !track.keyframes.ask(now, rid, kind) {
             return;
         }
+        self.stats.keyframe_requests += 1;
         {
             let _str0m = probe::foreign();
             let mut api = p.rtc.direct_api();
@@ -320,12 +378,24 @@ impl Engine {
         // The list is reused: this runs on every timeout.
         let mut due = std::mem::take(&mut self.due_keyframes);
         due.clear();
-        due.extend(self.peers.values_mut().flat_map(|p| {
-            let pid = p.pid;
-            p.published.iter_mut().filter_map(move |t| t.keyframes.take_due(now).map(|(rid, k)| (pid, t.mid, rid, k)))
-        }));
+        for p in self.peers.values_mut() {
+            for t in &mut p.published {
+                while let Some((rid, k)) = t.keyframes.take_due(now) {
+                    due.push((p.pid, t.mid, rid, k));
+                }
+            }
+        }
         for &(pid, mid, rid, kind) in &due {
-            self.request_keyframe(now, pid, mid, rid, kind);
+            // Sent only if someone still waits: a subscriber that started or switched
+            // meanwhile must not cause a keyframe on a layer nobody needs.
+            let waits = self.index.subscribers(pid, mid).iter().any(|m| {
+                self.peers.get(m).is_some_and(|p| {
+                    p.subs.iter().any(|s| s.publisher == pid && s.pub_mid == mid && s.layers.waits_for(rid))
+                })
+            });
+            if waits {
+                self.request_keyframe(now, pid, mid, rid, kind);
+            }
         }
         self.due_keyframes = due;
     }
