@@ -452,6 +452,7 @@ fn dashboards_are_well_formed() {
         BTreeSet::from([
             "Switchyard / Operator".to_owned(),
             "Switchyard / Overview".to_owned(),
+            "Switchyard / Rooms & SFU".to_owned(),
             "Switchyard / TURN".to_owned()
         ]),
         "the dashboards the README promises"
