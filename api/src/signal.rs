@@ -1414,7 +1414,7 @@ mod tests {
         let mut tags: Vec<&str> = samples.iter().map(server_type).collect();
         tags.sort();
         tags.dedup();
-        assert_eq!(tags.len(), 18, "one sample per server message type");
+        assert_eq!(tags.len(), 22, "one sample per server message type");
         for m in samples {
             let json = serde_json::to_string(&m).unwrap();
             let value: serde_json::Value = serde_json::from_str(&json).unwrap();

@@ -204,3 +204,53 @@ async fn bad_tokens_are_refused_before_the_upgrade_with_a_reason() {
     }
     node.shutdown().await;
 }
+
+/// The RTCP-derived metrics fill from real peers: loss, RTT and jitter histograms get
+/// observations, and both participants get a connection-quality verdict.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_fills_the_quality_histograms_and_rates_both_connections() {
+    let _one_at_a_time = HEAVY.lock().await;
+    let node = start_node().await;
+    let mut a = Peer::join(&node, &token("alice", "quality", |_| {}), 1, &[TrackKind::Audio, TrackKind::Video]).await;
+    let b = Peer::join(&node, &token("bob", "quality", |_| {}), 2, &[TrackKind::Audio, TrackKind::Video]).await;
+    let sa = a.start_media(Duration::from_secs(30));
+    let sb = b.start_media(Duration::from_secs(30));
+    let count = |metrics: &str, name: &str| -> f64 {
+        metrics
+            .lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0.0)
+    };
+    let names = [
+        "switchyard_media_packet_loss_ratio_count",
+        "switchyard_media_rtt_seconds_count",
+        "switchyard_media_jitter_seconds_count",
+    ];
+    let mut metrics = String::new();
+    let mut filled = false;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while !filled && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        metrics = http(node.admin_addr, "GET", "/metrics").await.1;
+        filled = names.iter().all(|n| count(&metrics, n) > 0.0);
+    }
+    let quality = a
+        .wait_for(Duration::from_secs(20), |m| match m {
+            ServerMessage::ConnectionQuality(q) if !q.updates.is_empty() => {
+                Some(q.updates.iter().map(|u| u.quality).collect::<Vec<_>>())
+            }
+            _ => None,
+        })
+        .await;
+    sa.abort();
+    sb.abort();
+    let lines: Vec<&str> = metrics.lines().filter(|l| l.contains("_count") || l.contains("by_quality")).collect();
+    assert!(filled, "{lines:#?}");
+    println!("quality metrics after a call: {lines:#?}; first verdicts alice heard: {quality:?}");
+    assert!(quality.is_some_and(|q| !q.is_empty()), "alice heard no connection_quality");
+    a.close().await;
+    b.close().await;
+    node.shutdown().await;
+}
