@@ -19,7 +19,9 @@
 //!    (`update_subscription` or `update_track_settings`) caps it too.
 //! 3. In priority order (screen share, then the active speaker, then the rest; ties keep
 //!    their order), each gets its lowest layer if that fits what is left; if not, it is
-//!    paused (`bandwidth`) — lower priorities are never served before a higher one.
+//!    paused (`bandwidth`) — lower priorities are never served before a higher one. A
+//!    track without simulcast has no lower layer: it keeps its one stream (paced) and
+//!    takes what is left.
 //! 4. Then, in the same order, each moves up to the best layer up to its cap that fits
 //!    what is left. A move above the layer it has now needs [`HEADROOM`] over that layer's
 //!    bitrate, so a noisy estimate does not flap between two layers.
@@ -129,6 +131,11 @@ pub(crate) fn allocate(estimate_bps: u64, wants: &[Want]) -> Vec<Decision> {
         let cost = wants[i].layers[0].bitrate_bps;
         if cost <= left {
             left -= cost;
+        } else if wants[i].layers.len() == 1 {
+            // A track without simulcast has nothing lower to fall back to: it keeps its
+            // one stream (the pacer and the sender's congestion control slow it), since
+            // pausing it would also stop the traffic the estimate grows from.
+            left = 0;
         } else {
             out[i] = Decision::Paused(PauseReason::Bandwidth);
         }
@@ -513,10 +520,19 @@ mod tests {
     }
 
     #[test]
-    fn a_track_without_simulcast_is_one_layer_kept_or_paused() {
+    fn a_track_without_simulcast_keeps_its_one_layer_unless_hidden() {
         let one = Want { layers: three()[1..2].to_vec(), ..want(Other) };
         assert_eq!(allocate(10_000_000, std::slice::from_ref(&one)), [Decision::Layer(0)]);
-        assert_eq!(allocate(100_000, &[one]), [Decision::Paused(Bandwidth)]);
+        assert_eq!(
+            allocate(100_000, std::slice::from_ref(&one)),
+            [Decision::Layer(0)],
+            "no lower layer to fall back to: never paused for bandwidth"
+        );
+        let hidden = Want { hidden: true, ..one.clone() };
+        assert_eq!(allocate(10_000_000, &[hidden]), [Decision::Paused(Hidden)]);
+        // It takes what is left: a simulcast track after it gets only its lowest layer
+        // if that still fits, else it is paused.
+        assert_eq!(allocate(100_000, &[one, want(Other)])[1], Decision::Paused(Bandwidth));
     }
 
     #[test]
