@@ -192,18 +192,6 @@ impl Engine {
             .filter(|p| !p.grants.hidden)
             .map(super::participant::Peer::info)
             .collect();
-        JoinResponse {
-            room: self.room_info(&peer.room),
-            participant: peer.info(),
-            other_participants: others,
-            ice_servers: args.ice_servers.clone(),
-            ice_transport_policy: self.cfg.ice_transport_policy,
-            protocol_version: switchyard_api::signal::PROTOCOL_VERSION,
-            server_version: env!("CARGO_PKG_VERSION").into(),
-            node: self.cfg.node.clone(),
-            ping_interval_seconds: self.cfg.ping_interval_seconds,
-            ping_timeout_seconds: self.cfg.ping_timeout_seconds,
-            reconnect_token: args.next_token.clone(),
-        }
+        self.join_response(&peer.room, peer.info(), others, args.ice_servers.clone(), args.next_token.clone())
     }
 }

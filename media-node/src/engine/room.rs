@@ -8,8 +8,8 @@ use str0m::media::MediaKind;
 use str0m::{Candidate, Rtc, RtcConfig};
 use switchyard_api::room::Codec;
 use switchyard_api::signal::{
-    ErrorCode, JoinResponse, LeaveReason, ParticipantEvent, ParticipantLeft, Reconnect, RoomInfo, ServerLeave,
-    ServerMessage,
+    ErrorCode, IceServer, JoinResponse, LeaveReason, ParticipantEvent, ParticipantInfo, ParticipantLeft, Reconnect,
+    RoomInfo, ServerLeave, ServerMessage,
 };
 
 use super::participant::Peer;
@@ -127,19 +127,7 @@ impl Engine {
             .filter(|p| !p.grants.hidden)
             .map(Peer::info)
             .collect();
-        let response = JoinResponse {
-            room: self.room_info(&args.room),
-            participant: info.clone(),
-            other_participants: others,
-            ice_servers: args.ice_servers,
-            ice_transport_policy: self.cfg.ice_transport_policy,
-            protocol_version: switchyard_api::signal::PROTOCOL_VERSION,
-            server_version: env!("CARGO_PKG_VERSION").into(),
-            node: self.cfg.node.clone(),
-            ping_interval_seconds: self.cfg.ping_interval_seconds,
-            ping_timeout_seconds: self.cfg.ping_timeout_seconds,
-            reconnect_token: args.reconnect_token,
-        };
+        let response = self.join_response(&args.room, info.clone(), others, args.ice_servers, args.reconnect_token);
         self.signal(pid, ServerMessage::Joined(response));
         if !hidden {
             for &m in members.iter().filter(|&&m| m != pid) {
@@ -188,6 +176,31 @@ impl Engine {
         let p = self.peers.get(&pid)?;
         let room_sid = self.rooms.get(&p.room).map(|r| r.sid.clone()).unwrap_or_default();
         Some((p.room.clone(), room_sid, Who { identity: p.identity.clone(), sid: p.sid.clone() }))
+    }
+
+    /// `joined` (and `resumed`): the room, the participant, the others it may see, and
+    /// the session settings.
+    pub(super) fn join_response(
+        &self,
+        room: &str,
+        participant: ParticipantInfo,
+        others: Vec<ParticipantInfo>,
+        ice_servers: Vec<IceServer>,
+        reconnect_token: String,
+    ) -> JoinResponse {
+        JoinResponse {
+            room: self.room_info(room),
+            participant,
+            other_participants: others,
+            ice_servers,
+            ice_transport_policy: self.cfg.ice_transport_policy,
+            protocol_version: switchyard_api::signal::PROTOCOL_VERSION,
+            server_version: env!("CARGO_PKG_VERSION").into(),
+            node: self.cfg.node.clone(),
+            ping_interval_seconds: self.cfg.ping_interval_seconds,
+            ping_timeout_seconds: self.cfg.ping_timeout_seconds,
+            reconnect_token,
+        }
     }
 
     pub(super) fn room_info(&self, name: &str) -> RoomInfo {
