@@ -170,10 +170,20 @@ pub struct SfuSpec {
     #[serde(default = "default_sfu_drain_seconds")]
     #[schemars(range(min = 0, max = 86400))]
     pub drain_grace_period_seconds: i64,
+    /// How long a participant whose signaling connection dropped is kept (its tracks,
+    /// subscriptions and media) for the client to `resume`, in seconds; 0 turns resume
+    /// off (a dropped connection leaves at once).
+    #[serde(default = "default_resume_window_seconds")]
+    #[schemars(range(min = 0, max = 300))]
+    pub resume_window_seconds: i64,
 }
 
 fn default_sfu_drain_seconds() -> i64 {
     3600
+}
+
+fn default_resume_window_seconds() -> i64 {
+    15
 }
 
 impl Default for SfuSpec {
@@ -184,6 +194,7 @@ impl Default for SfuSpec {
             image: None,
             resources: None,
             drain_grace_period_seconds: default_sfu_drain_seconds(),
+            resume_window_seconds: default_resume_window_seconds(),
         }
     }
 }

@@ -78,8 +78,10 @@
 //! (`update_track_settings` `width`/`height`, or a `quality`) it gets the medium layer.
 //! `update_track_settings` `disabled: true` pauses the track's video. When the server
 //! pauses or resumes a video track it sends `stream_state` (`paused` with `reason`
-//! `bandwidth` or `hidden`; `active` with the layer's `quality`); the first allocation of
-//! an active stream is not announced. Audio is never paused. A simulcast publisher gets
+//! `bandwidth`, `hidden` or `publisher_muted`; `active` with the layer's `quality`); the
+//! first allocation of an active stream is not announced, nor is an unsubscribe (that is
+//! `subscription_updated`). Bandwidth goes to screen shares first, then to the cameras of
+//! the active speakers, then to the rest. Audio is never paused. A simulcast publisher gets
 //! `subscribed_layers` (every announced layer with `active`) when the set of layers
 //! somebody receives changes; it may stop encoding the inactive ones.
 
@@ -595,10 +597,19 @@ pub enum StreamPauseReason {
     Bandwidth,
     /// The subscriber said it is not shown (`update_track_settings` `disabled`).
     Hidden,
-    /// The subscriber unsubscribed.
-    Unsubscribed,
     /// The publisher muted the track.
     PublisherMuted,
+}
+
+impl StreamPauseReason {
+    /// The wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StreamPauseReason::Bandwidth => "bandwidth",
+            StreamPauseReason::Hidden => "hidden",
+            StreamPauseReason::PublisherMuted => "publisher_muted",
+        }
+    }
 }
 
 /// `stream_state`.
@@ -1482,6 +1493,9 @@ mod tests {
     fn as_str_is_the_wire_name() {
         for code in [ErrorCode::BadRequest, ErrorCode::RoomFull, ErrorCode::NegotiationFailed, ErrorCode::Internal] {
             assert_eq!(serde_json::to_value(code).unwrap(), code.as_str());
+        }
+        for r in [StreamPauseReason::Bandwidth, StreamPauseReason::Hidden, StreamPauseReason::PublisherMuted] {
+            assert_eq!(serde_json::to_value(r).unwrap(), r.as_str());
         }
     }
 

@@ -671,8 +671,21 @@ async fn restarts(f: &Fixture) -> Result<()> {
     .await?;
     println!("e2e restarts: kube-apiserver back after {:.1?}", t1.elapsed());
 
-    // 3. The control plane works again: a new Room is placed, and the hosting node's
+    // 3. The control plane works again: a change to the MediaCluster is reconciled (the
+    // operator's MediaCluster controller watches it and four kinds of children; after a
+    // restart every one of those watches fails once, and those failures must not queue
+    // up behind one another's backoff), a new Room is placed, and the hosting node's
     // status reports still land.
+    let t2 = Instant::now();
+    let clusters: Api<MediaCluster> = Api::namespaced(f.client.clone(), &f.ns.name);
+    let bump = json!({ "spec": { "turn": { "replicas": { "max": 2 } } } });
+    let generation = clusters.patch(CLUSTER, &PatchParams::default(), &Patch::Merge(&bump)).await?.metadata.generation;
+    wait_for("the operator to reconcile a MediaCluster change after the restart", Duration::from_secs(30), || async {
+        let mc = clusters.get(CLUSTER).await?;
+        Ok((mc.status.and_then(|s| s.observed_generation) >= generation).then_some(()))
+    })
+    .await?;
+    println!("e2e restarts: a MediaCluster change reconciled {:.1?} after it was made", t2.elapsed());
     let obj: Room = serde_json::from_value(json!({
         "apiVersion": "switchyard.dev/v1alpha1", "kind": "Room",
         "metadata": { "name": "after-restarts" }, "spec": { "clusterRef": CLUSTER }

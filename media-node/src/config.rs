@@ -258,6 +258,7 @@ impl Config {
         self.empty_timeout_seconds = file.room_defaults.empty_timeout_seconds;
         self.max_participants = file.room_defaults.max_participants;
         self.drain_grace_seconds = file.drain_grace_seconds;
+        self.resume_window_seconds = file.resume_window_seconds;
         self.max_connections_per_ip = file.max_connections_per_client as usize;
         self.trusted_proxies = file.trusted_proxies.clone();
         self.cluster = file.cluster.clone();
@@ -458,6 +459,7 @@ mod tests {
         assert_eq!(c.capacity, Capacity::default(), "flags alone: no limits");
         c.apply_file(&read_file(&path).unwrap(), |_| None).unwrap();
         assert_eq!(c.capacity, Capacity { rooms: 50, participants: 400, bandwidth_bps: 800_000_000 });
+        assert_eq!(c.resume_window(), Duration::from_secs(30), "sfu.resumeWindowSeconds reaches the node");
         // The golden cluster has an ingress and no trusted proxies: no per-client cap.
         assert_eq!((c.max_connections_per_ip, c.trusted_proxies.len()), (0, 0));
 

@@ -12,7 +12,7 @@ use prometheus_client::metrics::{MetricType, TypedMetric};
 use prometheus_client::registry::Registry;
 
 use crate::engine::EngineStats;
-use crate::engine::quality::{Hist, JITTER_BUCKETS, LOSS_BUCKETS, RTT_BUCKETS};
+use crate::engine::quality::{ESTIMATE_BUCKETS, Hist, JITTER_BUCKETS, LOSS_BUCKETS, RTT_BUCKETS};
 
 /// A histogram the engine shards fill (cumulative [`Hist`] counts, summed over shards) and
 /// the metrics loop copies in once a second.
@@ -104,12 +104,13 @@ pub(crate) struct Metrics {
     pub(crate) tracks: Gauge,
     pub(crate) layer_switches: Counter,
     pub(crate) keyframe_requests: Counter,
-    pub(crate) paused_streams: Gauge,
+    pub(crate) paused_streams: Family<Reason, Gauge>,
     pub(crate) packets: Family<Direction, Counter>,
     pub(crate) bytes: Family<Direction, Counter>,
     pub(crate) loss: ShardHistogram,
     pub(crate) rtt: ShardHistogram,
     pub(crate) jitter: ShardHistogram,
+    pub(crate) estimate: ShardHistogram,
     pub(crate) nacks: Family<Direction, Counter>,
     pub(crate) keyframe_requests_in: Family<Kind, Counter>,
     pub(crate) by_quality: Family<Quality, Gauge>,
@@ -145,11 +146,12 @@ impl Metrics {
             tracks: Gauge::default(),
             layer_switches: Counter::default(),
             keyframe_requests: Counter::default(),
-            paused_streams: Gauge::default(),
+            paused_streams: Family::default(),
             packets: Family::default(),
             bytes: Family::default(),
             loss: ShardHistogram::new(&LOSS_BUCKETS),
             rtt: ShardHistogram::new(&RTT_BUCKETS),
+            estimate: ShardHistogram::new(&ESTIMATE_BUCKETS),
             jitter: ShardHistogram::new(&JITTER_BUCKETS),
             nacks: Family::default(),
             keyframe_requests_in: Family::default(),
@@ -202,7 +204,7 @@ impl Metrics {
         );
         registry.register(
             "paused_video_streams",
-            "Video subscriptions paused now (the subscriber's bandwidth, or hidden)",
+            "Video subscriptions paused now, by reason (bandwidth: not even the lowest layer fits the subscriber's estimate; hidden; publisher_muted)",
             m.paused_streams.clone(),
         );
         registry.register(
@@ -225,6 +227,11 @@ impl Metrics {
             "jitter_seconds",
             "Interarrival jitter of the worst stream, per participant and RTCP report",
             m.jitter.clone(),
+        );
+        registry.register(
+            "downlink_estimate_bits_per_second",
+            "Estimated downlink of each subscriber receiving video (str0m's BWE from TWCC, or the client's REMB), once a second",
+            m.estimate.clone(),
         );
         registry.register(
             "nacks",
@@ -325,7 +332,9 @@ impl Metrics {
         self.participants.set(now.participants as i64);
         self.tracks.set(now.tracks as i64);
         self.sessions_held.set(now.held as i64);
-        self.paused_streams.set(now.paused_streams as i64);
+        for (reason, n) in crate::engine::PAUSE_REASONS.iter().zip(now.paused_streams) {
+            self.paused_streams.get_or_create(&Reason { reason: reason.as_str() }).set(n as i64);
+        }
         let delta = |a: u64, b: u64| a.saturating_sub(b);
         self.resumes.get_or_create(&Outcome { result: "ok" }).inc_by(delta(now.resumes, before.resumes));
         for f in crate::engine::ResumeFailure::ALL {
@@ -342,6 +351,7 @@ impl Metrics {
         self.loss.set(q.loss);
         self.rtt.set(q.rtt);
         self.jitter.set(q.jitter);
+        self.estimate.set(q.estimate);
         self.nacks.get_or_create(&Direction { direction: "in" }).inc_by(delta(q.nacks_in, b.nacks_in));
         self.nacks.get_or_create(&Direction { direction: "out" }).inc_by(delta(q.nacks_out, b.nacks_out));
         self.keyframe_requests_in.get_or_create(&Kind { kind: "pli" }).inc_by(delta(q.plis_in, b.plis_in));

@@ -265,6 +265,7 @@ fn add(total: &mut EngineStats, s: &EngineStats) {
     t.loss.add(&q.loss);
     t.rtt.add(&q.rtt);
     t.jitter.add(&q.jitter);
+    t.estimate.add(&q.estimate);
     t.nacks_in += q.nacks_in;
     t.nacks_out += q.nacks_out;
     t.plis_in += q.plis_in;
@@ -274,7 +275,9 @@ fn add(total: &mut EngineStats, s: &EngineStats) {
     }
     total.layer_switches += s.layer_switches;
     total.keyframe_requests += s.keyframe_requests;
-    total.paused_streams += s.paused_streams;
+    for (a, b) in total.paused_streams.iter_mut().zip(s.paused_streams) {
+        *a += b;
+    }
     total.last_estimate_bps = total.last_estimate_bps.max(s.last_estimate_bps);
 }
 

@@ -177,8 +177,10 @@ impl Args {
             .owns(sts, wc())
             .owns(deps, wc())
             .owns(svcs, wc())
-            .owns(cms, wc());
-        let room_controller = Controller::new(rooms, watcher::Config::default());
+            .owns(cms, wc())
+            .trigger_backoff(TriggerBackoff::default());
+        let room_controller =
+            Controller::new(rooms, watcher::Config::default()).trigger_backoff(TriggerBackoff::default());
 
         let mut images = Images::default();
         if let Some(i) = &self.media_node_image {
@@ -225,6 +227,48 @@ impl Args {
                 .await;
         };
         futures::join!(mcs, rooms);
+    }
+}
+
+/// Backoff of a controller's watches, after a watch error.
+///
+/// kube-runtime applies one backoff to the merged stream of all of a controller's watches:
+/// every error pauses all of them. When the apiserver restarts, each watch fails once
+/// more after it is back (its connection to the old process ends), and those failures
+/// come out one at a time, each after the pause the previous one earned. With kube's
+/// default (0.8 s doubling to 30 s, plus jitter) the MediaCluster controller's five
+/// watches stood still for 2.5 minutes after an apiserver restart, seeing neither new
+/// nor deleted MediaClusters. Capped at [`TriggerBackoff::MAX`], that is a few seconds,
+/// and a dead apiserver is still asked at most every `MAX`.
+#[derive(Debug, Clone, Copy)]
+struct TriggerBackoff {
+    next: Duration,
+}
+
+impl TriggerBackoff {
+    const MIN: Duration = Duration::from_millis(250);
+    const MAX: Duration = Duration::from_secs(2);
+}
+
+impl Default for TriggerBackoff {
+    fn default() -> Self {
+        Self { next: Self::MIN }
+    }
+}
+
+impl Iterator for TriggerBackoff {
+    type Item = Duration;
+
+    fn next(&mut self) -> Option<Duration> {
+        let now = self.next;
+        self.next = (self.next * 2).min(Self::MAX);
+        Some(now)
+    }
+}
+
+impl kube::runtime::utils::Backoff for TriggerBackoff {
+    fn reset(&mut self) {
+        self.next = Self::MIN;
     }
 }
 
@@ -314,8 +358,20 @@ pub fn admin_router(metrics: Arc<Metrics>, ready: Arc<AtomicBool>) -> Router {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use kube::runtime::utils::Backoff as _;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    use super::*;
+
+    #[test]
+    fn watch_errors_pause_the_watches_at_most_two_seconds_and_success_resets_the_pause() {
+        let ms = Duration::from_millis;
+        let mut b = TriggerBackoff::default();
+        let waits: Vec<Duration> = b.by_ref().take(6).collect();
+        assert_eq!(waits, [ms(250), ms(500), ms(1000), ms(2000), ms(2000), ms(2000)]);
+        b.reset();
+        assert_eq!(b.next(), Some(ms(250)));
+    }
 
     async fn get(addr: SocketAddr, path: &str) -> String {
         let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();

@@ -41,11 +41,19 @@ pub struct MediaNodeConfig {
     pub webhooks: Vec<Webhook>,
     /// How long a drain waits for rooms to empty, seconds.
     pub drain_grace_seconds: u64,
+    /// How long a participant whose signaling socket dropped is kept for `resume`,
+    /// seconds; 0: off.
+    #[serde(default = "default_resume_window_seconds")]
+    pub resume_window_seconds: u64,
     /// Open signaling connections from one client address (0: no limit).
     pub max_connections_per_client: u32,
     /// Proxies whose `X-Forwarded-For` names the client (media-node's `--trusted-proxies`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub trusted_proxies: Vec<ipnet::IpNet>,
+}
+
+fn default_resume_window_seconds() -> u64 {
+    15
 }
 
 impl MediaNodeConfig {
@@ -151,6 +159,7 @@ mod tests {
                 api_key: Some("APIedge".into()),
             }],
             drain_grace_seconds: 600,
+            resume_window_seconds: 20,
             max_connections_per_client: 256,
             trusted_proxies: vec!["10.244.0.0/16".parse().unwrap()],
         }

@@ -30,7 +30,7 @@ use switchyard_api::token::{Claims, Grants, mint};
 use tokio::sync::watch;
 
 use self::media::VideoSpec;
-use self::stats::{Live, Summary, Totals, live_line};
+use self::stats::{Live, Second, Summary, Totals, live_line};
 use super::{parse_duration, parse_percent, parse_rate};
 
 #[derive(Debug, clap::Args)]
@@ -60,6 +60,11 @@ pub(crate) struct SfuArgs {
     /// Participants per room that only subscribe.
     #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(0..=10_000))]
     subscribers: u32,
+    /// Publishers per room that joined from elsewhere (another run of this command, in
+    /// another network namespace say), sending what --video and --audio say: every
+    /// participant here expects their tracks too.
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u32).range(0..=1000))]
+    remote_publishers: u32,
     /// Publishers' camera: `none`, a preset (`180p`, `360p`, `720p`, `1080p`), or
     /// `WIDTHxHEIGHT`, optionally with `@BITRATE` (`720p@2.5M`, `640x480@800k`).
     #[arg(long, default_value = "720p", value_parser = parse_video)]
@@ -230,8 +235,8 @@ pub(crate) fn run(args: SfuArgs) -> anyhow::Result<()> {
     let order = join_order(args.rooms, args.publishers, args.subscribers);
     anyhow::ensure!(!order.is_empty(), "no participants: give --publishers or --subscribers above 0");
     anyhow::ensure!(
-        args.publishers > 0 || args.subscribers == 0,
-        "subscribers need a publisher: give --publishers 1 or more"
+        args.publishers > 0 || args.remote_publishers > 0 || args.subscribers == 0,
+        "subscribers need a publisher: give --publishers (or --remote-publishers) 1 or more"
     );
     let video = match args.video {
         VideoArg::None => None,
@@ -267,7 +272,8 @@ pub(crate) fn run(args: SfuArgs) -> anyhow::Result<()> {
     let tracks_per_publisher = usize::from(video.is_some()) + usize::from(args.audio.0.is_some());
     let media = describe_media(video.as_deref(), args.audio.0);
     let plans: Vec<peer::Plan> = {
-        let flowing: Vec<Arc<AtomicBool>> = (0..args.rooms).map(|_| Arc::new(AtomicBool::new(false))).collect();
+        let remote = args.remote_publishers > 0;
+        let flowing: Vec<Arc<AtomicBool>> = (0..args.rooms).map(|_| Arc::new(AtomicBool::new(remote))).collect();
         order
             .iter()
             .zip(urls)
@@ -277,7 +283,8 @@ pub(crate) fn run(args: SfuArgs) -> anyhow::Result<()> {
                 audio_bitrate: args.audio.0,
                 video: video.clone(),
                 quality: args.quality.into(),
-                expected_tracks: (args.publishers as usize - usize::from(publish)) * tracks_per_publisher,
+                expected_tracks: (args.publishers as usize - usize::from(publish) + args.remote_publishers as usize)
+                    * tracks_per_publisher,
                 decrypt_all: args.decrypt_all,
                 local_ip,
                 room_flowing: flowing[room as usize].clone(),
@@ -374,6 +381,7 @@ async fn drive(plans: Vec<peer::Plan>, ramp: f64, duration: Duration) -> anyhow:
     let mut prev = Totals::default();
     let mut prev_at = start;
     let mut steady_start: Option<(Instant, Totals)> = None;
+    let mut timeline = Vec::new();
     loop {
         tokio::select! {
             _ = tick.tick() => {}
@@ -381,7 +389,9 @@ async fn drive(plans: Vec<peer::Plan>, ramp: f64, duration: Duration) -> anyhow:
         }
         let now = Instant::now();
         let t = Totals::sum(live.iter().map(Arc::as_ref));
-        eprintln!("{}", live_line(now - start, n, &t.since(&prev), now - prev_at));
+        let second = Second { at: now - start, over: now - prev_at, delta: t.since(&prev) };
+        eprintln!("{}", live_line(second.at, n, &second.delta, second.over));
+        timeline.push(second);
         if steady_start.is_none() && now >= steady_from {
             steady_start = Some((now, t));
         }
@@ -415,6 +425,7 @@ async fn drive(plans: Vec<peer::Plan>, ramp: f64, duration: Duration) -> anyhow:
         outcomes,
         cpu_seconds: 0.0,
         interrupted,
+        timeline,
     })
 }
 

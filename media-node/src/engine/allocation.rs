@@ -13,7 +13,8 @@
 //! ```
 //!
 //! Rules, in order:
-//! 1. Hidden or disabled: paused (`hidden`), whatever the bandwidth.
+//! 1. Muted by its publisher: paused (`publisher_muted`); hidden or disabled: paused
+//!    (`hidden`); whatever the bandwidth, and costing none of it.
 //! 2. A subscription's cap is the smallest layer at least as large as it is rendered; with
 //!    no size and no quality given, the medium layer (the default); a quality asked
 //!    (`update_subscription` or `update_track_settings`) caps it too.
@@ -35,6 +36,7 @@ use switchyard_api::signal::{
     TrackSource, UpdateTrackSettings, VideoQuality,
 };
 
+use super::quality::ESTIMATE_BUCKETS;
 use super::subscription::SubState;
 use super::{Engine, Pid, err};
 
@@ -58,9 +60,7 @@ pub(crate) fn prior_bps(quality: VideoQuality) -> u64 {
 pub(crate) enum Priority {
     /// A screen share.
     Screen,
-    /// The active speaker's camera (the engine has no speaker signal yet: the hook is
-    /// [`Priority`] itself; nothing sets it today).
-    #[cfg_attr(not(test), allow(dead_code))]
+    /// A camera of one of the room's active speakers.
     Speaker,
     /// Everything else.
     Other,
@@ -92,6 +92,8 @@ pub(crate) struct Want {
     pub(crate) max_quality: Option<VideoQuality>,
     /// Not visible, or disabled by the subscriber.
     pub(crate) hidden: bool,
+    /// Muted by its publisher (who sends nothing).
+    pub(crate) muted: bool,
     /// The layer it gets now (index into `layers`), if any.
     pub(crate) current: Option<usize>,
 }
@@ -103,6 +105,8 @@ pub(crate) enum PauseReason {
     Bandwidth,
     /// Hidden or disabled by the subscriber.
     Hidden,
+    /// Muted by its publisher.
+    PublisherMuted,
 }
 
 /// What a subscription gets.
@@ -116,13 +120,18 @@ pub(crate) enum Decision {
 
 /// The allocation for one subscriber: one decision per want, in the same order.
 pub(crate) fn allocate(estimate_bps: u64, wants: &[Want]) -> Vec<Decision> {
-    let mut out: Vec<Decision> =
-        wants
-            .iter()
-            .map(|w| {
-                if w.hidden || w.layers.is_empty() { Decision::Paused(PauseReason::Hidden) } else { Decision::Layer(0) }
-            })
-            .collect();
+    let mut out: Vec<Decision> = wants
+        .iter()
+        .map(|w| {
+            if w.muted {
+                Decision::Paused(PauseReason::PublisherMuted)
+            } else if w.hidden || w.layers.is_empty() {
+                Decision::Paused(PauseReason::Hidden)
+            } else {
+                Decision::Layer(0)
+            }
+        })
+        .collect();
     let mut order: Vec<usize> = (0..wants.len()).filter(|&i| out[i] == Decision::Layer(0)).collect();
     order.sort_by_key(|&i| wants[i].priority);
     let mut left = estimate_bps;
@@ -181,7 +190,7 @@ fn cap(w: &Want) -> usize {
 }
 
 /// Reserved per audio subscription out of the estimate: audio is never paused.
-const AUDIO_RESERVE_BPS: u64 = 40_000;
+pub(super) const AUDIO_RESERVE_BPS: u64 = 40_000;
 
 /// A subscriber's estimate before str0m's BWE has reported one.
 pub(crate) const INITIAL_ESTIMATE_BPS: u64 = 1_000_000;
@@ -230,6 +239,11 @@ impl Engine {
         for pid in pids {
             self.allocate_for(pid);
         }
+        for p in self.peers.values() {
+            if p.subs.iter().any(|s| s.kind == MediaKind::Video && matches!(s.state, SubState::Open(_))) {
+                self.stats.quality.estimate.observe(&ESTIMATE_BUCKETS, p.estimate_bps as f64);
+            }
+        }
         self.dynacast(true);
     }
 
@@ -257,13 +271,20 @@ impl Engine {
             let current = sub.layers.target.and_then(|r| layer_rids.iter().position(|x| *x == Some(r)));
             wants.push(Want {
                 layers,
-                priority: if track.source() == TrackSource::ScreenShare { Priority::Screen } else { Priority::Other },
+                priority: if track.source() == TrackSource::ScreenShare {
+                    Priority::Screen
+                } else if self.is_speaking(sub.publisher) {
+                    Priority::Speaker
+                } else {
+                    Priority::Other
+                },
                 size: sub.settings.size,
                 max_quality: match (sub.settings.quality, sub.asked_quality) {
                     (Some(a), Some(b)) => Some(a.min(b)),
                     (a, b) => a.or(b),
                 },
                 hidden: sub.settings.hidden,
+                muted: track.muted,
                 current: if sub.layers.paused { None } else { current.or(Some(0)) },
             });
             rids.push(layer_rids);
@@ -292,6 +313,7 @@ impl Engine {
                     let reason = match reason {
                         PauseReason::Bandwidth => StreamPauseReason::Bandwidth,
                         PauseReason::Hidden => StreamPauseReason::Hidden,
+                        PauseReason::PublisherMuted => StreamPauseReason::PublisherMuted,
                     };
                     Told { paused: Some(reason), quality: None }
                 }
@@ -433,7 +455,7 @@ mod tests {
     }
 
     fn want(priority: Priority) -> Want {
-        Want { layers: three(), priority, size: None, max_quality: None, hidden: false, current: None }
+        Want { layers: three(), priority, size: None, max_quality: None, hidden: false, muted: false, current: None }
     }
 
     fn sized(priority: Priority, w: u32, h: u32) -> Want {
@@ -476,6 +498,13 @@ mod tests {
     fn hidden_is_paused_whatever_the_bandwidth() {
         let w = Want { hidden: true, ..want(Screen) };
         assert_eq!(allocate(u64::MAX, &[w]), [Decision::Paused(Hidden)]);
+    }
+
+    #[test]
+    fn a_muted_track_is_paused_and_leaves_its_share_to_the_others() {
+        let muted = Want { muted: true, ..want(Screen) };
+        // Room for one medium layer: the muted screen share takes none of it.
+        assert_eq!(allocate(600_000, &[muted, want(Other)]), [Decision::Paused(PublisherMuted), Decision::Layer(1)]);
     }
 
     #[test]

@@ -75,7 +75,7 @@ use switchyard_api::signal::{
 use switchyard_api::token::Claims;
 
 use self::participant::Peer;
-pub use self::report::{EngineStats, ParticipantReport, RoomReport, SubscriptionReport, TrackReport};
+pub use self::report::{EngineStats, PAUSE_REASONS, ParticipantReport, RoomReport, SubscriptionReport, TrackReport};
 pub use self::resume::{ResumeArgs, ResumeFailure};
 use self::room::Room;
 use self::track::TrackIndex;

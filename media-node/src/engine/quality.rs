@@ -73,6 +73,8 @@ pub(crate) fn verdict(score: f32) -> ConnectionQuality {
 pub const LOSS_BUCKETS: [f64; 9] = [0.001, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0];
 /// Upper bounds of the round-trip-time histogram, seconds.
 pub const RTT_BUCKETS: [f64; 9] = [0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 0.4, 0.8, 1.6];
+/// Upper bounds of the downlink-estimate histogram, bits per second.
+pub const ESTIMATE_BUCKETS: [f64; 9] = [1e5, 2.5e5, 5e5, 1e6, 2e6, 4e6, 8e6, 1.6e7, 5e7];
 /// Upper bounds of the jitter histogram, seconds.
 pub const JITTER_BUCKETS: [f64; 9] = [0.001, 0.0025, 0.005, 0.01, 0.02, 0.04, 0.08, 0.16, 0.32];
 
@@ -117,6 +119,9 @@ pub struct QualityStats {
     pub rtt: Hist,
     /// Worst stream jitter per participant and report, seconds.
     pub jitter: Hist,
+    /// Downlink estimate of each subscriber receiving video, once per allocation period,
+    /// bits per second.
+    pub estimate: Hist,
     /// NACKs received from subscribers (they lost a packet we sent).
     pub nacks_in: u64,
     /// NACKs sent to publishers (we lost a packet they sent).

@@ -3,7 +3,7 @@
 
 use super::Engine;
 use super::subscription::SubState;
-use switchyard_api::signal::TrackKind;
+use switchyard_api::signal::{StreamPauseReason, TrackKind};
 
 /// Counters the driver exposes as metrics.
 #[derive(Debug, Default, Clone, Copy)]
@@ -34,8 +34,8 @@ pub struct EngineStats {
     pub layer_switches: u64,
     /// Keyframe requests (PLI/FIR) sent to publishers.
     pub keyframe_requests: u64,
-    /// Video subscriptions paused now (bandwidth or hidden).
-    pub paused_streams: u64,
+    /// Video subscriptions paused now, by reason ([`PAUSE_REASONS`] order).
+    pub paused_streams: [u64; 3],
     /// The latest downlink estimate any subscriber reported, bits per second.
     pub last_estimate_bps: u64,
 }
@@ -96,7 +96,21 @@ pub struct SubscriptionReport {
     pub packets: u64,
 }
 
+/// Why video subscriptions are paused, in the order of [`EngineStats::paused_streams`].
+pub const PAUSE_REASONS: [StreamPauseReason; 3] =
+    [StreamPauseReason::Bandwidth, StreamPauseReason::Hidden, StreamPauseReason::PublisherMuted];
+
 impl Engine {
+    fn paused_streams(&self) -> [u64; 3] {
+        let mut n = [0; 3];
+        for reason in self.peers.values().flat_map(|p| &p.subs).filter_map(|s| s.told.and_then(|t| t.paused)) {
+            if let Some(i) = PAUSE_REASONS.iter().position(|r| *r == reason) {
+                n[i] += 1;
+            }
+        }
+        n
+    }
+
     /// Current counters.
     pub fn stats(&self) -> EngineStats {
         EngineStats {
@@ -104,7 +118,7 @@ impl Engine {
             participants: self.peers.len() as u64,
             tracks: self.peers.values().map(|p| p.published.len() as u64).sum(),
             held: self.held(),
-            paused_streams: self.peers.values().flat_map(|p| &p.subs).filter(|s| s.layers.paused).count() as u64,
+            paused_streams: self.paused_streams(),
             ..self.stats
         }
     }

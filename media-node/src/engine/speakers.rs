@@ -10,6 +10,8 @@
 //!  packet ── audio_level ──► LevelMeter::observe        (per published audio track)
 //!  room tick (300 ms) ─────► LevelMeter::close → speaking? level
 //!                            sort loudest first ── changed? ──► active_speakers
+//!                                                           └──► re-allocate the room's
+//!                                                                subscribers (speakers first)
 //! ```
 //!
 //! A packet counts as voiced when it is louder than [`VOICED_DBOV`]; an interval is
@@ -120,6 +122,8 @@ impl Engine {
     /// list changed (the scratch lists are the room's own).
     pub(super) fn speaker_ticks(&mut self, now: Instant) {
         let (rooms, peers, out) = (&mut self.rooms, &mut self.peers, &mut self.out);
+        // Subscribers to re-allocate: a speaker's camera is served before the others.
+        let mut changed: Vec<Pid> = Vec::new();
         for room in rooms.values_mut().filter(|r| r.speakers.next_tick.is_some_and(|t| t <= now)) {
             let s = &mut room.speakers;
             s.scratch.clear();
@@ -155,12 +159,15 @@ impl Engine {
             let msg = ServerMessage::ActiveSpeakers(ActiveSpeakers { speakers });
             for &m in room.members.iter().filter(|m| peers.contains_key(m)) {
                 out.push_back(Output::Signal(m, Box::new(msg.clone())));
+                changed.push(m);
             }
+        }
+        for pid in changed {
+            self.allocate_for(pid);
         }
     }
 
     /// Whether `pid` is among its room's active speakers (for allocation priority).
-    #[allow(dead_code)]
     pub(crate) fn is_speaking(&self, pid: Pid) -> bool {
         self.peers.get(&pid).and_then(|p| self.rooms.get(&p.room)).is_some_and(|r| r.speakers.current.contains(&pid))
     }

@@ -330,8 +330,16 @@ impl Engine {
             return self.signal(pid, err(ErrorCode::TrackNotFound, "no such track of yours", "mute_track"));
         };
         track.muted = m.muted;
+        let (kind, mid) = (track.kind, track.mid);
         let event = TrackMuted { participant_sid: peer.sid.clone(), track_sid: m.track_sid.clone(), muted: m.muted };
         self.broadcast(pid, ServerMessage::TrackMuted(event));
+        // A muted camera sends nothing: its subscribers hear `stream_state` paused
+        // (`publisher_muted`) and their bandwidth goes to the other tracks.
+        if kind == TrackKind::Video {
+            for sub in self.index.subscribers(pid, mid).to_vec() {
+                self.allocate_for(sub);
+            }
+        }
     }
 
     /// Ask a publisher's track for a keyframe, unless the throttle holds it back (then it

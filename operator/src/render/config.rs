@@ -91,6 +91,7 @@ pub fn media_node(mc: &MediaCluster, cluster: &str, turn_uris: Vec<String>) -> R
         },
         webhooks: s.webhooks.iter().map(Webhook::from).collect(),
         drain_grace_seconds: unsigned(s.sfu.drain_grace_period_seconds, "sfu.drainGracePeriodSeconds")?,
+        resume_window_seconds: unsigned(s.sfu.resume_window_seconds, "sfu.resumeWindowSeconds")?,
         max_connections_per_client: unsigned(
             s.signaling.connections_per_client(),
             "signaling.maxConnectionsPerClient",

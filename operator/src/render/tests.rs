@@ -55,6 +55,7 @@ fn direct_full() -> MediaCluster {
             "capacity": { "rooms": 50, "participants": 400, "bandwidth": "800M" },
             "resources": { "requests": { "cpu": "2", "memory": "1Gi" }, "limits": { "memory": "2Gi" } },
             "drainGracePeriodSeconds": 600,
+            "resumeWindowSeconds": 30,
         },
         "turn": {
             "replicas": { "min": 1, "max": 8 },

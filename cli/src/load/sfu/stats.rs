@@ -201,6 +201,27 @@ pub(crate) struct Summary {
     pub(crate) outcomes: Vec<Outcome>,
     pub(crate) cpu_seconds: f64,
     pub(crate) interrupted: bool,
+    /// What each second of the run received, in order (the live line's figures).
+    pub(crate) timeline: Vec<Second>,
+}
+
+/// One tick of the live line: counter growth over `over`, ending `at` after the start.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Second {
+    pub(crate) at: Duration,
+    pub(crate) over: Duration,
+    pub(crate) delta: Totals,
+}
+
+impl Second {
+    fn json(&self) -> serde_json::Value {
+        json!({
+            "seconds": self.at.as_secs_f64(),
+            "receivedBps": mbit(self.delta.received_bytes, self.over) * 1e6,
+            "receivedPackets": self.delta.received_packets,
+            "lossRatio": self.delta.loss(),
+        })
+    }
 }
 
 /// Quantile `q` of sorted values (nearest rank).
@@ -385,6 +406,7 @@ impl Summary {
             "lossRatioByKind": { "audio": kind_loss(true), "video": kind_loss(false) },
             "jitterSeconds": { "mean": secs(mean), "max": secs(max) },
             "cpuSeconds": self.cpu_seconds,
+            "timeline": self.timeline.iter().map(Second::json).collect::<Vec<_>>(),
             "sendFailures": self.totals.send_failures,
             "errors": self.errors().into_iter().map(|(code, (count, message))| json!({
                 "code": code, "count": count, "message": message,
@@ -516,6 +538,16 @@ mod tests {
             outcomes,
             cpu_seconds: 0.5,
             interrupted: false,
+            timeline: vec![Second {
+                at: Duration::from_secs(1),
+                over: Duration::from_millis(500),
+                delta: Totals {
+                    received_bytes: 12_500,
+                    received_packets: 10,
+                    expected_packets: 20,
+                    ..Totals::default()
+                },
+            }],
         }
     }
 
@@ -534,5 +566,15 @@ mod tests {
         assert!(s.text().contains("error        2 × room_full: room_full happened"), "{}", s.text());
         assert_eq!(s.verdict(1.0).unwrap_err().to_string(), "2 of 3 participants never connected media: room_full");
         assert_eq!(s.json()["firstMediaSeconds"]["count"], 1);
+    }
+
+    #[test]
+    fn the_json_timeline_has_each_live_second() {
+        let s = summary(vec![outcome(true, (2, 2), None)]);
+        // 12,500 bytes in half a second; 10 of 20 packets.
+        assert_eq!(
+            s.json()["timeline"],
+            json!([{ "seconds": 1.0, "receivedBps": 200_000.0, "receivedPackets": 10, "lossRatio": 0.5 }])
+        );
     }
 }
