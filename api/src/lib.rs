@@ -11,6 +11,7 @@
 //!  browser ◄── ClientMessage / ServerMessage (signal) ──► media-node
 //!  media-node ── WebhookEvent, signed (webhook) ──► app backend ── verify (webhook)
 //!  operator ── MediaNodeConfig, TurnNodeConfig (node_config) ──► ConfigMap ──► media-node, turn-node
+//!  edge media-node ── RelayMessage, keyed (relay) ──► origin media-node ── verify (relay)
 //!  media-node ── mint (turn_rest) ──► browser ── TURN credentials ──► turn-node ── verify (turn_rest)
 //! ```
 #![forbid(unsafe_code)]
@@ -24,6 +25,7 @@ pub mod node_config;
 pub mod quantity;
 pub mod random;
 pub mod rate;
+pub mod relay;
 pub mod room;
 pub mod room_service;
 pub mod signal;
