@@ -34,7 +34,8 @@ const KEY_CONTEXT: &str = "switchyard-relay-v1";
 
 /// The relay key of `room` in `namespace` under the cluster's relay secret.
 pub fn room_key(cluster_secret: &[u8], namespace: &str, room: &str) -> String {
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(mac(cluster_secret, namespace, room).finalize().into_bytes())
+    base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .encode(mac(cluster_secret, namespace, room).finalize().into_bytes())
 }
 
 /// True when `presented` is `room`'s key (compared in constant time).

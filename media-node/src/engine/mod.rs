@@ -28,6 +28,7 @@
 //! | [`quality`] | RTCP statistics: connection quality per participant, loss/RTT/jitter histograms, NACK/PLI/FIR counts |
 //! | [`report`] | counters and the admin API's room reports |
 //! | [`admin`] | the Room service's operations: open, inspect, update and close rooms; list, update, remove participants; mute; server data |
+//! | [`relay`] | a room's end on another node: the relay participant, its full-ICE `Rtc` at an edge, glare by role |
 //! | [`allocation`] | bandwidth allocation: each subscriber's estimate over its video subscriptions (a pure decision), `stream_state`, dynacast |
 //!
 //! Rules of the run loop:
@@ -51,6 +52,7 @@ pub(crate) mod munger;
 mod participant;
 mod probe;
 pub mod quality;
+pub mod relay;
 pub mod report;
 mod resume;
 mod room;
@@ -190,6 +192,8 @@ pub enum Command {
     Admin(admin::Admin),
     /// Tell everyone to reconnect elsewhere (the node drains).
     Drain,
+    /// Open this node's end of a relay to another node for a room.
+    Relay(Box<relay::RelayArgs>),
 }
 
 /// A participant an event is about.
@@ -503,6 +507,7 @@ impl Engine {
                 self.reply = Some(reply);
             }
             Command::Drain => self.drain_node(),
+            Command::Relay(args) => self.open_relay(now, *args),
         }
         self.drive();
     }

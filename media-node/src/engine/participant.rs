@@ -108,6 +108,8 @@ pub(super) struct Peer {
     pub(super) estimate_bps: u64,
     /// What str0m's BWE was last told: (minimum, desired).
     pub(super) bwe_asked: Option<(u64, u64)>,
+    /// This participant is a relay to another node, and which end.
+    pub(super) relay: Option<super::relay::RelaySide>,
 }
 
 impl Peer {
@@ -150,6 +152,7 @@ impl Peer {
             quality: PeerQuality::new(now),
             estimate_bps: super::allocation::INITIAL_ESTIMATE_BPS,
             bwe_asked: None,
+            relay: None,
         }
     }
 
@@ -409,6 +412,9 @@ impl Engine {
                 return self.signal(pid, err(ErrorCode::NegotiationFailed, format!("bad SDP offer: {e}"), "offer"));
             }
         };
+        if peer.pending.is_some() && peer.keeps_offer_on_glare() {
+            return;
+        }
         // Glare: the server yields; its own pending offer is dropped and redone later.
         if peer.pending.take().is_some() {
             peer.rollback_pending();

@@ -26,6 +26,8 @@ struct Client {
     pending: Option<SdpPendingOffer>,
     signals: Vec<ServerMessage>,
     frames: Vec<(Mid, Vec<u8>)>,
+    /// The RTP sequence numbers (first, last) each received frame was carried in.
+    seqs: Vec<(Mid, u64, u64)>,
     added: Vec<Mid>,
     connected: bool,
     closed: bool,
@@ -65,6 +67,9 @@ struct Net {
     rng: rand::rngs::StdRng,
     /// Datagrams dropped by lossy links.
     lost: u64,
+    /// Datagrams for addresses that are no test client (another node's), as
+    /// (source, destination, contents).
+    unrouted: Vec<(SocketAddr, SocketAddr, Vec<u8>)>,
 }
 
 fn config() -> EngineConfig {
@@ -92,6 +97,7 @@ impl Net {
             stray: vec![],
             rng: rand::SeedableRng::seed_from_u64(12),
             lost: 0,
+            unrouted: vec![],
         }
     }
 
@@ -142,6 +148,7 @@ impl Net {
             pending: None,
             signals: vec![],
             frames: vec![],
+            seqs: vec![],
             added: vec![],
             connected: false,
             closed: false,
@@ -197,6 +204,7 @@ impl Net {
             match out {
                 Output::Transmit(t) => {
                     let Some(c) = self.clients.iter_mut().find(|c| c.addr == t.destination && !c.closed) else {
+                        self.unrouted.push((t.source, t.destination, t.contents.to_vec()));
                         continue;
                     };
                     if c.loss > 0.0 && rand::Rng::random_bool(&mut self.rng, c.loss) {
@@ -279,7 +287,10 @@ impl Net {
                         Ok(RtcOutput::Event(e)) => match e {
                             Event::Connected => c.connected = true,
                             Event::MediaAdded(m) => c.added.push(m.mid),
-                            Event::MediaData(d) => c.frames.push((d.mid, d.data.to_vec())),
+                            Event::MediaData(d) => {
+                                c.seqs.push((d.mid, **d.seq_range.start(), **d.seq_range.end()));
+                                c.frames.push((d.mid, d.data.to_vec()));
+                            }
                             Event::KeyframeRequest(r) => {
                                 c.keyframe_requests += 1;
                                 c.keyframe_rids.push(r.rid);
@@ -1935,3 +1946,5 @@ fn a_muted_camera_is_paused_for_its_subscribers_and_resumes_on_unmute() {
     frames(&mut net, 10);
     assert!(net.client(b).frames.len() >= mark + 9, "flowing again from the keyframe");
 }
+
+mod relay;
