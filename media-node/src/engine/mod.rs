@@ -365,6 +365,8 @@ pub struct Engine {
     /// When the periodic allocation pass is due, and when layer rates were last measured.
     next_allocation: Instant,
     last_measure: Instant,
+    /// The relay [`Engine::open_relay`] is joining, so its join knows it for one.
+    joining_relay: Option<(Pid, relay::RelaySide)>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -408,6 +410,7 @@ impl Engine {
             reply: None,
             next_allocation: now + allocation::PERIOD,
             last_measure: now,
+            joining_relay: None,
         }
     }
 

@@ -28,6 +28,8 @@
 //!   per layer per window) before it crosses, and again on the publisher's track at the
 //!   origin, so a publisher hears one request per window from an edge, not one per
 //!   subscriber behind it.
+//! - **Accounting**: a relay is no participant in the node's counts, its room reports or
+//!   its room events (webhooks): the other node reports what the relay carries.
 //! - **Identity**: the relay peer's identity is `relay:<the other node>`; a second relay
 //!   from the same node replaces the first (the duplicate-identity rule).
 
@@ -88,6 +90,13 @@ impl Peer {
 }
 
 impl Engine {
+    /// Are `pid`'s comings and goings room events here (webhooks, `Room.status`)? Not a
+    /// relay's: the participants and tracks it carries are the other node's, and that
+    /// node reports them.
+    pub(super) fn announces(&self, pid: Pid) -> bool {
+        self.peers.get(&pid).is_some_and(|p| p.relay.is_none())
+    }
+
     /// Open this engine's end of a relay: a hidden, auto-subscribed participant of the
     /// room; at an edge, its `Rtc` is a full ICE agent that reaches the origin.
     pub(super) fn open_relay(&mut self, now: Instant, args: RelayArgs) {
@@ -105,7 +114,9 @@ impl Engine {
             ice_servers: vec![],
             reconnect_token,
         };
+        self.joining_relay = Some((args.pid, args.side));
         self.join(now, join);
+        self.joining_relay = None;
         if !self.peers.contains_key(&args.pid) {
             return;
         }
@@ -126,7 +137,6 @@ impl Engine {
             // The router forgets the ufrag the join announced.
             self.out.push_back(super::Output::Route(super::Route::IceRestart { pid: args.pid, ufrag }));
         }
-        self.peers.get_mut(&args.pid).expect("just joined").relay = Some(args.side);
         self.drain(args.pid);
     }
 }

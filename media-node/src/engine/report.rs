@@ -115,7 +115,7 @@ impl Engine {
     pub fn stats(&self) -> EngineStats {
         EngineStats {
             rooms: self.rooms.len() as u64,
-            participants: self.peers.len() as u64,
+            participants: self.peers.values().filter(|p| p.relay.is_none()).count() as u64,
             tracks: self.peers.values().map(|p| p.published.len() as u64).sum(),
             held: self.held(),
             paused_streams: self.paused_streams(),
@@ -134,6 +134,7 @@ impl Engine {
                     .members
                     .iter()
                     .filter_map(|m| self.peers.get(m))
+                    .filter(|p| p.relay.is_none())
                     .map(|p| ParticipantReport {
                         sid: p.sid.clone(),
                         identity: p.identity.clone(),

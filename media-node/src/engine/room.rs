@@ -108,6 +108,7 @@ impl Engine {
         let sid = self.new_sid("PA");
         let mut peer = Peer::new(pid, sid, &args, ufrag.clone(), rtc, now, self.clock.unix_ms(now));
         peer.first_offer_at = Some(now + super::participant::FIRST_OFFER_GRACE);
+        peer.relay = self.joining_relay.take().filter(|(p, _)| *p == pid).map(|(_, side)| side);
         let info = peer.info();
         let hidden = peer.grants.hidden;
         let can_subscribe = peer.grants.can_subscribe && args.auto_subscribe;
@@ -134,7 +135,7 @@ impl Engine {
                 self.signal(m, ServerMessage::ParticipantJoined(ParticipantEvent { participant: info.clone() }));
             }
         }
-        if let Some((room, room_sid, participant)) = self.who(pid) {
+        if let Some((room, room_sid, participant)) = self.who(pid).filter(|_| self.announces(pid)) {
             self.out.push_back(Output::Event(RoomEvent::ParticipantJoined { room, room_sid, participant }));
         }
         if can_subscribe {
@@ -226,8 +227,9 @@ impl Engine {
     /// the room hears why, the router forgets it.
     pub(super) fn leave(&mut self, now: Instant, pid: Pid, reason: LeaveReason) {
         let Some((room, room_sid, who)) = self.who(pid) else { return };
+        let announces = self.announces(pid);
         let mut peer = self.peers.remove(&pid).expect("who found it");
-        for t in &peer.published {
+        for t in peer.published.iter().filter(|_| announces) {
             self.out.push_back(Output::Event(RoomEvent::TrackUnpublished {
                 room: room.clone(),
                 room_sid: room_sid.clone(),
@@ -266,7 +268,9 @@ impl Engine {
             }
             self.mark_renegotiate(m);
         }
-        self.out.push_back(Output::Event(RoomEvent::ParticipantLeft { room, room_sid, participant: who, reason }));
+        if announces {
+            self.out.push_back(Output::Event(RoomEvent::ParticipantLeft { room, room_sid, participant: who, reason }));
+        }
     }
 
     pub(super) fn close_room(&mut self, now: Instant, room: &str) {

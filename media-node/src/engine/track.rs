@@ -281,7 +281,7 @@ impl Engine {
         if kind == TrackKind::Audio {
             self.start_speaker_ticks(now, pid);
         }
-        if let Some((room, room_sid, participant)) = self.who(pid) {
+        if let Some((room, room_sid, participant)) = self.who(pid).filter(|_| self.announces(pid)) {
             let track_sid = sid.clone();
             self.out.push_back(Output::Event(RoomEvent::TrackPublished { room, room_sid, participant, track_sid }));
         }
@@ -316,7 +316,7 @@ impl Engine {
             }
             self.mark_renegotiate(m);
         }
-        if let Some((room, room_sid, participant)) = self.who(pid) {
+        if let Some((room, room_sid, participant)) = self.who(pid).filter(|_| self.announces(pid)) {
             let track_sid = track.sid.clone();
             self.out.push_back(Output::Event(RoomEvent::TrackUnpublished { room, room_sid, participant, track_sid }));
         }

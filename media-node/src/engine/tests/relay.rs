@@ -153,6 +153,29 @@ fn an_origin_track_reaches_edge_subscribers_through_one_relay_line_renumbered_pe
             .any(|m| matches!(m, ServerMessage::ParticipantJoined(p) if p.participant.identity.starts_with("relay:"))),
         "the relay is hidden"
     );
+    assert_eq!((origin.participants, edge.participants), (1, 2), "a relay is no participant in the node's counts");
+    let reported =
+        |net: &Net| net.engine.report()[0].participants.iter().map(|p| p.identity.clone()).collect::<Vec<_>>();
+    assert_eq!(reported(&c.origin), ["alice"]);
+    assert_eq!(reported(&c.edge), ["bob", "carol"]);
+    let relay_events = |net: &Net| {
+        net.events
+            .iter()
+            .filter(|e| match e {
+                RoomEvent::ParticipantJoined { participant, .. }
+                | RoomEvent::ParticipantLeft { participant, .. }
+                | RoomEvent::TrackPublished { participant, .. }
+                | RoomEvent::TrackUnpublished { participant, .. } => participant.identity.starts_with("relay:"),
+                _ => false,
+            })
+            .count()
+    };
+    assert!(c.edge.events.iter().any(|e| matches!(e, RoomEvent::ParticipantJoined { .. })), "the edge reports its own");
+    assert_eq!(
+        (relay_events(&c.origin), relay_events(&c.edge)),
+        (0, 0),
+        "nor in room events: the other node reports those"
+    );
 }
 
 #[test]
