@@ -4,10 +4,11 @@
 //!
 //! ```text
 //!  session ── reserve(room) ─────────────► rooms: room → (shard, open, joins in flight)
-//!  engine ── Output::Route / RoomEvent ──► apply(): admitted, refused, ICE restart, closed
+//!  engine ── Output::Route / RoomEvent ──► apply(): admitted, refused, ICE restart, dialed, closed
 //!  UDP / TCP ── route(proto, src, bytes) ─► (shard, pid) or counted as unrouted
 //!                 STUN USERNAME → ufrags: ufrag → (shard, pid), learns the 5-tuple
-//!                 anything else → paths:  (proto, src) → (shard, pid)
+//!                 anything else → paths:  (proto, src) → (shard, pid), learnt or dialed
+//!                 (an edge's relay: the origin's address, told by `Route::Dialed`)
 //! ```
 //!
 //! Invariants (tested below):
@@ -168,6 +169,11 @@ impl Tables {
                 self.ufrags.insert(ufrag.clone(), Dest { shard, pid: *pid });
                 self.members.insert(*pid, Member { ufrag: ufrag.clone(), paths: VecDeque::new() });
             }
+            Route::Dialed { pid, remote } => {
+                if self.members.contains_key(pid) {
+                    self.claim((Protocol::Udp, *remote), Dest { shard, pid: *pid });
+                }
+            }
             Route::Closed { pid } => self.forget(*pid),
             // The participant keeps its ufrag and 5-tuples: media never stopped.
             Route::Resumed { .. } => {}
@@ -219,6 +225,11 @@ impl Tables {
     /// The destination of a STUN request naming `ufrag`, learning its 5-tuple.
     fn learn(&mut self, ufrag: &str, path: Path) -> Option<Dest> {
         let dest = *self.ufrags.get(ufrag)?;
+        self.claim(path, dest)
+    }
+
+    /// Datagrams on `path` lead to `dest` (a member) from now on.
+    fn claim(&mut self, path: Path, dest: Dest) -> Option<Dest> {
         match self.paths.insert(path, dest) {
             Some(old) if old == dest => return Some(dest),
             // The 5-tuple moved to another participant (a port reused by the NAT).
@@ -229,7 +240,7 @@ impl Tables {
             }
             None => {}
         }
-        let member = self.members.get_mut(&dest.pid).expect("a ufrag belongs to a member");
+        let member = self.members.get_mut(&dest.pid).expect("a path is claimed for a member");
         member.paths.push_back(path);
         if member.paths.len() > MAX_PATHS
             && let Some(oldest) = member.paths.pop_front()
@@ -438,6 +449,19 @@ mod tests {
         assert_eq!(t.learn("u1", (Protocol::Udp, addr(50))), None, "the old ufrag is gone");
         assert_eq!(t.sizes(), (1, 2, 1, 2), "only participant 2's path is left");
         assert_eq!(t.learn("u1b", (Protocol::Udp, addr(51))), Some(Dest { shard: 0, pid: 1 }));
+    }
+
+    #[test]
+    fn a_relay_that_dialed_its_origin_gets_the_origins_datagrams_until_it_closes() {
+        let mut t = Tables::new(1);
+        t.apply(0, &admitted(1, "r", "u1"));
+        let origin = addr(7);
+        t.apply(0, &Route::Dialed { pid: 1, remote: origin });
+        assert_eq!(t.paths.get(&(Protocol::Udp, origin)), Some(&Dest { shard: 0, pid: 1 }), "no ufrag needed");
+        t.apply(0, &Route::Dialed { pid: 9, remote: addr(8) });
+        assert!(!t.paths.contains_key(&(Protocol::Udp, addr(8))), "only a member's dial is routed");
+        t.apply(0, &Route::Closed { pid: 1 });
+        assert_eq!(t.sizes(), (0, 0, 0, 0), "closing the relay forgets its path");
     }
 
     #[test]

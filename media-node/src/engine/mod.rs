@@ -302,6 +302,15 @@ pub enum Route {
         /// The participant it took back.
         pid: Pid,
     },
+    /// The participant dialed `remote` itself (an edge's end of a relay, a full ICE
+    /// agent talking to an ice-lite origin): datagrams from `remote` lead to `pid`,
+    /// though none of them names its ufrag.
+    Dialed {
+        /// Who.
+        pid: Pid,
+        /// The address it sends to (UDP).
+        remote: SocketAddr,
+    },
     /// The participant is gone: its session should close after flushing, and nothing
     /// routes to it any more.
     Closed {

@@ -136,6 +136,8 @@ impl Engine {
             peer.ufrag = ufrag.clone();
             // The router forgets the ufrag the join announced.
             self.out.push_back(super::Output::Route(super::Route::IceRestart { pid: args.pid, ufrag }));
+            // The origin only answers the relay's checks: nothing it sends names a ufrag.
+            self.out.push_back(super::Output::Route(super::Route::Dialed { pid: args.pid, remote: origin }));
         }
         self.drain(args.pid);
     }

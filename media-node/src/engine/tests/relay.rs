@@ -124,6 +124,11 @@ fn assert_contiguous(who: &str, seqs: &[(Mid, u64, u64)]) {
 fn an_origin_track_reaches_edge_subscribers_through_one_relay_line_renumbered_per_subscriber() {
     let (mut c, a, mid, b, carol) = alice_on_the_origin_to_bob_and_carol_on_the_edge();
     assert!(c.to_origin > 0 && c.to_edge > 0, "SDP crossed both ways");
+    assert!(
+        c.edge.routes.contains(&Route::Dialed { pid: RELAY, remote: SERVER.parse().unwrap() }),
+        "the edge's router learns the origin's address for the relay: {:?}",
+        c.edge.routes
+    );
     assert_eq!(c.origin.engine.index.subscribers(a, mid), [RELAY], "the origin sends alice's track once, to the relay");
     for n in 0..30 {
         c.origin.write_frame(a, mid, n, &vp8_frame(n));
