@@ -11,7 +11,8 @@
 //! - **The room key** is `base64url(HMAC-SHA256(cluster secret, "switchyard-relay-v1\n" +
 //!   namespace + "\n" + room))` ([`room_key`]): the operator's per-cluster secret never
 //!   crosses the wire, and a key opens only the room it was derived for. The origin
-//!   recomputes it and compares in constant time ([`verify_room_key`]).
+//!   recomputes it and compares in constant time ([`verify_room_key`]; the whole check of a
+//!   `hello` is [`RelayHello::check`]).
 //! - **SDP**: each engine sees the relay as one of its participants, so each offers its
 //!   own subscription lines and answers the other's. The messages are the signaling
 //!   protocol's [`SessionDescription`] and [`Trickle`]; [`RelayMessage::from_server`] and
@@ -63,6 +64,37 @@ pub struct RelayHello {
     pub key: String,
     /// [`RELAY_PROTOCOL_VERSION`] of the edge.
     pub protocol_version: u32,
+}
+
+/// Why an origin refuses a `hello`: each with a message the edge logs.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum HelloRefusal {
+    /// The edge speaks another relay protocol version.
+    #[error("relay protocol {got} is not spoken here (this node speaks {RELAY_PROTOCOL_VERSION})")]
+    Version {
+        /// The version the edge sent.
+        got: u32,
+    },
+    /// The key is not the room's key under this cluster's secret.
+    #[error("the relay key does not open room {room:?}")]
+    Key {
+        /// The room the edge asked for.
+        room: String,
+    },
+}
+
+impl RelayHello {
+    /// The origin's check of an edge's `hello`, for a room in `namespace`: the version,
+    /// then the key (constant time).
+    pub fn check(&self, cluster_secret: &[u8], namespace: &str) -> Result<(), HelloRefusal> {
+        if self.protocol_version != RELAY_PROTOCOL_VERSION {
+            return Err(HelloRefusal::Version { got: self.protocol_version });
+        }
+        if !verify_room_key(cluster_secret, namespace, &self.room, &self.key) {
+            return Err(HelloRefusal::Key { room: self.room.clone() });
+        }
+        Ok(())
+    }
 }
 
 /// One relay signaling message, either way.
@@ -123,6 +155,23 @@ mod tests {
     }
 
     const VECTOR: &str = "MsOKsCaC4je8zCP7gDZjoPw0BGSSYdrr2B3itO88-2I";
+
+    #[test]
+    fn an_origin_refuses_a_hello_with_another_version_or_another_rooms_key() {
+        let hello = |room: &str, key_room: &str, protocol_version| RelayHello {
+            room: room.into(),
+            node: "edge-media-1".into(),
+            key: room_key(b"s", "media", key_room),
+            protocol_version,
+        };
+        assert_eq!(hello("standup", "standup", RELAY_PROTOCOL_VERSION).check(b"s", "media"), Ok(()));
+        let other = hello("standup", "retro", RELAY_PROTOCOL_VERSION).check(b"s", "media").unwrap_err();
+        assert_eq!(other, HelloRefusal::Key { room: "standup".into() });
+        assert_eq!(other.to_string(), "the relay key does not open room \"standup\"");
+        let version = hello("standup", "standup", 2).check(b"s", "media").unwrap_err();
+        assert_eq!(version.to_string(), "relay protocol 2 is not spoken here (this node speaks 1)");
+        assert!(hello("standup", "standup", 1).check(b"s", "other").is_err(), "the namespace is in the key");
+    }
 
     #[test]
     fn relay_messages_round_trip_as_json() {
