@@ -468,7 +468,7 @@ async fn attached(
     };
     // The participant leaves first; then the socket is closed (which may take a moment).
     let cmd = match gone {
-        Gone::Leave(reason) => Command::Leave { pid, reason },
+        Gone::Leave(reason) => Command::Leave { pid, session, reason },
         Gone::Detach => Command::Detach { pid, session },
     };
     shared.send(shard, ShardMsg::Command(cmd));

@@ -114,7 +114,7 @@ impl Args {
             .with_identity(&identity)
             .with_duration(self.lease_seconds)
             .with_grace(self.lease_seconds.div_ceil(3).max(1))
-            .with_field_manager(FIELD_MANAGER)
+            .with_field_manager(lease_field_manager(&identity))
             .build()
             .await
             .map_err(|e| runtime("lease")(e.to_string()))?;
@@ -228,6 +228,23 @@ impl Args {
         };
         futures::join!(mcs, rooms);
     }
+}
+
+/// The field manager this replica writes the Lease with. It must differ between replicas:
+/// a replica takes a free Lease with a server-side apply, and only another manager's
+/// ownership of `holderIdentity` makes a second, concurrent apply fail. With one manager
+/// for every replica both applies succeeded, and two standbys that found the Lease expired
+/// at the same moment both led until the next renewal (12 s, seen in the e2e restarts
+/// scenario). Field managers are at most 128 bytes.
+fn lease_field_manager(identity: &str) -> String {
+    let name = format!("{FIELD_MANAGER}/{identity}");
+    if name.len() <= 128 {
+        return name;
+    }
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    identity.hash(&mut h);
+    format!("{FIELD_MANAGER}/{:016x}", h.finish())
 }
 
 /// Backoff of a controller's watches, after a watch error.
@@ -362,6 +379,16 @@ mod tests {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     use super::*;
+
+    #[test]
+    fn each_replica_writes_the_lease_as_its_own_field_manager() {
+        let (a, b) = (lease_field_manager("op-7f9c-abcde"), lease_field_manager("op-7f9c-fghij"));
+        assert_ne!(a, b);
+        assert_eq!(a, format!("{FIELD_MANAGER}/op-7f9c-abcde"));
+        let long = |c| format!("switchyard-operator-{}", String::from(c).repeat(120));
+        let (x, y) = (lease_field_manager(&long('x')), lease_field_manager(&long('y')));
+        assert!(x.len() <= 128 && y.len() <= 128 && x != y, "{x} {y}");
+    }
 
     #[test]
     fn watch_errors_pause_the_watches_at_most_two_seconds_and_success_resets_the_pause() {

@@ -170,6 +170,9 @@ pub enum Command {
     Leave {
         /// Who.
         pid: Pid,
+        /// The session that ended (a late leave from a socket a resume replaced is
+        /// ignored: the participant lives on in the new one).
+        session: Pid,
         /// Why.
         reason: LeaveReason,
     },
@@ -510,7 +513,7 @@ impl Engine {
         match cmd {
             Command::Join(args) => self.join(now, *args),
             Command::Client { pid, msg } => self.client_message(now, pid, msg),
-            Command::Leave { pid, reason } => self.leave(now, pid, reason),
+            Command::Leave { pid, session, reason } => self.session_left(now, pid, session, reason),
             Command::Detach { pid, session } => self.detach(now, pid, session),
             Command::Resume(args) => self.resume(now, *args),
             Command::CloseRoom { room } => self.close_room(now, &room),

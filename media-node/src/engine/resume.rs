@@ -16,8 +16,8 @@
 //!   snapshot, and an offer still awaiting its answer is sent again after it.
 //! - A reconnect token is spent by the resume that presents it: every `resumed` carries a
 //!   new one. Tokens are compared in constant time.
-//! - Only the session now attached can detach its participant: a late `Detach` from a
-//!   socket that a resume replaced is ignored.
+//! - Only the session now attached can detach its participant or make it leave: a late
+//!   `Detach` or `Leave` from a socket that a resume replaced is ignored.
 
 use std::time::Instant;
 
@@ -110,6 +110,15 @@ impl Engine {
         }
         peer.resume.held_until = Some(now + window);
         tracing::debug!(pid, window_ms = window.as_millis() as u64, "socket lost: held for resume");
+    }
+
+    /// The session `session` of `pid` ended with a leave (the client's `leave`, a close
+    /// frame, a fatal error). Only the session now attached speaks for the participant.
+    pub(super) fn session_left(&mut self, now: Instant, pid: Pid, session: Pid, reason: LeaveReason) {
+        if self.peers.get(&pid).is_some_and(|p| p.resume.session != session) {
+            return; // A resume replaced that socket already.
+        }
+        self.leave(now, pid, reason);
     }
 
     /// Let the participants whose resume window ran out leave.

@@ -1305,6 +1305,15 @@ fn a_resume_needs_the_current_token_the_same_identity_and_room() {
     net.resume(107, "alice", "r", &sid, "rt105");
     assert!(net.routes.contains(&Route::Resumed { session: 107, pid: a }));
     assert_eq!(net.left(b, "alice"), None);
+    // A leave from a replaced socket (its close frame arriving after the resume) is
+    // ignored too; one from the attached session is a leave.
+    let leave = |session| Command::Leave { pid: a, session, reason: LeaveReason::ClientRequest };
+    net.engine.handle_command(net.now, leave(105));
+    net.flush();
+    assert_eq!(net.left(b, "alice"), None, "a late leave from a replaced socket");
+    net.engine.handle_command(net.now, leave(107));
+    net.flush();
+    assert_eq!(net.left(b, "alice"), Some(LeaveReason::ClientRequest));
 }
 
 #[test]
