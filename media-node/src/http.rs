@@ -34,8 +34,11 @@ use crate::engine::Command;
 use crate::metrics::{Metrics, Reason};
 use crate::node::{ShardMsg, Shared, drain, unix_now};
 
-const DEMO_PAGE: &str = include_str!("../../sdk/js/demo.html");
-const SDK_JS: &str = include_str!("../../sdk/js/switchyard.js");
+// The demo app and the client SDK (`@switchyard/client`) as `switchyard dev` serves them:
+// bundles checked in under sdk/demo/assets (a test in sdk/client-js fails when stale).
+const DEMO_PAGE: &str = include_str!("../../sdk/demo/index.html");
+const DEMO_APP: &str = include_str!("../../sdk/demo/assets/app.js");
+const SDK_JS: &str = include_str!("../../sdk/demo/assets/switchyard.js");
 
 /// The public signaling server: `/rtc`, health, and the demo page in dev mode; `/metrics`
 /// only with `--public-metrics`.
@@ -51,7 +54,8 @@ pub(crate) async fn serve(listener: TcpListener, shared: Arc<Shared>, shutdown: 
     if shared.cfg.demo {
         app = app
             .route("/", get(|| async { Html(DEMO_PAGE) }))
-            .route("/switchyard.js", get(sdk))
+            .route("/assets/app.js", get(|| async { javascript(DEMO_APP) }))
+            .route("/switchyard.js", get(|| async { javascript(SDK_JS) }))
             .route("/dev/token", get(dev_token));
     }
     let gate = Gate::new(
@@ -351,8 +355,8 @@ async fn run(
     all_done.closed().await;
 }
 
-async fn sdk() -> impl IntoResponse {
-    ([(header::CONTENT_TYPE, "text/javascript; charset=utf-8")], SDK_JS)
+fn javascript(body: &'static str) -> impl IntoResponse {
+    ([(header::CONTENT_TYPE, "text/javascript; charset=utf-8")], body)
 }
 
 /// Demo mode only: a join token for `?room=&identity=`, signed with the first API key,

@@ -472,6 +472,31 @@ export class Room extends Emitter<RoomEvents> implements SessionHost {
     this.emit("localTrackUnpublished", pub);
   }
 
+  readonly #layerUpdates = new WeakMap<LocalTrackPublication, Promise<void>>();
+
+  /** Dynacast: encode only the layers somebody receives. One setParameters at a time per
+   * sender, each on fresh parameters (overlapping calls fail in the browser). */
+  #setActiveLayers(pub: LocalTrackPublication, layers: { rid: string; active: boolean }[]): void {
+    const run = async () => {
+      const sender = pub.sender;
+      if (!sender) return;
+      const params = sender.getParameters();
+      let changed = false;
+      for (const enc of params.encodings ?? []) {
+        const l = layers.find((l) => l.rid === enc.rid);
+        if (l && enc.active !== l.active) {
+          enc.active = l.active;
+          changed = true;
+        }
+      }
+      if (changed) await sender.setParameters(params);
+    };
+    const next = (this.#layerUpdates.get(pub) ?? Promise.resolve()).then(run).catch((e: unknown) =>
+      this.emit("error", new SwitchyardError("internal", `setting active layers: ${String(e)}`)),
+    );
+    this.#layerUpdates.set(pub, next);
+  }
+
   #remote(info: ParticipantInfo): RemoteParticipant {
     let p = this.remoteParticipants.get(info.sid);
     if (!p) this.remoteParticipants.set(info.sid, (p = new RemoteParticipant(info)));
@@ -553,18 +578,7 @@ export class Room extends Emitter<RoomEvents> implements SessionHost {
     s.on("subscribedLayers", (m) => {
       if (this.options.dynacast === false) return;
       const pub = this.localParticipant?.tracks.get(m.trackSid);
-      const sender = pub?.sender;
-      if (!sender) return;
-      const params = sender.getParameters();
-      let changed = false;
-      for (const enc of params.encodings ?? []) {
-        const l = m.layers.find((l) => l.rid === enc.rid);
-        if (l && enc.active !== l.active) {
-          enc.active = l.active;
-          changed = true;
-        }
-      }
-      if (changed) sender.setParameters(params).catch(() => {});
+      if (pub) this.#setActiveLayers(pub, m.layers);
     });
     s.on("activeSpeakersChanged", (speakers) => {
       const all = new Map<string, Participant>(this.participants.map((p) => [p.sid, p]));

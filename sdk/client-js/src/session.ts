@@ -86,6 +86,8 @@ export interface DataPacket {
 }
 
 export interface SessionEvents {
+  /** Every server message after the handshake, once handled (for logs and tests). */
+  message: (msg: ServerMessage) => void;
   connectionStateChanged: (state: ConnectionState) => void;
   participantConnected: (p: ParticipantInfo) => void;
   participantDisconnected: (p: ParticipantInfo, reason: LeaveReason) => void;
@@ -312,7 +314,10 @@ export class Session extends Emitter<SessionEvents> {
         return;
       }
       this.#heard();
-      this.serialize(() => this.#handle(msg)).catch((err: unknown) =>
+      this.serialize(async () => {
+        await this.#handle(msg);
+        this.emit("message", msg);
+      }).catch((err: unknown) =>
         this.emit("error", err instanceof SwitchyardError ? err : new SwitchyardError("internal", String(err))),
       );
     };

@@ -307,7 +307,10 @@ var Session = class extends Emitter {
         return;
       }
       this.#heard();
-      this.serialize(() => this.#handle(msg)).catch(
+      this.serialize(async () => {
+        await this.#handle(msg);
+        this.emit("message", msg);
+      }).catch(
         (err) => this.emit("error", err instanceof SwitchyardError ? err : new SwitchyardError("internal", String(err)))
       );
     };
@@ -1120,6 +1123,29 @@ var Room = class _Room extends Emitter {
     if (stop) pub.mediaTrack.stop();
     this.emit("localTrackUnpublished", pub);
   }
+  #layerUpdates = /* @__PURE__ */ new WeakMap();
+  /** Dynacast: encode only the layers somebody receives. One setParameters at a time per
+   * sender, each on fresh parameters (overlapping calls fail in the browser). */
+  #setActiveLayers(pub, layers) {
+    const run = async () => {
+      const sender = pub.sender;
+      if (!sender) return;
+      const params2 = sender.getParameters();
+      let changed = false;
+      for (const enc of params2.encodings ?? []) {
+        const l = layers.find((l2) => l2.rid === enc.rid);
+        if (l && enc.active !== l.active) {
+          enc.active = l.active;
+          changed = true;
+        }
+      }
+      if (changed) await sender.setParameters(params2);
+    };
+    const next = (this.#layerUpdates.get(pub) ?? Promise.resolve()).then(run).catch(
+      (e) => this.emit("error", new SwitchyardError("internal", `setting active layers: ${String(e)}`))
+    );
+    this.#layerUpdates.set(pub, next);
+  }
   #remote(info) {
     let p = this.remoteParticipants.get(info.sid);
     if (!p) this.remoteParticipants.set(info.sid, p = new RemoteParticipant(info));
@@ -1200,19 +1226,7 @@ var Room = class _Room extends Emitter {
     s.on("subscribedLayers", (m) => {
       if (this.options.dynacast === false) return;
       const pub = this.localParticipant?.tracks.get(m.trackSid);
-      const sender = pub?.sender;
-      if (!sender) return;
-      const params2 = sender.getParameters();
-      let changed = false;
-      for (const enc of params2.encodings ?? []) {
-        const l = m.layers.find((l2) => l2.rid === enc.rid);
-        if (l && enc.active !== l.active) {
-          enc.active = l.active;
-          changed = true;
-        }
-      }
-      if (changed) sender.setParameters(params2).catch(() => {
-      });
+      if (pub) this.#setActiveLayers(pub, m.layers);
     });
     s.on("activeSpeakersChanged", (speakers) => {
       const all = new Map(this.participants.map((p) => [p.sid, p]));
