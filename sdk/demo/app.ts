@@ -7,6 +7,7 @@
 import {
   Room,
   createLocalTracks,
+  defaultSignalingUrl,
   getLocalDevices,
   type Participant,
   type RemoteTrackPublication,
@@ -61,7 +62,7 @@ async function listDevices(): Promise<void> {
 function signalingUrl(): string {
   const given = $<HTMLInputElement>("url").value.trim();
   if (given) return given;
-  return `${location.protocol === "https:" ? "wss" : "ws"}://${location.host}`;
+  return defaultSignalingUrl(location);
 }
 
 async function token(room: string, identity: string): Promise<string> {

@@ -10,6 +10,7 @@ export {
   SDK_VERSION,
   Session,
   SwitchyardError,
+  defaultSignalingUrl,
   signalingUrl,
   type ConnectionState,
   type DataPacket,

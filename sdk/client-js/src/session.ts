@@ -152,6 +152,12 @@ export function signalingUrl(url: string, token: string): string {
   return `${u}?access_token=${encodeURIComponent(token)}`;
 }
 
+/** The signaling URL of a page served by the signaling host itself: `wss://` when the
+ * page is https (a `ws://` socket from an https page is blocked as mixed content). */
+export function defaultSignalingUrl(location: { protocol: string; host: string }): string {
+  return `${location.protocol === "https:" ? "wss" : "ws"}://${location.host}`;
+}
+
 export class Session extends Emitter<SessionEvents> {
   state: ConnectionState = "disconnected";
   room?: RoomInfo;

@@ -161,6 +161,9 @@ function signalingUrl(url, token2) {
   if (!u.endsWith("/rtc")) u += "/rtc";
   return `${u}?access_token=${encodeURIComponent(token2)}`;
 }
+function defaultSignalingUrl(location2) {
+  return `${location2.protocol === "https:" ? "wss" : "ws"}://${location2.host}`;
+}
 var Session = class extends Emitter {
   state = "disconnected";
   room;
@@ -1302,7 +1305,7 @@ async function listDevices() {
 function signalingUrl2() {
   const given = $("url").value.trim();
   if (given) return given;
-  return `${location.protocol === "https:" ? "wss" : "ws"}://${location.host}`;
+  return defaultSignalingUrl(location);
 }
 async function token(room, identity) {
   const given = $("token").value.trim();

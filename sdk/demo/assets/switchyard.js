@@ -202,6 +202,9 @@ function signalingUrl(url, token) {
   if (!u.endsWith("/rtc")) u += "/rtc";
   return `${u}?access_token=${encodeURIComponent(token)}`;
 }
+function defaultSignalingUrl(location) {
+  return `${location.protocol === "https:" ? "wss" : "ws"}://${location.host}`;
+}
 var Session = class extends Emitter {
   state = "disconnected";
   room;
@@ -1323,6 +1326,7 @@ export {
   TrackPublication,
   backoffDelay,
   createLocalTracks,
+  defaultSignalingUrl,
   getLocalDevices,
   layerForHeight,
   msidByMid,

@@ -7,7 +7,7 @@ import { execFileSync } from "node:child_process";
 import { fileURLToPath } from "node:url";
 import {
   CLIENT_MESSAGE_TYPES, DEFAULT_RECONNECT_POLICY, SERVER_MESSAGE_TYPES, SIMULCAST_RIDS, backoffDelay, layerForHeight,
-  msidByMid, nextStep, signalingUrl, simulcastLayers, summarizeStats,
+  defaultSignalingUrl, msidByMid, nextStep, signalingUrl, simulcastLayers, summarizeStats,
 } from "../../dist/index.js";
 
 const root = fileURLToPath(new URL("../../../../", import.meta.url));
@@ -62,6 +62,8 @@ test("signaling URLs: ws, wss, http(s) → ws(s), /rtc once, the token escaped",
   assert.equal(signalingUrl("ws://a:1", "t"), "ws://a:1/rtc?access_token=t");
   assert.equal(signalingUrl("https://a/rtc/", "a+b"), "wss://a/rtc?access_token=a%2Bb");
   assert.throws(() => signalingUrl("ftp://a", "t"), TypeError);
+  assert.equal(defaultSignalingUrl({ protocol: "https:", host: "meet.example:8443" }), "wss://meet.example:8443");
+  assert.equal(defaultSignalingUrl({ protocol: "http:", host: "localhost:7880" }), "ws://localhost:7880");
 });
 
 test("the SDK's message types are exactly the schema's", () => {
