@@ -1,8 +1,9 @@
 // Builds @switchyard/client (dist/: ESM bundle + .d.ts) and the demo app's checked-in
 // bundles (sdk/demo/assets/), which media-node embeds for `switchyard dev`.
 //
-//   node build.mjs          build everything
-//   node build.mjs --check  fail if the checked-in demo bundles differ from a fresh build
+//   node build.mjs              build everything (then commit sdk/demo/assets)
+//   node build.mjs --dist-only  only dist/ (what the tests import; leaves the checked-in bundles alone)
+//   node build.mjs --check      fail if the checked-in demo bundles differ from a fresh build
 import { build } from "esbuild";
 import { execFileSync } from "node:child_process";
 import { readFileSync, writeFileSync, mkdirSync } from "node:fs";
@@ -38,5 +39,6 @@ if (check) {
 
 execFileSync(join(here, "node_modules/.bin/tsc"), ["-p", here], { stdio: "inherit" });
 await build({ ...common, entryPoints: [join(here, "src/index.ts")], outfile: join(here, "dist/index.js") });
+if (process.argv.includes("--dist-only")) process.exit(0);
 mkdirSync(join(demo, "assets"), { recursive: true });
 for (const a of assets) await build({ ...common, entryPoints: [a.entry], outfile: a.out });
