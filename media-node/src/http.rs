@@ -361,17 +361,51 @@ fn javascript(body: &'static str) -> impl IntoResponse {
 
 /// Demo mode only: a join token for `?room=&identity=`, signed with the first API key,
 /// so the demo page works without an app backend. Never enabled outside `switchyard dev`.
-async fn dev_token(State(shared): State<Arc<Shared>>, Query(params): Query<HashMap<String, String>>) -> Response {
+/// A page served from another port of this machine (an app's own dev server) may fetch it
+/// too: the response allows a loopback `Origin`, and no other.
+async fn dev_token(
+    State(shared): State<Arc<Shared>>,
+    Query(params): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+) -> Response {
     let room = params.get("room").cloned().unwrap_or_else(|| "demo".into());
     let identity = params.get("identity").cloned().unwrap_or_else(|| "guest".into());
     let (key, secret) = &shared.cfg.api_keys[0];
     let claims =
         Claims::new(key.clone(), identity, unix_now(), 6 * 3600).with_grants(switchyard_api::token::Grants::join(room));
-    match switchyard_api::token::mint(&claims, secret) {
+    let mut response = match switchyard_api::token::mint(&claims, secret) {
         Ok(t) => t.into_response(),
         Err(e @ switchyard_api::Error::InvalidName(_)) => (StatusCode::BAD_REQUEST, e.to_string()).into_response(),
         Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
+    };
+    if let Some(origin) = headers.get(header::ORIGIN).filter(|o| o.to_str().is_ok_and(is_loopback_origin)) {
+        response.headers_mut().insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin.clone());
+        response.headers_mut().insert(header::VARY, header::ORIGIN.as_str().parse().expect("literal"));
     }
+    response
+}
+
+/// `http(s)://localhost[:port]`, `http(s)://127.x.y.z[:port]` or `http(s)://[::1][:port]`.
+fn is_loopback_origin(origin: &str) -> bool {
+    let Some(rest) = origin.strip_prefix("http://").or_else(|| origin.strip_prefix("https://")) else {
+        return false;
+    };
+    let host = match rest.strip_prefix('[') {
+        Some(v6) => match v6.split_once(']') {
+            Some((h, port)) if port.is_empty() || port.strip_prefix(':').is_some_and(is_port) => h,
+            _ => return false,
+        },
+        None => match rest.split_once(':') {
+            Some((h, port)) if is_port(port) => h,
+            Some(_) => return false,
+            None => rest,
+        },
+    };
+    host == "localhost" || host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
+}
+
+fn is_port(s: &str) -> bool {
+    !s.is_empty() && s.len() <= 5 && s.bytes().all(|b| b.is_ascii_digit())
 }
 
 /// A refusal before the upgrade: the status, and a JSON body with a stable code.
@@ -512,6 +546,32 @@ mod tests {
         }
         for v in ["Basic abc", "Bearer", "Bearer ", "Bearerabc", "abc"] {
             assert_eq!(bearer(v), None, "{v:?}");
+        }
+    }
+
+    #[test]
+    fn dev_tokens_are_shared_only_with_pages_of_this_machine() {
+        for o in [
+            "http://localhost:5173",
+            "http://localhost",
+            "https://127.0.0.1:8443",
+            "http://127.1.2.3:80",
+            "http://[::1]:3000",
+            "http://[::1]",
+        ] {
+            assert!(is_loopback_origin(o), "{o}");
+        }
+        for o in [
+            "http://localhost.evil.example",
+            "http://evil.example",
+            "http://192.168.1.5:5173",
+            "http://localhost:5173@evil.example",
+            "http://localhost:abc",
+            "http://[::1]x",
+            "file://localhost",
+            "null",
+        ] {
+            assert!(!is_loopback_origin(o), "{o}");
         }
     }
 
