@@ -17,7 +17,7 @@ let browser;
 
 before(async () => {
   dev = await startDev(PORT);
-  browser = await launch(["--force-fieldtrials=WebRTC-LegacySimulcastLayerLimit/Disabled/"]);
+  browser = await launch(["--force-fieldtrials=WebRTC-LegacySimulcastLayerLimit/Disabled/", "--use-fake-device-for-media-stream=device-count=2"]);
 });
 after(async () => {
   await browser?.close();
@@ -163,5 +163,80 @@ test("adaptive stream: a small element gets the low simulcast layer", { timeout:
     }, null, 20_000, "alice receiving 160x90 (q)");
   } finally {
     await context.close();
+  }
+});
+
+test("switching the camera replaces the sent track without renegotiating; stats give bitrate, RTT, codec and layer", { timeout: 120_000 }, async () => {
+  const { context, pages: [alice, bob] } = await pages(2);
+  try {
+    await joinWithSdk(bob, { url: dev.ws, room: "devices", identity: "bob", options: CAMERA, publish: { camera: true } });
+    await joinWithSdk(alice, { url: dev.ws, room: "devices", identity: "alice", publish: {} });
+    await waitFor(alice, () => document.querySelector('video[data-identity="bob"]')?.getVideoPlaybackQuality().totalVideoFrames > 0, null, 30_000, "alice decoding bob");
+    const before = await bob.evaluate(async () => {
+      const cams = await window.sy.getLocalDevices("videoinput");
+      const pub = window.room.localParticipant.getTrackPublication("camera");
+      return { cams: cams.map((d) => d.deviceId), current: pub.mediaTrack.getSettings().deviceId };
+    });
+    assert.ok(before.cams.length >= 2, `two fake cameras: ${before.cams}`);
+    const next = before.cams.find((id) => id !== before.current);
+    const offersBefore = await bob.evaluate(() => window.room.pc.localDescription.sdp.length);
+    await bob.evaluate((id) => window.room.switchActiveDevice("videoinput", id), next);
+    const after = await bob.evaluate(() => {
+      const pub = window.room.localParticipant.getTrackPublication("camera");
+      return { device: pub.mediaTrack.getSettings().deviceId, sent: pub.sender.track.id === pub.mediaTrack.id, sdp: window.room.pc.localDescription.sdp.length };
+    });
+    assert.equal(after.device, next);
+    assert.ok(after.sent, "the sender carries the new track");
+    assert.equal(after.sdp, offersBefore, "no new offer");
+    const [f1, f2] = await framesAdvance(alice, "bob", "camera", 2000);
+    assert.ok(f2 > f1, `bob's video goes on from the new camera: ${f1} → ${f2}`);
+    // Two samples a second apart: rates appear.
+    await alice.evaluate(() => window.room.getStats());
+    await new Promise((r) => setTimeout(r, 1000));
+    const s = await alice.evaluate(() => window.room.getStats());
+    const v = s.inbound.find((i) => i.kind === "video");
+    assert.ok(v.bitrateBps > 0, `inbound video bitrate ${v.bitrateBps}`);
+    assert.match(v.codec, /^video\//);
+    assert.ok(["low", "medium", "high"].includes(v.quality), `layer ${v.quality}`);
+    assert.equal(typeof v.lossFraction, "number");
+    assert.equal(typeof s.rttMs, "number", "RTT of the selected candidate pair");
+  } finally {
+    await context.close();
+  }
+});
+
+test("a server that restarts loses the session: resume fails, the SDK rejoins and media flows again", { timeout: 120_000 }, async () => {
+  const port = PORT + 5000;
+  // The same secret on both runs, so the tokens the pages hold stay valid.
+  const flags = ["--api-secret", "restart-test-secret"];
+  let node = await startDev(port, flags);
+  const context = await browser.newContext({ permissions: ["camera", "microphone"] });
+  try {
+    const alice = await blankPage(context, node.base);
+    const bob = await blankPage(context, node.base);
+    const frames = [];
+    alice.on("websocket", (ws) => ws.on("framesent", (f) => frames.push(JSON.parse(String(f.payload)).type)));
+    await joinWithSdk(alice, { url: node.ws, room: "restart", identity: "alice", options: CAMERA, publish: { camera: true } });
+    await joinWithSdk(bob, { url: node.ws, room: "restart", identity: "bob", options: CAMERA, publish: { camera: true } });
+    await waitFor(bob, () => document.querySelector('video[data-identity="alice"]')?.getVideoPlaybackQuality().totalVideoFrames > 0, null, 30_000, "bob decoding alice");
+    const sid = await alice.evaluate(() => window.room.localParticipant.sid);
+    node.kill("SIGKILL");
+    await new Promise((r) => node.once("exit", r));
+    node = await startDev(port, flags);
+    for (const [who, page, other] of [["alice", alice, "bob"], ["bob", bob, "alice"]]) {
+      await waitFor(page, () => window.events.some((e) => e[0] === "reconnected"), null, 45_000, `${who} reconnected`);
+      assert.deepEqual(
+        await page.evaluate(() => window.events.filter((e) => e[0] === "reconnecting" || e[0] === "reconnected")),
+        [["reconnecting"], ["reconnected", "rejoin"]],
+      );
+      // A new session: the camera is published again and reaches the other side.
+      await waitFor(page, (o) => [...document.querySelectorAll(`video[data-identity="${o}"]`)].some((v) => v.srcObject && v.getVideoPlaybackQuality().totalVideoFrames > 0 && v.srcObject.getVideoTracks()[0]?.readyState === "live"), other, 45_000, `${who} decoding ${other} after the rejoin`);
+    }
+    assert.notEqual(await alice.evaluate(() => window.room.localParticipant.sid), sid, "a new participant sid");
+    assert.ok(frames.includes("resume"), `resume was tried first: ${frames}`);
+    assert.ok(frames.lastIndexOf("join") > frames.indexOf("resume"), `then a join: ${frames}`);
+  } finally {
+    await context.close();
+    node.stop();
   }
 });

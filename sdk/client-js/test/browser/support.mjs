@@ -40,12 +40,14 @@ export async function startDev(port, extra = []) {
 }
 
 export function launch(extraArgs = []) {
+  const fakeDevices = extraArgs.find((a) => a.startsWith("--use-fake-device-for-media-stream")) ?? "--use-fake-device-for-media-stream";
+  extraArgs = extraArgs.filter((a) => a !== fakeDevices);
   return chromium.launch({
     executablePath: CHROMIUM,
     args: [
       "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
       "--disable-background-networking", "--disable-component-update", "--disable-sync",
-      "--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream",
+      fakeDevices, "--use-fake-ui-for-media-stream",
       "--auto-select-desktop-capture-source=Entire screen", "--autoplay-policy=no-user-gesture-required",
       ...extraArgs,
     ],
