@@ -436,9 +436,8 @@ export class Room extends Emitter<RoomEvents> implements SessionHost {
     pub.sender = transceiver.sender;
     if (kind === "video") this.#preferCodec(transceiver, opts.videoCodec ?? this.options.videoCodec);
     this.session.negotiate();
-    const t = await published;
+    await published;
     return pub;
-    void t;
   }
 
   /** Put the preferred codec first, among the codecs the room allows. */

@@ -1076,9 +1076,9 @@ var Room = class _Room extends Emitter {
         this.#waiting.delete(track.id);
         reject(new SwitchyardError("internal", `no track_published for ${track.id} within 15 s`));
       }, 15e3);
-      this.#waiting.set(track.id, (t2) => {
+      this.#waiting.set(track.id, (t) => {
         clearTimeout(timer);
-        resolve(t2);
+        resolve(t);
       });
     });
     this.session.send(req);
@@ -1093,9 +1093,8 @@ var Room = class _Room extends Emitter {
     pub.sender = transceiver.sender;
     if (kind === "video") this.#preferCodec(transceiver, opts.videoCodec ?? this.options.videoCodec);
     this.session.negotiate();
-    const t = await published;
+    await published;
     return pub;
-    void t;
   }
   /** Put the preferred codec first, among the codecs the room allows. */
   #preferCodec(transceiver, preferred) {

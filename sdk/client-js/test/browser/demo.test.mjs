@@ -8,6 +8,7 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { mkdirSync } from "node:fs";
+import { createServer } from "node:http";
 import { join } from "node:path";
 import { launch, startDev, waitFor } from "./support.mjs";
 
@@ -179,6 +180,26 @@ test("demo: joins with the signaling URL and token it is given, as against a clu
     await waitDemo(page, () => window.switchyardRoom?.state === "connected", null, 45_000, "joined with the given token");
     assert.ok(!requests.some((u) => u.includes("/dev/token")), `no /dev/token request: ${requests.join(" ")}`);
     assert.ok(sockets.some((u) => u.startsWith(`ws://127.0.0.1:${port}/rtc?access_token=`)), `signaling through the given URL: ${sockets.join(" ")}`);
+
+    // A token endpoint of the app's backend, on another port, answering JSON.
+    const asked = [];
+    const backend = createServer(async (req, res) => {
+      const q = new URL(req.url, "http://x").searchParams;
+      asked.push(`${q.get("room")}/${q.get("identity")}`);
+      const t = await (await fetch(`http://127.0.0.1:${port}/dev/token?room=${q.get("room")}&identity=${q.get("identity")}`)).text();
+      res.writeHead(200, { "content-type": "application/json", "access-control-allow-origin": "*" }).end(JSON.stringify({ token: t }));
+    });
+    await new Promise((r) => backend.listen(0, "127.0.0.1", r));
+    try {
+      const other = await context.newPage();
+      const endpoint = encodeURIComponent(`http://localhost:${backend.address().port}/token`);
+      await other.goto(`${dev.base}/?room=given&identity=bob&tokenEndpoint=${endpoint}&url=${url}`);
+      await waitDemo(other, () => window.switchyardRoom?.state === "connected", null, 45_000, "joined with the endpoint's token");
+      assert.deepEqual(asked, ["given/bob"]);
+      await waitDemo(page, () => document.querySelector('.tile[data-identity="bob"]') !== null, null, 20_000, "the first page showing bob");
+    } finally {
+      backend.close();
+    }
   } finally {
     await browser.close();
     dev.stop();

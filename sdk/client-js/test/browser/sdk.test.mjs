@@ -240,3 +240,25 @@ test("a server that restarts loses the session: resume fails, the SDK rejoins an
     node.stop();
   }
 });
+
+test("codec preference picks VP9; with autoSubscribe off nothing arrives until setSubscribed", { timeout: 120_000 }, async () => {
+  const { context, pages: [alice, bob] } = await pages(2);
+  try {
+    await joinWithSdk(bob, { url: dev.ws, room: "codec", identity: "bob", options: { ...CAMERA, videoCodec: "vp9" }, publish: { camera: true } });
+    await joinWithSdk(alice, { url: dev.ws, room: "codec", identity: "alice", options: { autoSubscribe: false }, publish: {} });
+    const mime = await bob.evaluate(() => window.room.localParticipant.getTrackPublication("camera").info.mimeType);
+    assert.equal(mime?.toLowerCase(), "video/vp9", "the server negotiated the preferred codec");
+    await waitFor(alice, () => window.events.some((e) => e[0] === "trackPublished" && e[1] === "bob"), null, 10_000, "bob's publication");
+    await new Promise((r) => setTimeout(r, 1500));
+    assert.ok(!(await alice.evaluate(() => window.events.some((e) => e[0] === "trackSubscribed"))), "not subscribed before asking");
+    await alice.evaluate(() => {
+      const bob = [...window.room.remoteParticipants.values()].find((p) => p.identity === "bob");
+      bob.getTrackPublication("camera").setSubscribed(true);
+    });
+    await waitFor(alice, () => document.querySelector('video[data-identity="bob"]')?.getVideoPlaybackQuality().totalVideoFrames > 0, null, 30_000, "alice decoding bob after subscribing");
+    const codec = await alice.evaluate(async () => (await window.room.getStats()).inbound.find((i) => i.kind === "video")?.codec);
+    assert.equal(codec?.toLowerCase(), "video/vp9");
+  } finally {
+    await context.close();
+  }
+});
