@@ -37,7 +37,7 @@ export interface RoomOptions extends SessionOptions {
   adaptiveStream?: boolean;
   /** Stop encoding simulcast layers nobody receives (default true). */
   dynacast?: boolean;
-  /** Publish camera video in three layers (default true). */
+  /** Publish camera video in three layers (default true; VP9 and AV1 are sent as one). */
   simulcast?: boolean;
   /** Preferred video codec; the room's allowed codecs win (default: the browser's order). */
   videoCodec?: Exclude<Codec, "opus">;
@@ -401,7 +401,13 @@ export class Room extends Emitter<RoomEvents> implements SessionHost {
     const kind = track.kind === "video" ? "video" : "audio";
     const source: TrackSource = opts.source ?? (kind === "audio" ? "microphone" : "camera");
     const settings = track.getSettings();
-    const simulcast = kind === "video" && (opts.simulcast ?? (source === "camera" && (this.options.simulcast ?? true)));
+    const codec = opts.videoCodec ?? this.options.videoCodec;
+    // Simulcast by default for the camera in VP8 and H.264. VP9 and AV1 go as one stream:
+    // browsers encode their simulcast unevenly, and the server does not yet switch their
+    // layers (it forwards such a track as one layer).
+    const layered = codec !== "vp9" && codec !== "av1";
+    const simulcast =
+      kind === "video" && (opts.simulcast ?? (source === "camera" && layered && (this.options.simulcast ?? true)));
     const layers = simulcast && settings.width && settings.height ? simulcastLayers(settings.width, settings.height) : [];
     const info: TrackInfo = { sid: "", name: opts.name ?? (track.label || source), kind, source, muted: !track.enabled };
     if (settings.width) info.width = settings.width;
@@ -434,7 +440,7 @@ export class Room extends Emitter<RoomEvents> implements SessionHost {
       }));
     const transceiver = pc.addTransceiver(track, init);
     pub.sender = transceiver.sender;
-    if (kind === "video") this.#preferCodec(transceiver, opts.videoCodec ?? this.options.videoCodec);
+    if (kind === "video") this.#preferCodec(transceiver, codec);
     this.session.negotiate();
     await published;
     return pub;

@@ -1058,7 +1058,9 @@ var Room = class _Room extends Emitter {
     const kind = track.kind === "video" ? "video" : "audio";
     const source = opts.source ?? (kind === "audio" ? "microphone" : "camera");
     const settings = track.getSettings();
-    const simulcast = kind === "video" && (opts.simulcast ?? (source === "camera" && (this.options.simulcast ?? true)));
+    const codec = opts.videoCodec ?? this.options.videoCodec;
+    const layered = codec !== "vp9" && codec !== "av1";
+    const simulcast = kind === "video" && (opts.simulcast ?? (source === "camera" && layered && (this.options.simulcast ?? true)));
     const layers = simulcast && settings.width && settings.height ? simulcastLayers(settings.width, settings.height) : [];
     const info = { sid: "", name: opts.name ?? (track.label || source), kind, source, muted: !track.enabled };
     if (settings.width) info.width = settings.width;
@@ -1091,7 +1093,7 @@ var Room = class _Room extends Emitter {
       }));
     const transceiver = pc.addTransceiver(track, init);
     pub.sender = transceiver.sender;
-    if (kind === "video") this.#preferCodec(transceiver, opts.videoCodec ?? this.options.videoCodec);
+    if (kind === "video") this.#preferCodec(transceiver, codec);
     this.session.negotiate();
     await published;
     return pub;

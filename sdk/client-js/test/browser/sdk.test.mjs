@@ -241,13 +241,15 @@ test("a server that restarts loses the session: resume fails, the SDK rejoins an
   }
 });
 
-test("codec preference picks VP9; with autoSubscribe off nothing arrives until setSubscribed", { timeout: 120_000 }, async () => {
+test("codec preference picks VP9 (one layer); with autoSubscribe off nothing arrives until setSubscribed", { timeout: 120_000 }, async () => {
   const { context, pages: [alice, bob] } = await pages(2);
   try {
     await joinWithSdk(bob, { url: dev.ws, room: "codec", identity: "bob", options: { ...CAMERA, videoCodec: "vp9" }, publish: { camera: true } });
     await joinWithSdk(alice, { url: dev.ws, room: "codec", identity: "alice", options: { autoSubscribe: false }, publish: {} });
     const mime = await bob.evaluate(() => window.room.localParticipant.getTrackPublication("camera").info.mimeType);
     assert.equal(mime?.toLowerCase(), "video/vp9", "the server negotiated the preferred codec");
+    const layers = await bob.evaluate(() => window.room.localParticipant.getTrackPublication("camera").info.layers ?? []);
+    assert.deepEqual(layers, [], "VP9 goes as one stream");
     await waitFor(alice, () => window.events.some((e) => e[0] === "trackPublished" && e[1] === "bob"), null, 10_000, "bob's publication");
     await new Promise((r) => setTimeout(r, 1500));
     assert.ok(!(await alice.evaluate(() => window.events.some((e) => e[0] === "trackSubscribed"))), "not subscribed before asking");
