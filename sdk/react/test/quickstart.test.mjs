@@ -1,13 +1,17 @@
-// The README's frontend quick start, run as written: its app.jsx is copied out of
-// README.md, bundled with the packages as an app would install them, served from another
-// port of localhost (as an app's own dev server would), and two tabs of it must see each
-// other through `switchyard dev`. The one change: the README's port 7880 becomes the test's.
-// About 20 s.
+// The README's frontend quick start, run as written: its `npm install` line runs in a
+// fresh app directory (with this checkout for /path/to/switchyard; npm's cache makes it
+// quick after the first run), its app.jsx is bundled there, served from another port of
+// localhost (as an app's own dev server would), and two tabs of it must see each other
+// through `switchyard dev`. The one change: the README's port 7880 becomes the test's.
+// About 30 s.
 
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { createServer } from "node:http";
-import { readFileSync, rmSync, writeFileSync } from "node:fs";
+import { execFileSync } from "node:child_process";
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { build } from "esbuild";
 import { launch, startDev } from "../../client-js/test/browser/support.mjs";
@@ -15,36 +19,51 @@ import { launch, startDev } from "../../client-js/test/browser/support.mjs";
 const README = new URL("../../../README.md", import.meta.url);
 const PORT = 19600 + Math.floor(Math.random() * 50) * 10;
 
-function quickstart() {
+function block(marker, lang) {
   const text = readFileSync(README, "utf8");
-  const marker = text.indexOf("<!-- quickstart:frontend -->");
-  assert.ok(marker >= 0, "README has the frontend quick start");
-  const start = text.indexOf("```jsx\n", marker) + "```jsx\n".length;
+  const at = text.indexOf(`<!-- ${marker} -->`);
+  assert.ok(at >= 0, `README has ${marker}`);
+  const start = text.indexOf("```" + lang + "\n", at) + lang.length + 4;
   return text.slice(start, text.indexOf("```\n", start));
 }
 
+/** The README's `cd my-app && npm install …` in a fresh directory, this checkout as /path/to/switchyard. */
+function installApp() {
+  const line = block("quickstart:frontend-install", "sh").split("\n").find((l) => l.startsWith("cd my-app && npm install"));
+  assert.ok(line, "the README installs into my-app");
+  const root = fileURLToPath(new URL("../../..", import.meta.url)).replace(/\/$/, "");
+  const args = line.replace("cd my-app && npm install", "").trim().split(/\s+/).map((a) => a.replace("/path/to/switchyard", root));
+  const dir = mkdtempSync(join(tmpdir(), "switchyard-quickstart-"));
+  writeFileSync(join(dir, "package.json"), JSON.stringify({ name: "my-app", private: true, type: "module" }));
+  execFileSync("npm", ["install", ...args, "--no-audit", "--no-fund", "--prefer-offline", "--silent"], { cwd: dir, stdio: "inherit" });
+  return dir;
+}
+
 test("the README's frontend quick start joins two tabs into one call", { timeout: 120_000 }, async () => {
-  const source = quickstart();
+  const source = block("quickstart:frontend", "jsx");
   assert.match(source, /localhost:7880/);
-  // Inside the package, so `@switchyard/react` and `@switchyard/client` resolve as installed.
-  const file = fileURLToPath(new URL(`../.quickstart-${process.pid}.jsx`, import.meta.url));
-  writeFileSync(file, source.replaceAll("localhost:7880", `localhost:${PORT}`));
+  const app = installApp();
   let js;
   try {
+    const file = join(app, "app.jsx");
+    writeFileSync(file, source.replaceAll("localhost:7880", `localhost:${PORT}`));
     const r = await build({
       entryPoints: [file],
+      absWorkingDir: app,
       bundle: true,
       format: "esm",
       target: "es2022",
       jsx: "automatic",
       write: false,
-      alias: { "@switchyard/react": fileURLToPath(new URL("../dist/index.js", import.meta.url)) },
       define: { "process.env.NODE_ENV": '"production"' },
       logLevel: "warning",
     });
     js = r.outputFiles[0].text;
+    // One React: the app's, not a development copy from the checkout.
+    const copies = js.match(/^\/\/ .*react\/cjs\/react\.production\.js$/gm) ?? [];
+    assert.equal(copies.length, 1, `exactly one copy of React in the bundle: ${copies}`);
   } finally {
-    rmSync(file, { force: true });
+    rmSync(app, { recursive: true, force: true });
   }
   const site = createServer((req, res) => {
     if (req.url.startsWith("/app.js")) res.writeHead(200, { "content-type": "text/javascript" }).end(js);
