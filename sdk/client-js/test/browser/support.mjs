@@ -139,6 +139,23 @@ export async function framesAdvance(page, identity, source = "camera", ms = 1500
   return [a, b];
 }
 
+/** Wait until the received video of `identity`'s `source` decodes `by` more frames than
+ * now (a busy machine gets time; a stalled stream fails). Returns [before, after]. */
+export async function framesAdvanceBy(page, identity, source = "camera", by = 5, ms = 20_000) {
+  const [start] = await framesAdvance(page, identity, source, 0);
+  await waitFor(
+    page,
+    ({ identity, source, target }) => {
+      const v = document.querySelector(`video[data-identity="${identity}"][data-source="${source}"]`);
+      return v && v.getVideoPlaybackQuality().totalVideoFrames >= target;
+    },
+    { identity, source, target: start + by },
+    ms,
+    `${identity}'s ${source} decoding ${by} more frames than ${start}`,
+  );
+  return [start, (await framesAdvance(page, identity, source, 0))[1]];
+}
+
 /** Received audio energy from `identity` (getStats totalAudioEnergy), sampled twice. */
 export async function audioEnergy(page, identity, ms = 1500) {
   const energy = () =>
