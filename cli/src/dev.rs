@@ -47,6 +47,10 @@ pub(crate) struct DevArgs {
     /// POST every room event to this URL, signed with the API key (repeatable).
     #[arg(long = "webhook", value_name = "URL")]
     webhooks: Vec<String>,
+    /// Admin HTTP address (`/metrics`, `/internal/status`, `/drain`); port 0 picks a free
+    /// one. The banner prints the address either way.
+    #[arg(long, default_value = "127.0.0.1:0")]
+    admin_addr: SocketAddr,
     /// Seconds a participant whose signaling socket dropped is kept for `resume`; 0: off.
     #[arg(long, default_value_t = 15)]
     resume_window_seconds: u64,
@@ -94,6 +98,7 @@ pub(crate) fn run(args: DevArgs) -> anyhow::Result<()> {
     cfg.http_addr = SocketAddr::new(args.bind, args.port);
     cfg.udp_addr = SocketAddr::new(args.bind, args.udp_port);
     cfg.tcp_addr = SocketAddr::new(args.bind, args.udp_port.saturating_sub(1));
+    cfg.admin_addr = args.admin_addr;
     cfg.advertise_ips = args.advertise_ip.into_iter().collect();
     cfg.demo = true;
     cfg.relay_only = args.relay_only;
@@ -148,6 +153,7 @@ pub(crate) fn run(args: DevArgs) -> anyhow::Result<()> {
             node.http_addr.port(),
             node.http_addr.port()
         );
+        println!("  admin       http://{}   (/metrics, /internal/status, POST /drain)", node.admin_addr);
         println!("  media       udp {}  tcp {:?}", node.udp_addr, node.tcp_addr);
         if let Some(t) = &turn {
             let a = t.addrs();

@@ -34,8 +34,11 @@ use crate::engine::Command;
 use crate::metrics::{Metrics, Reason};
 use crate::node::{ShardMsg, Shared, drain, unix_now};
 
-const DEMO_PAGE: &str = include_str!("../../sdk/js/demo.html");
-const SDK_JS: &str = include_str!("../../sdk/js/switchyard.js");
+// The demo app and the client SDK (`@switchyard/client`) as `switchyard dev` serves them:
+// bundles checked in under sdk/demo/assets (a test in sdk/client-js fails when stale).
+const DEMO_PAGE: &str = include_str!("../../sdk/demo/index.html");
+const DEMO_APP: &str = include_str!("../../sdk/demo/assets/app.js");
+const SDK_JS: &str = include_str!("../../sdk/demo/assets/switchyard.js");
 
 /// The public signaling server: `/rtc`, health, and the demo page in dev mode; `/metrics`
 /// only with `--public-metrics`.
@@ -51,7 +54,8 @@ pub(crate) async fn serve(listener: TcpListener, shared: Arc<Shared>, shutdown: 
     if shared.cfg.demo {
         app = app
             .route("/", get(|| async { Html(DEMO_PAGE) }))
-            .route("/switchyard.js", get(sdk))
+            .route("/assets/app.js", get(|| async { javascript(DEMO_APP) }))
+            .route("/switchyard.js", get(|| async { javascript(SDK_JS) }))
             .route("/dev/token", get(dev_token));
     }
     let gate = Gate::new(
@@ -351,23 +355,57 @@ async fn run(
     all_done.closed().await;
 }
 
-async fn sdk() -> impl IntoResponse {
-    ([(header::CONTENT_TYPE, "text/javascript; charset=utf-8")], SDK_JS)
+fn javascript(body: &'static str) -> impl IntoResponse {
+    ([(header::CONTENT_TYPE, "text/javascript; charset=utf-8")], body)
 }
 
 /// Demo mode only: a join token for `?room=&identity=`, signed with the first API key,
 /// so the demo page works without an app backend. Never enabled outside `switchyard dev`.
-async fn dev_token(State(shared): State<Arc<Shared>>, Query(params): Query<HashMap<String, String>>) -> Response {
+/// A page served from another port of this machine (an app's own dev server) may fetch it
+/// too: the response allows a loopback `Origin`, and no other.
+async fn dev_token(
+    State(shared): State<Arc<Shared>>,
+    Query(params): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+) -> Response {
     let room = params.get("room").cloned().unwrap_or_else(|| "demo".into());
     let identity = params.get("identity").cloned().unwrap_or_else(|| "guest".into());
     let (key, secret) = &shared.cfg.api_keys[0];
     let claims =
         Claims::new(key.clone(), identity, unix_now(), 6 * 3600).with_grants(switchyard_api::token::Grants::join(room));
-    match switchyard_api::token::mint(&claims, secret) {
+    let mut response = match switchyard_api::token::mint(&claims, secret) {
         Ok(t) => t.into_response(),
         Err(e @ switchyard_api::Error::InvalidName(_)) => (StatusCode::BAD_REQUEST, e.to_string()).into_response(),
         Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
+    };
+    if let Some(origin) = headers.get(header::ORIGIN).filter(|o| o.to_str().is_ok_and(is_loopback_origin)) {
+        response.headers_mut().insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin.clone());
+        response.headers_mut().insert(header::VARY, header::ORIGIN.as_str().parse().expect("literal"));
     }
+    response
+}
+
+/// `http(s)://localhost[:port]`, `http(s)://127.x.y.z[:port]` or `http(s)://[::1][:port]`.
+fn is_loopback_origin(origin: &str) -> bool {
+    let Some(rest) = origin.strip_prefix("http://").or_else(|| origin.strip_prefix("https://")) else {
+        return false;
+    };
+    let host = match rest.strip_prefix('[') {
+        Some(v6) => match v6.split_once(']') {
+            Some((h, port)) if port.is_empty() || port.strip_prefix(':').is_some_and(is_port) => h,
+            _ => return false,
+        },
+        None => match rest.split_once(':') {
+            Some((h, port)) if is_port(port) => h,
+            Some(_) => return false,
+            None => rest,
+        },
+    };
+    host == "localhost" || host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
+}
+
+fn is_port(s: &str) -> bool {
+    !s.is_empty() && s.len() <= 5 && s.bytes().all(|b| b.is_ascii_digit())
 }
 
 /// A refusal before the upgrade: the status, and a JSON body with a stable code.
@@ -508,6 +546,32 @@ mod tests {
         }
         for v in ["Basic abc", "Bearer", "Bearer ", "Bearerabc", "abc"] {
             assert_eq!(bearer(v), None, "{v:?}");
+        }
+    }
+
+    #[test]
+    fn dev_tokens_are_shared_only_with_pages_of_this_machine() {
+        for o in [
+            "http://localhost:5173",
+            "http://localhost",
+            "https://127.0.0.1:8443",
+            "http://127.1.2.3:80",
+            "http://[::1]:3000",
+            "http://[::1]",
+        ] {
+            assert!(is_loopback_origin(o), "{o}");
+        }
+        for o in [
+            "http://localhost.evil.example",
+            "http://evil.example",
+            "http://192.168.1.5:5173",
+            "http://localhost:5173@evil.example",
+            "http://localhost:abc",
+            "http://[::1]x",
+            "file://localhost",
+            "null",
+        ] {
+            assert!(!is_loopback_origin(o), "{o}");
         }
     }
 

@@ -378,6 +378,38 @@ impl Peer {
     }
 }
 
+/// Each media line of `answer` with its codecs in the order its `offer` listed them. The
+/// offerer sends with the first codec of the answer, and str0m answers in its own order:
+/// without this a publisher preferring VP9 (`setCodecPreferences`) sent VP8, while the
+/// track was announced, and offered to subscribers, as VP9 (the line's
+/// [`negotiated_codec`](super::track::negotiated_codec) is the offer's first), and no
+/// subscriber could decode it.
+pub(super) fn in_offer_order(answer: &str, offer: &str) -> String {
+    let mid_of = |section: &str| section.split("\r\n").find_map(|l| l.strip_prefix("a=mid:")).map(str::to_owned);
+    let offered: Vec<(String, Vec<String>)> = offer
+        .split("\r\nm=")
+        .skip(1)
+        .filter_map(|s| {
+            let pts = s.split("\r\n").next()?.split(' ').skip(3).map(str::to_owned).collect();
+            Some((mid_of(s)?, pts))
+        })
+        .collect();
+    let mut sections: Vec<String> = answer.split("\r\nm=").map(str::to_owned).collect();
+    for section in sections.iter_mut().skip(1) {
+        let Some(order) = mid_of(section).and_then(|m| offered.iter().find(|(o, _)| *o == m).map(|(_, p)| p)) else {
+            continue;
+        };
+        let (first, rest) = section.split_once("\r\n").unwrap_or((section.as_str(), ""));
+        let mut fields: Vec<&str> = first.split(' ').collect();
+        if fields.len() > 3 {
+            let rank = |pt: &str| order.iter().position(|o| o == pt).unwrap_or(usize::MAX);
+            fields[3..].sort_by_key(|pt| rank(pt));
+        }
+        *section = if rest.is_empty() { fields.join(" ") } else { format!("{}\r\n{rest}", fields.join(" ")) };
+    }
+    sections.join("\r\nm=")
+}
+
 impl Engine {
     /// Offer what changed in `pid`'s subscriptions, unless an offer is in flight.
     pub(super) fn negotiate(&mut self, now: Instant, pid: Pid) {
@@ -424,7 +456,7 @@ impl Engine {
         match accepted {
             Ok(answer) => {
                 peer.remote_described = true;
-                let sdp = peer.no_echo(answer.to_sdp_string());
+                let sdp = in_offer_order(&peer.no_echo(answer.to_sdp_string()), &sd.sdp);
                 let msg = ServerMessage::Answer(SessionDescription { sdp, id: sd.id });
                 if ufrag != peer.ufrag {
                     // The client restarted ICE: str0m answered with new credentials.
@@ -578,5 +610,21 @@ impl Engine {
         }
         let info = peer.info();
         self.broadcast(pid, ServerMessage::ParticipantUpdated(ParticipantEvent { participant: info }));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::in_offer_order;
+
+    #[test]
+    fn answer_lines_take_the_offers_codec_order_and_keep_everything_else() {
+        let offer = "v=0\r\nm=audio 9 RTP/SAVPF 111\r\na=mid:0\r\nm=video 9 RTP/SAVPF 98 99 96 97\r\na=mid:1\r\n";
+        let answer = "v=0\r\nm=audio 9 RTP/SAVPF 111\r\na=mid:0\r\nm=video 9 RTP/SAVPF 96 97 98 99\r\na=mid:1\r\na=rtpmap:96 VP8/90000\r\nm=video 9 RTP/SAVPF 96 98\r\na=mid:2\r\n";
+        assert_eq!(
+            in_offer_order(answer, offer),
+            "v=0\r\nm=audio 9 RTP/SAVPF 111\r\na=mid:0\r\nm=video 9 RTP/SAVPF 98 99 96 97\r\na=mid:1\r\na=rtpmap:96 VP8/90000\r\nm=video 9 RTP/SAVPF 96 98\r\na=mid:2\r\n",
+            "mid 1 reordered; mid 2 (not in the offer) and the rest unchanged"
+        );
     }
 }

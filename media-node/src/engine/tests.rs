@@ -1957,3 +1957,33 @@ fn a_muted_camera_is_paused_for_its_subscribers_and_resumes_on_unmute() {
 }
 
 mod relay;
+/// The offerer sends with the first codec of the answer. A publisher that prefers VP9 (and
+/// also offers VP8) was answered in the server's order, VP8 first: it sent VP8 while its
+/// track was announced, and offered to subscribers, as VP9, which none could decode.
+#[test]
+fn a_publisher_preferring_vp9_is_answered_vp9_first_and_its_track_is_vp9() {
+    let mut net = Net::new();
+    let a = net.join("alice", "r", |_| {});
+    net.codecs(a, |c| c.clear_codecs().enable_vp9(true).enable_vp8(true));
+    net.offer(a, Some(MediaKind::Video));
+    net.run(300);
+    let answer = net
+        .signals(a)
+        .iter()
+        .find_map(|m| if let ServerMessage::Answer(sd) = m { Some(sd.sdp.clone()) } else { None })
+        .expect("alice was answered");
+    let video = answer.split("\r\nm=").find(|s| s.starts_with("video")).expect("a video line");
+    let first = video.split("\r\n").next().unwrap().split(' ').nth(3).expect("a payload type");
+    let codec = video
+        .split("\r\n")
+        .find_map(|l| l.strip_prefix(&format!("a=rtpmap:{first} ")))
+        .and_then(|r| r.split('/').next())
+        .expect("the first payload type has an rtpmap");
+    assert_eq!(codec, "VP9", "the answer's first video codec: {video}");
+    let published = net
+        .signals(a)
+        .iter()
+        .find_map(|m| if let ServerMessage::TrackPublished(t) = m { Some(t.track.clone()) } else { None })
+        .expect("published");
+    assert_eq!(published.mime_type.as_deref(), Some("video/VP9"));
+}
