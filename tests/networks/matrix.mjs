@@ -126,7 +126,7 @@ async function runRow(row, index, tmp) {
   let server;
   const t0 = Date.now();
   try {
-    net.up();
+    await net.up();
     server = startDev(net);
     const spki = (await waitForPrinted(server, /--ignore-certificate-errors-spki-list=(\S+)/, 30_000))[1];
     await waitForPrinted(server, /token\s+ey/, 30_000);
@@ -147,8 +147,17 @@ async function runRow(row, index, tmp) {
         c.framesDecoded10s = b.video.framesDecoded - a.video.framesDecoded;
         const vl = ratio(b.video.packetsLost - a.video.packetsLost, b.video.packetsReceived - a.video.packetsReceived);
         const al = ratio(b.audio.packetsLost - a.audio.packetsLost, b.audio.packetsReceived - a.audio.packetsReceived);
+        // packetsLost is what the receiver's sequence numbers miss; packets a NACK brought
+        // back come on the RTX stream. Lost minus retransmissions received estimates what
+        // stayed lost (an upper bound on recovery: a retransmission may repeat one).
+        const lost = b.video.packetsLost - a.video.packetsLost, got = b.video.packetsReceived - a.video.packetsReceived;
+        const rtx = b.video.retransmitted - a.video.retransmitted;
         c.videoLoss = vl;
+        c.videoResidualLoss = ratio(Math.max(0, lost - rtx), got + rtx);
         c.audioLoss = al;
+        c.videoNacksSent = b.video.nackCount - a.video.nackCount;
+        c.videoRetransmissionsReceived = b.video.retransmitted - a.video.retransmitted;
+        c.videoFreezes = b.video.freezes - a.video.freezes;
         c.codecs = [...new Set([...b.video.codecs, ...b.audio.codecs])];
       }
       result.clients[name] = c;
@@ -173,15 +182,17 @@ async function runRow(row, index, tmp) {
 
 const pct = (x) => (x == null ? "–" : `${(x * 100).toFixed(1)} %`);
 function table(results) {
-  const head = ["row", "ok", "alice pair (local → SFU)", "bob pair", "join→frame ms (a/b)", "frames/10 s (a/b)", "video loss (a/b)", "audio loss (a/b)"];
+  const head = ["row", "ok", "alice pair (local → SFU)", "bob pair", "RTT ms (a/b)", "join→frame ms (a/b)", "frames/10 s (a/b)",
+    "video lost (a/b)", "after RTX (a/b)", "audio lost (a/b)"];
   const rows = results.map((r) => {
-    if (r.notRun) return [r.row, "not run", r.why, "", "", "", "", ""];
+    if (r.notRun) return [r.row, "not run", r.why, "", "", "", "", "", "", ""];
     const a = r.clients.alice || {}, b = r.clients.bob || {};
     const pair = (c) => (c.pair ? `${c.pair.local} → ${c.pair.remote}` : "–");
     const ok = r.connected && r.pathOk !== false ? "yes" : "NO";
-    return [r.row, ok, pair(a), pair(b), `${a.firstFrameMs ?? "–"} / ${b.firstFrameMs ?? "–"}`,
+    const rtt = (c) => (c.pair?.rttMs != null ? Math.round(c.pair.rttMs) : "–");
+    return [r.row, ok, pair(a), pair(b), `${rtt(a)} / ${rtt(b)}`, `${a.firstFrameMs ?? "–"} / ${b.firstFrameMs ?? "–"}`,
       `${a.framesDecoded10s ?? "–"} / ${b.framesDecoded10s ?? "–"}`, `${pct(a.videoLoss)} / ${pct(b.videoLoss)}`,
-      `${pct(a.audioLoss)} / ${pct(b.audioLoss)}`];
+      `${pct(a.videoResidualLoss)} / ${pct(b.videoResidualLoss)}`, `${pct(a.audioLoss)} / ${pct(b.audioLoss)}`];
   });
   const widths = head.map((h, i) => Math.max(h.length, ...rows.map((r) => String(r[i]).length)));
   const line = (cells) => "| " + cells.map((c, i) => String(c).padEnd(widths[i])).join(" | ") + " |";

@@ -7,11 +7,16 @@
 // internet: Chromium then treats the server as public, as a deployed one is, and its Local
 // Network Access checks stay on.
 // The router forwards between the server's network and each client's; nftables on the
-// router does each client's NAT and firewall, and tc on both ends of a client's link
-// impairs it (netem: loss, delay and jitter; tbf: a rate cap). Nothing leaves these
-// namespaces: none of them has a link to the host's network.
+// router does each client's NAT and firewall. An impaired client link is impaired in both
+// directions: loss by nftables on the router (numgen random), a rate cap by tc tbf on both
+// ends, delay and jitter by wire.py on a namespace spliced into the link (this kernel has
+// no netem). Nothing leaves these namespaces: none of them has a link to the host's network.
 
-import { execFileSync } from "node:child_process";
+import { execFileSync, spawn } from "node:child_process";
+import { dirname, join } from "node:path";
+import { fileURLToPath } from "node:url";
+
+const WIRE = join(dirname(fileURLToPath(import.meta.url)), "wire.py");
 
 export const SERVER_IP = "203.0.113.1";
 const ROUTER_SERVER_SIDE = "203.0.113.254";
@@ -37,6 +42,14 @@ export function routerRules(row) {
   }
   lines.push("  }", "}");
   lines.push("table inet sy_filter {", "  chain forward_clients {", "    type filter hook forward priority filter; policy accept;");
+  for (const [i, c] of row.clients.entries()) {
+    // Random loss on the client's link, both ways (before conntrack lets a flow through).
+    if (c.impair?.loss) {
+      const permille = Math.round(c.impair.loss * 10);
+      lines.push(`    iifname "c${i + 1}" numgen random mod 1000 < ${permille} drop`);
+      lines.push(`    oifname "c${i + 1}" numgen random mod 1000 < ${permille} drop`);
+    }
+  }
   lines.push("    ct state established,related accept");
   for (const [i, c] of row.clients.entries()) {
     const dev = `c${i + 1}`;
@@ -51,13 +64,15 @@ export function routerRules(row) {
   return lines.join("\n") + "\n";
 }
 
-/** tc commands (qdisc arguments) for one direction of an impaired link. */
-export function impairment(imp) {
-  if (!imp) return null;
-  if (imp.loss) return ["netem", "loss", `${imp.loss}%`];
-  if (imp.delayMs) return ["netem", "delay", `${imp.delayMs}ms`, `${imp.jitterMs || 0}ms`, "distribution", "normal"];
-  if (imp.rateKbit) return ["tbf", "rate", `${imp.rateKbit}kbit`, "burst", "16kb", "latency", "300ms"];
-  throw new Error(`unknown impairment ${JSON.stringify(imp)}`);
+/** The tc qdisc for one direction of a rate-capped link. */
+export function rateCap(imp) {
+  return imp?.rateKbit ? ["tbf", "rate", `${imp.rateKbit}kbit`, "burst", "16kb", "latency", "300ms"] : null;
+}
+
+function checkImpairment(imp) {
+  const known = ["loss", "delayMs", "jitterMs", "rateKbit"];
+  const bad = Object.keys(imp || {}).filter((k) => !known.includes(k));
+  if (bad.length) throw new Error(`unknown impairment ${bad.join(", ")} (known: ${known.join(", ")})`);
 }
 
 /** Every namespace set that is up: torn down when the process exits, however it exits. */
@@ -66,16 +81,29 @@ process.on("exit", () => {
   for (const n of [...live]) n.down();
 });
 
+/** Start wire.py in `ns` and wait until it holds both interfaces. */
+function startWire(ns, args) {
+  const child = spawn("ip", ["netns", "exec", ns, "/usr/bin/python3", WIRE, ...args], { stdio: ["ignore", "pipe", "pipe"] });
+  return new Promise((resolve, reject) => {
+    let err = "";
+    child.stderr.on("data", (d) => (err += d));
+    child.stdout.once("data", () => resolve(child));
+    child.once("exit", (code) => reject(new Error(`wire.py in ${ns} exited ${code}: ${err}`)));
+  });
+}
+
 export class Net {
   constructor(prefix, row) {
     this.row = row;
     this.srv = `${prefix}-srv`;
     this.rtr = `${prefix}-rtr`;
     this.clients = row.clients.map((_, i) => `${prefix}-c${i + 1}`);
-    this.all = [this.srv, this.rtr, ...this.clients];
+    // A delayed link gets a namespace in its middle, where wire.py holds the frames.
+    this.wires = row.clients.map((c, i) => (c.impair?.delayMs ? `${prefix}-w${i + 1}` : null));
+    this.all = [this.srv, this.rtr, ...this.clients, ...this.wires.filter(Boolean)];
   }
 
-  up() {
+  async up() {
     live.add(this);
     for (const ns of this.all) {
       ip("netns", "add", ns);
@@ -92,13 +120,27 @@ export class Net {
     // router ↔ each client
     for (const [i, ns] of this.clients.entries()) {
       const dev = `c${i + 1}`;
-      ip("link", "add", "eth0", "netns", ns, "type", "veth", "peer", "name", dev, "netns", this.rtr);
+      checkImpairment(this.row.clients[i].impair);
+      const wire = this.wires[i];
+      if (wire) {
+        ip("link", "add", "name", "eth0", "netns", ns, "type", "veth", "peer", "name", "wa", "netns", wire);
+        ip("link", "add", "name", "wb", "netns", wire, "type", "veth", "peer", "name", dev, "netns", this.rtr);
+        // wire.py reads whole frames: no checksum or segmentation offload on the path.
+        for (const [n, d] of [[ns, "eth0"], [wire, "wa"], [wire, "wb"], [this.rtr, dev]]) {
+          inNs(n, "ethtool", "-K", d, "tx", "off", "tso", "off", "gso", "off", "gro", "off");
+        }
+        for (const d of ["wa", "wb"]) inNs(wire, "ip", "link", "set", "dev", d, "up", "promisc", "on");
+        const { delayMs, jitterMs = 0 } = this.row.clients[i].impair;
+        await startWire(wire, ["--a", "wa", "--b", "wb", "--delay-ms", String(delayMs), "--jitter-ms", String(jitterMs)]);
+      } else {
+        ip("link", "add", "eth0", "netns", ns, "type", "veth", "peer", "name", dev, "netns", this.rtr);
+      }
       inNs(ns, "ip", "addr", "add", `192.168.${i + 1}.2/24`, "dev", "eth0");
       inNs(ns, "ip", "link", "set", "eth0", "up");
       inNs(ns, "ip", "route", "add", "default", "via", `192.168.${i + 1}.1`);
       inNs(this.rtr, "ip", "addr", "add", `192.168.${i + 1}.1/24`, "dev", dev);
       inNs(this.rtr, "ip", "link", "set", dev, "up");
-      const imp = impairment(this.row.clients[i].impair);
+      const imp = rateCap(this.row.clients[i].impair);
       if (imp) {
         inNs(this.rtr, "tc", "qdisc", "add", "dev", dev, "root", ...imp); // downlink
         inNs(ns, "tc", "qdisc", "add", "dev", "eth0", "root", ...imp); // uplink
