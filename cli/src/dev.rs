@@ -41,6 +41,10 @@ pub(crate) struct DevArgs {
     /// Private key (PEM) of --turn-tls-cert.
     #[arg(long, requires = "turn_tls_cert")]
     turn_tls_key: Option<PathBuf>,
+    /// The host name in the `turns:` URI (and in a generated certificate); it must resolve
+    /// to the advertised address. Firefox refuses TURN over TLS to a bare IP address.
+    #[arg(long, requires = "turn_tls_port")]
+    turn_tls_host: Option<String>,
     /// Clients relay all media through the embedded TURN server, as in Gateway mode.
     #[arg(long)]
     relay_only: bool,
@@ -134,7 +138,8 @@ pub(crate) fn run(args: DevArgs) -> anyhow::Result<()> {
             let turn_secret = random_secret();
             let turn = start_turn(&args, sfu_peers(&cfg, media_ip), &turn_secret, tls.as_ref()).await?;
             let a = turn.addrs();
-            cfg.turn_uris = turn_uris(media_ip, a.udp[0].port(), a.tls.first().map(|t| t.port()));
+            let tls_host = args.turn_tls_host.clone().unwrap_or_else(|| uri_host(media_ip));
+            cfg.turn_uris = turn_uris(media_ip, a.udp[0].port(), a.tls.first().map(|t| (tls_host.as_str(), t.port())));
             cfg.turn_secret = Some(turn_secret);
             Some((turn, tls))
         } else {
@@ -203,16 +208,20 @@ fn random_secret() -> String {
 
 /// The ICE servers a join hands out: TURN over UDP and TCP on the TURN port, and TURN over
 /// TLS (`turns:`, always TCP) when the TLS listener is on.
-fn turn_uris(host: IpAddr, port: u16, tls_port: Option<u16>) -> Vec<String> {
-    let host = match host {
-        IpAddr::V6(v6) => format!("[{v6}]"),
-        v4 => v4.to_string(),
-    };
+fn turn_uris(ip: IpAddr, port: u16, tls: Option<(&str, u16)>) -> Vec<String> {
+    let host = uri_host(ip);
     let mut uris = vec![format!("turn:{host}:{port}?transport=udp"), format!("turn:{host}:{port}?transport=tcp")];
-    if let Some(tls) = tls_port {
-        uris.push(format!("turns:{host}:{tls}?transport=tcp"));
+    if let Some((tls_host, tls_port)) = tls {
+        uris.push(format!("turns:{tls_host}:{tls_port}?transport=tcp"));
     }
     uris
+}
+
+fn uri_host(ip: IpAddr) -> String {
+    match ip {
+        IpAddr::V6(v6) => format!("[{v6}]"),
+        v4 => v4.to_string(),
+    }
 }
 
 /// The TLS listener's certificate: the given files, or a generated self-signed one.
@@ -240,19 +249,20 @@ fn turn_tls(args: &DevArgs, media_ip: IpAddr) -> anyhow::Result<Option<TurnTls>>
     }
     let dir = std::env::temp_dir();
     let stem = format!("switchyard-dev-{}-turn", std::process::id());
-    let (cert_pem, key_pem, spki) = self_signed(media_ip)?;
+    let (cert_pem, key_pem, spki) = self_signed(media_ip, args.turn_tls_host.as_deref())?;
     let files = TlsConfig { cert_file: dir.join(format!("{stem}.crt")), key_file: dir.join(format!("{stem}.key")) };
     std::fs::write(&files.cert_file, cert_pem).with_context(|| format!("writing {}", files.cert_file.display()))?;
     write_private(&files.key_file, &key_pem)?;
     Ok(Some(TurnTls { files, generated_spki: Some(spki) }))
 }
 
-/// A self-signed certificate for `ip` (and `localhost`): PEM chain, PEM key, SPKI pin.
-fn self_signed(ip: IpAddr) -> anyhow::Result<(String, String, String)> {
+/// A self-signed certificate for `ip`, `host` and `localhost`: PEM chain, PEM key, SPKI pin.
+fn self_signed(ip: IpAddr, host: Option<&str>) -> anyhow::Result<(String, String, String)> {
     use base64::Engine;
     use rcgen::PublicKeyData;
     use sha2::Digest;
-    let names = vec![ip.to_string(), "localhost".to_owned()];
+    let mut names = vec![ip.to_string(), "localhost".to_owned()];
+    names.extend(host.map(str::to_owned));
     let ck = rcgen::generate_simple_self_signed(names).context("generating the TURN TLS certificate")?;
     let spki = sha2::Sha256::digest(ck.signing_key.subject_public_key_info());
     let pin = base64::engine::general_purpose::STANDARD.encode(spki);
@@ -362,11 +372,12 @@ mod tests {
             turn_uris(lo, 3478, None),
             ["turn:127.0.0.1:3478?transport=udp", "turn:127.0.0.1:3478?transport=tcp"]
         );
-        assert_eq!(turn_uris(lo, 3478, Some(443))[2], "turns:127.0.0.1:443?transport=tcp");
-        assert_eq!(
-            turn_uris("2001:db8::1".parse().unwrap(), 3478, Some(443))[2],
-            "turns:[2001:db8::1]:443?transport=tcp"
-        );
+        assert_eq!(turn_uris(lo, 3478, Some(("127.0.0.1", 443)))[2], "turns:127.0.0.1:443?transport=tcp");
+        let v6 = turn_uris("2001:db8::1".parse().unwrap(), 3478, Some(("turn.example.test", 443)));
+        assert_eq!(v6[0], "turn:[2001:db8::1]:3478?transport=udp");
+        assert_eq!(v6[2], "turns:turn.example.test:443?transport=tcp");
+        let no_port = Dev::try_parse_from(["dev", "--turn-tls-host", "turn.example.test"]);
+        assert!(no_port.is_err(), "--turn-tls-host without --turn-tls-port");
 
         let dir = tempfile::tempdir().unwrap();
         let (cert, key) = (dir.path().join("c.pem"), dir.path().join("k.pem"));
@@ -402,7 +413,8 @@ mod tests {
         use rustls::pki_types::pem::PemObject;
         use sha2::Digest;
         let ip: IpAddr = "127.0.0.1".parse().unwrap();
-        let dev = Dev::parse_from(["dev", "--turn-port", "0", "--turn-tls-port", "1"]);
+        let dev =
+            Dev::parse_from(["dev", "--turn-port", "0", "--turn-tls-port", "1", "--turn-tls-host", "turn.dev.test"]);
         let tls = turn_tls(&dev.args, ip).unwrap().expect("TLS on");
         let pin = tls.generated_spki.clone().expect("generated");
         let pem = std::fs::read_to_string(&tls.files.cert_file).unwrap();
@@ -422,12 +434,20 @@ mod tests {
             .unwrap()
             .with_root_certificates(roots)
             .with_no_client_auth();
-        let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
-        let name = rustls::pki_types::ServerName::IpAddress(ip.into());
-        let stream =
-            tokio_rustls::TlsConnector::from(std::sync::Arc::new(cfg)).connect(name, tcp).await.expect("handshake");
-        let served = stream.get_ref().1.peer_certificates().unwrap()[0].clone();
-        assert_eq!(served, der);
+        let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(cfg));
+        // Valid for the IP and for --turn-tls-host (what Firefox needs), not for other names.
+        for (name, valid) in [
+            (rustls::pki_types::ServerName::IpAddress(ip.into()), true),
+            (rustls::pki_types::ServerName::try_from("turn.dev.test").unwrap(), true),
+            (rustls::pki_types::ServerName::try_from("other.dev.test").unwrap(), false),
+        ] {
+            let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+            let stream = connector.connect(name.clone(), tcp).await;
+            assert_eq!(stream.is_ok(), valid, "{name:?}");
+            if let Ok(stream) = stream {
+                assert_eq!(stream.get_ref().1.peer_certificates().unwrap()[0], der);
+            }
+        }
         // The pin is the key's: the key the handshake was signed with.
         use rcgen::PublicKeyData;
         let key = rcgen::KeyPair::from_pem(&std::fs::read_to_string(&tls.files.key_file).unwrap()).unwrap();

@@ -3,7 +3,7 @@
 // (in a third namespace). Each row records whether both directions got media, the selected
 // candidate pair, join → first decoded frame, frames decoded in 10 s and residual loss.
 //
-//   sudo SWITCHYARD_BIN=target/debug/switchyard node tests/networks/matrix.mjs [--only a,b] [--json out.json]
+//   sudo SWITCHYARD_BIN=target/debug/switchyard node tests/networks/matrix.mjs [--only "name;name"] [--json out.json]
 //
 // Prints a table and the JSON; exits 1 when a row that must connect did not (or connected
 // on a path its network forbids). Namespaces are always torn down, also on failure.
@@ -14,7 +14,7 @@ import { tmpdir } from "node:os";
 import { join, dirname } from "node:path";
 import { fileURLToPath } from "node:url";
 import { chromium } from "playwright-core";
-import { Net, SERVER_IP } from "./netns.mjs";
+import { Net, SERVER_IP, TURN_HOST } from "./netns.mjs";
 
 const HERE = dirname(fileURLToPath(import.meta.url));
 const BIN = process.env.SWITCHYARD_BIN;
@@ -27,6 +27,8 @@ const CONNECT_MS = 30_000;
 const MIN_FRAMES = 30;
 
 const direct = { nat: "none" };
+const firefox = { nat: "none", browser: "firefox" };
+const isRelay = (proto) => (p) => p.local === `relay/${proto}`;
 /** The rows. `expect` checks the selected pair: what the row's network allows. */
 export const ROWS = [
   { name: "direct", clients: [direct, direct], filter: "none" },
@@ -40,7 +42,7 @@ export const ROWS = [
   },
   {
     name: "only TCP 443 out (both)", clients: [{ nat: "eim" }, { nat: "eim" }], filter: "tcp-443",
-    expect: (p) => p.local === "relay/tls", expectText: "relay/tls (TURN over TLS on 443)",
+    expect: isRelay("tls"), expectText: "relay/tls (TURN over TLS on 443)",
   },
   { name: "5 % loss (alice, both ways)", clients: [{ nat: "eim", impair: { loss: 5 } }, direct], filter: "none" },
   {
@@ -48,16 +50,28 @@ export const ROWS = [
     filter: "none",
   },
   { name: "500 kbit/s cap (alice, both ways)", clients: [{ nat: "eim", impair: { rateKbit: 500 } }, direct], filter: "none" },
+  // Two browsers: alice is Firefox ESR, bob Chromium; the codec is each sender's preference.
+  { name: "Firefox ↔ Chromium, direct, VP8", clients: [firefox, direct], filter: "none", codec: "VP8" },
+  { name: "Firefox ↔ Chromium, direct, VP9", clients: [firefox, direct], filter: "none", codec: "VP9" },
+  { name: "Firefox ↔ Chromium, direct, H.264", clients: [firefox, direct], filter: "none", codec: "H264" },
+  {
+    name: "Firefox ↔ Chromium, relay only (TURN/UDP)", clients: [firefox, direct], filter: "none", devArgs: ["--relay-only"],
+    expect: isRelay("udp"), expectText: "relay/udp",
+  },
+  {
+    name: "Firefox ↔ Chromium, only TCP 443 out", clients: [{ ...firefox, nat: "eim" }, { nat: "eim" }], filter: "tcp-443",
+    expect: isRelay("tls"), expectText: "relay/tls (TURN over TLS on 443)",
+  },
 ];
 const NOT_RUN = [{ name: "IPv6-only client", why: "turn-node allocations are single-family (no RFC 8656 ADDITIONAL-ADDRESS-FAMILY yet)" }];
 
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
-function startDev(net) {
+function startDev(net, extra = []) {
   const args = [
     "netns", "exec", net.srv, BIN, "dev", "--bind", SERVER_IP, "--allow-lan-tokens", "--advertise-ip", SERVER_IP,
     "--port", String(SIGNALING_PORT), "--udp-port", "7882", "--turn-port", String(TURN_PORT),
-    "--turn-tls-port", String(TURN_TLS_PORT),
+    "--turn-tls-port", String(TURN_TLS_PORT), "--turn-tls-host", TURN_HOST, ...extra,
   ];
   const server = spawn("ip", args, { stdio: ["ignore", "pipe", "pipe"], env: { ...process.env, RUST_LOG: process.env.RUST_LOG || "warn" } });
   server.printed = "";
@@ -99,7 +113,68 @@ async function launchChromium(ns, tmp, spki) {
   });
 }
 
-async function openClient(browser, room, identity) {
+const pageUrl = (room, identity, codec) =>
+  `http://${SERVER_IP}:${SIGNALING_PORT}/networks/call.html?room=${room}&identity=${identity}${codec ? `&codec=${codec}` : ""}`;
+
+/** A Chromium client: the driver talks to it over Playwright's pipe. */
+async function openChromium(ns, tmp, spki, url) {
+  const browser = await launchChromium(ns, tmp, spki);
+  try {
+    const page = await openPage(browser, url);
+    return { browser: "chromium", eval: (expr) => page.evaluate(`(async () => (${expr}))()`), close: () => browser.close() };
+  } catch (e) {
+    await browser.close();
+    throw e;
+  }
+}
+
+/** A Firefox client: firefox-agent.mjs runs in the namespace and relays questions. */
+async function openFirefox(ns, url, cert) {
+  const agent = spawn("ip", ["netns", "exec", ns, process.execPath, join(HERE, "firefox-agent.mjs"), url], {
+    stdio: ["pipe", "pipe", "pipe"], env: { ...process.env, TRUST_CERT: cert },
+  });
+  let stderr = "";
+  agent.stderr.on("data", (d) => (stderr = (stderr + d).slice(-4000)));
+  const waiting = [];
+  let buf = "";
+  agent.stdout.on("data", (d) => {
+    buf += d;
+    for (let i; (i = buf.indexOf("\n")) >= 0; ) {
+      const line = buf.slice(0, i);
+      buf = buf.slice(i + 1);
+      waiting.shift()?.(JSON.parse(line));
+    }
+  });
+  agent.on("exit", () => {
+    for (const w of waiting.splice(0)) w({ error: `firefox-agent exited: ${stderr}` });
+  });
+  const next = () => new Promise((resolve) => waiting.push(resolve));
+  const ready = await Promise.race([next(), sleep(90_000).then(() => ({ error: "Firefox did not start in 90 s" }))]);
+  if (ready.error) {
+    agent.kill("SIGKILL");
+    throw new Error(`${ready.error}\n${stderr}`);
+  }
+  let chain = Promise.resolve();
+  const ask = (expr) => {
+    const run = chain.then(async () => {
+      const reply = next();
+      agent.stdin.write(JSON.stringify(expr) + "\n");
+      const r = await reply;
+      if (r.error) throw new Error(r.error);
+      return r.value;
+    });
+    chain = run.catch(() => {});
+    return run;
+  };
+  const close = async () => {
+    agent.stdin.end();
+    await Promise.race([new Promise((r) => agent.once("exit", r)), sleep(10_000)]);
+    if (agent.exitCode == null) agent.kill("SIGKILL");
+  };
+  return { browser: "firefox", eval: ask, close };
+}
+
+async function openPage(browser, url) {
   const context = await browser.newContext({ permissions: ["camera", "microphone"] });
   const page = await context.newPage();
   // The page and the SDK come from this checkout; everything else (token, signaling,
@@ -107,15 +182,17 @@ async function openClient(browser, room, identity) {
   await page.route("**/networks/call.html*", (r) => r.fulfill({ contentType: "text/html", body: readFileSync(join(HERE, "call.html")) }));
   await page.route("**/networks/switchyard.js", (r) =>
     r.fulfill({ contentType: "text/javascript", body: readFileSync(join(HERE, "../../sdk/js/switchyard.js")) }));
-  await page.goto(`http://${SERVER_IP}:${SIGNALING_PORT}/networks/call.html?room=${room}&identity=${identity}`);
+  await page.goto(url);
   return page;
 }
 
-async function waitFirstFrame(page, ms) {
-  try {
-    await page.waitForFunction(() => window.net && (window.net.firstFrameMs != null || window.net.error), null, { timeout: ms, polling: 100 });
-  } catch {}
-  return page.evaluate(() => window.net);
+async function waitFirstFrame(client, ms) {
+  const deadline = Date.now() + ms;
+  for (;;) {
+    const net = await client.eval("window.net || null");
+    if ((net && (net.firstFrameMs != null || net.error)) || Date.now() > deadline) return net || {};
+    await sleep(100);
+  }
 }
 
 const ratio = (lost, got) => (lost + got > 0 ? lost / (lost + got) : null);
@@ -124,28 +201,47 @@ async function runRow(row, index, tmp) {
   const prefix = `nm${process.pid % 100000}r${index}`;
   const net = new Net(prefix, { ...row, signalingPort: SIGNALING_PORT });
   const result = { row: row.name, mustConnect: true, connected: false, clients: {} };
-  const browsers = [];
+  const clients = [];
   let server;
   const t0 = Date.now();
   try {
     await net.up();
-    server = startDev(net);
+    server = startDev(net, row.devArgs);
     const spki = (await waitForPrinted(server, /--ignore-certificate-errors-spki-list=(\S+)/, 30_000))[1];
+    const cert = (await waitForPrinted(server, /TURN TLS .* certificate (\S+)/, 30_000))[1];
     await waitForPrinted(server, /token\s+ey/, 30_000);
     const names = ["alice", "bob"];
-    for (const ns of net.clients) browsers.push(await launchChromium(ns, tmp, spki));
     // Both join at once: join → first frame then includes the other side's publishing.
-    const pages = await Promise.all(browsers.map((b, i) => openClient(b, `row${index}`, names[i])));
-    const firsts = await Promise.all(pages.map((p) => waitFirstFrame(p, CONNECT_MS)));
-    const before = await Promise.all(pages.map((p, i) => (firsts[i].joinedMs != null ? p.evaluate(() => window.netStats()) : null)));
+    const opened = await Promise.allSettled(net.clients.map((ns, i) => {
+      const url = pageUrl(`row${index}`, names[i], row.codec);
+      return row.clients[i].browser === "firefox" ? openFirefox(ns, url, cert) : openChromium(ns, tmp, spki, url);
+    }));
+    for (const o of opened) if (o.status === "fulfilled") clients.push(o.value);
+    const refused = opened.find((o) => o.status === "rejected");
+    if (refused) throw refused.reason;
+    const firsts = await Promise.all(clients.map((c) => waitFirstFrame(c, CONNECT_MS)));
+    // A codec one of the browsers lacks: the row does not apply to this pair of builds.
+    const lacking = firsts.map((f, i) => f.unsupported && `${clients[i].browser} ${f.unsupported}`).filter(Boolean);
+    if (lacking.length) {
+      result.notRun = true;
+      result.why = `${lacking.join("; ")}`;
+      return result;
+    }
+    const stats = () => Promise.all(clients.map((c, i) => (firsts[i].joinedMs != null ? c.eval("window.netStats()") : null)));
+    const before = await stats();
     if (firsts.every((f) => f.firstFrameMs != null)) await sleep(WINDOW_MS);
-    const after = await Promise.all(pages.map((p, i) => (firsts[i].joinedMs != null ? p.evaluate(() => window.netStats()) : null)));
+    const after = await stats();
+    // Join → first frame, counted from the later of the two joins (a browser that starts
+    // slowly, as Firefox does, would otherwise count against the other side).
+    const lastJoin = Math.max(...firsts.map((f) => f.t0Wall || 0));
     for (const [i, name] of names.entries()) {
       const f = firsts[i], a = before[i], b = after[i];
-      const c = { browser: "chromium", joinMs: f.joinedMs != null ? Math.round(f.joinedMs) : null, error: f.error, ice: f.ice };
-      c.firstFrameMs = f.firstFrameMs != null ? Math.round(f.firstFrameMs) : null;
+      const c = { browser: clients[i].browser, joinMs: f.joinedMs != null ? Math.round(f.joinedMs) : null, error: f.error, ice: f.ice };
+      c.firstFrameMs = f.firstFrameWall != null ? Math.max(0, f.firstFrameWall - lastJoin) : null;
+      c.firstFrameAfterOwnJoinMs = f.firstFrameMs != null ? Math.round(f.firstFrameMs) : null;
       if (a && b) {
         c.pair = b.pair;
+        c.localCandidates = b.localCandidates;
         c.framesDecoded10s = b.video.framesDecoded - a.video.framesDecoded;
         const vl = ratio(b.video.packetsLost - a.video.packetsLost, b.video.packetsReceived - a.video.packetsReceived);
         const al = ratio(b.audio.packetsLost - a.audio.packetsLost, b.audio.packetsReceived - a.audio.packetsReceived);
@@ -171,11 +267,20 @@ async function runRow(row, index, tmp) {
       result.pathOk = cs.every((c) => c.pair && row.expect(c.pair));
       if (!result.pathOk) result.problem = `expected ${row.expectText}`;
     }
+    if (result.connected && row.codec) {
+      // What each side decoded, from getStats: the codec asked for, and Opus.
+      const want = [`video/${row.codec}`.toLowerCase(), "audio/opus"];
+      const ok = cs.every((c) => want.every((w) => (c.codecs || []).some((x) => x.toLowerCase() === w)));
+      if (!ok) {
+        result.pathOk = false;
+        result.problem = `expected ${want.join(" and ")} decoded both ways, got ${cs.map((c) => c.codecs.join("+")).join(" / ")}`;
+      }
+    }
     if (!result.connected) result.problem = `no media both ways; server said:\n${server.printed.slice(-2000)}`;
   } catch (e) {
     result.problem = String(e.stack || e);
   } finally {
-    for (const b of browsers) await b.close().catch(() => {});
+    await Promise.all(clients.map((c) => c.close().catch(() => {})));
     if (server && server.exitCode == null) server.kill("SIGKILL");
     net.down();
     result.seconds = Math.round((Date.now() - t0) / 100) / 10;
@@ -186,16 +291,18 @@ async function runRow(row, index, tmp) {
 const pct = (x) => (x == null ? "–" : `${(x * 100).toFixed(1)} %`);
 function table(results) {
   const head = ["row", "ok", "alice pair (local → SFU)", "bob pair", "RTT ms (a/b)", "join→frame ms (a/b)", "frames/10 s (a/b)",
-    "video lost (a/b)", "after RTX (a/b)", "audio lost (a/b)"];
+    "video lost (a/b)", "after RTX (a/b)", "audio lost (a/b)", "decoded (a/b)"];
   const rows = results.map((r) => {
-    if (r.notRun) return [r.row, "not run", r.why, "", "", "", "", "", "", ""];
+    if (r.notRun) return [r.row, "not run", r.why, "", "", "", "", "", "", "", ""];
     const a = r.clients.alice || {}, b = r.clients.bob || {};
     const pair = (c) => (c.pair ? `${c.pair.local} → ${c.pair.remote}` : "–");
+    const codecs = (c) => (c.codecs || []).map((x) => x.split("/")[1]).join("+") || "–";
     const ok = r.connected && r.pathOk !== false ? "yes" : "NO";
     const rtt = (c) => (c.pair?.rttMs != null ? Math.round(c.pair.rttMs) : "–");
     return [r.row, ok, pair(a), pair(b), `${rtt(a)} / ${rtt(b)}`, `${a.firstFrameMs ?? "–"} / ${b.firstFrameMs ?? "–"}`,
       `${a.framesDecoded10s ?? "–"} / ${b.framesDecoded10s ?? "–"}`, `${pct(a.videoLoss)} / ${pct(b.videoLoss)}`,
-      `${pct(a.videoResidualLoss)} / ${pct(b.videoResidualLoss)}`, `${pct(a.audioLoss)} / ${pct(b.audioLoss)}`];
+      `${pct(a.videoResidualLoss)} / ${pct(b.videoResidualLoss)}`, `${pct(a.audioLoss)} / ${pct(b.audioLoss)}`,
+      `${codecs(a)} / ${codecs(b)}`];
   });
   const widths = head.map((h, i) => Math.max(h.length, ...rows.map((r) => String(r[i]).length)));
   const line = (cells) => "| " + cells.map((c, i) => String(c).padEnd(widths[i])).join(" | ") + " |";
@@ -206,7 +313,7 @@ async function main() {
   if (!BIN) throw new Error("set SWITCHYARD_BIN to the switchyard binary");
   if (process.getuid?.() !== 0) throw new Error("the matrix builds network namespaces: run it as root");
   const argv = process.argv.slice(2);
-  const only = argv.includes("--only") ? argv[argv.indexOf("--only") + 1].split(",") : null;
+  const only = argv.includes("--only") ? argv[argv.indexOf("--only") + 1].split(";") : null;
   const jsonOut = argv.includes("--json") ? argv[argv.indexOf("--json") + 1] : null;
   const tmp = mkdtempSync(join(tmpdir(), "sy-matrix-"));
   const results = [];
@@ -215,7 +322,8 @@ async function main() {
     for (const [i, row] of ROWS.entries()) {
       if (only && !only.some((o) => row.name.includes(o))) continue;
       const r = await runRow(row, i, tmp);
-      console.error(`matrix: ${row.name}: ${r.connected ? "connected" : "NOT connected"} (${r.seconds} s)`);
+      const said = r.notRun ? `not run: ${r.why}` : r.connected ? "connected" : "NOT connected";
+      console.error(`matrix: ${row.name}: ${said} (${r.seconds} s)`);
       results.push(r);
     }
   } finally {

@@ -13,12 +13,17 @@
 // no netem). Nothing leaves these namespaces: none of them has a link to the host's network.
 
 import { execFileSync, spawn } from "node:child_process";
+import { mkdirSync, rmSync, writeFileSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 
 const WIRE = join(dirname(fileURLToPath(import.meta.url)), "wire.py");
 
 export const SERVER_IP = "203.0.113.1";
+/** The TURN/TLS host name: Firefox will not do TURN over TLS to a bare IP address. The
+ * clients' namespaces resolve it from their own /etc/hosts (ip netns exec mounts
+ * /etc/netns/<ns>/hosts there); `.test` is reserved for this (RFC 6761). */
+export const TURN_HOST = "turn.switchyard.test";
 const ROUTER_SERVER_SIDE = "203.0.113.254";
 
 function run(cmd, args, input) {
@@ -107,6 +112,9 @@ export class Net {
     live.add(this);
     for (const ns of this.all) {
       ip("netns", "add", ns);
+      mkdirSync(`/etc/netns/${ns}`, { recursive: true });
+      writeFileSync(`/etc/netns/${ns}/hosts`, `127.0.0.1 localhost\n${SERVER_IP} ${TURN_HOST}\n`);
+      writeFileSync(`/etc/netns/${ns}/resolv.conf`, "# no DNS server: names come from hosts\n");
       inNs(ns, "ip", "link", "set", "lo", "up");
     }
     // server ↔ router
@@ -174,6 +182,7 @@ export class Net {
       try {
         ip("netns", "del", ns);
       } catch {}
+      rmSync(`/etc/netns/${ns}`, { recursive: true, force: true });
     }
   }
 }
