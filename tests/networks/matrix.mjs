@@ -8,7 +8,7 @@
 // Prints a table and the JSON; exits 1 when a row that must connect did not (or connected
 // on a path its network forbids). Namespaces are always torn down, also on failure.
 
-import { spawn } from "node:child_process";
+import { execFile, spawn } from "node:child_process";
 import { readFileSync, writeFileSync, mkdtempSync, chmodSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, dirname } from "node:path";
@@ -195,6 +195,29 @@ async function waitFirstFrame(client, ms) {
   }
 }
 
+/** `switchyard doctor` from alice's namespace, with a token the page fetched there. */
+async function runDoctor(net, client, cert) {
+  const token = await client.eval("fetch('/dev/token?room=doctor&identity=doctor').then((r) => r.text())");
+  const args = ["netns", "exec", net.clients[0], BIN, "doctor", "--url", `ws://${SERVER_IP}:${SIGNALING_PORT}`, "--token", token,
+    "--ca-file", cert, "--json"];
+  return new Promise((resolve) => {
+    execFile("ip", args, { timeout: 60_000 }, (err, stdout, stderr) => {
+      try {
+        resolve(JSON.parse(stdout));
+      } catch {
+        resolve({ verdict: "error", error: `${err?.message || ""} ${stderr}`.trim() });
+      }
+    });
+  });
+}
+
+/** What the browser's selected path says of the network: udp, tcp or tls on its side. */
+export function pathKind(pair) {
+  if (!pair) return null;
+  const [, proto] = pair.local.split("/");
+  return proto === "tls" ? "tls" : proto;
+}
+
 const ratio = (lost, got) => (lost + got > 0 ? lost / (lost + got) : null);
 
 async function runRow(row, index, tmp) {
@@ -276,6 +299,16 @@ async function runRow(row, index, tmp) {
         result.problem = `expected ${want.join(" and ")} decoded both ways, got ${cs.map((c) => c.codecs.join("+")).join(" / ")}`;
       }
     }
+    // The command-line check, from the same network, must name the path the browser took.
+    if (result.connected && clients[0].browser === "chromium") {
+      const doctor = await runDoctor(net, clients[0], cert);
+      const browserKind = pathKind(result.clients.alice.pair);
+      result.doctor = { verdict: doctor.verdict, summary: doctor.summary, turn: doctor.turn, error: doctor.error, browser: browserKind };
+      if (doctor.verdict !== browserKind) {
+        result.pathOk = false;
+        result.problem = `switchyard doctor says ${doctor.verdict} (${doctor.summary || doctor.error}), the browser got ${browserKind}`;
+      }
+    }
     if (!result.connected) result.problem = `no media both ways; server said:\n${server.printed.slice(-2000)}`;
   } catch (e) {
     result.problem = String(e.stack || e);
@@ -291,9 +324,9 @@ async function runRow(row, index, tmp) {
 const pct = (x) => (x == null ? "–" : `${(x * 100).toFixed(1)} %`);
 function table(results) {
   const head = ["row", "ok", "alice pair (local → SFU)", "bob pair", "RTT ms (a/b)", "join→frame ms (a/b)", "frames/10 s (a/b)",
-    "video lost (a/b)", "after RTX (a/b)", "audio lost (a/b)", "decoded (a/b)"];
+    "video lost (a/b)", "after RTX (a/b)", "audio lost (a/b)", "decoded (a/b)", "doctor"];
   const rows = results.map((r) => {
-    if (r.notRun) return [r.row, "not run", r.why, "", "", "", "", "", "", "", ""];
+    if (r.notRun) return [r.row, "not run", r.why, "", "", "", "", "", "", "", "", ""];
     const a = r.clients.alice || {}, b = r.clients.bob || {};
     const pair = (c) => (c.pair ? `${c.pair.local} → ${c.pair.remote}` : "–");
     const codecs = (c) => (c.codecs || []).map((x) => x.split("/")[1]).join("+") || "–";
@@ -302,7 +335,7 @@ function table(results) {
     return [r.row, ok, pair(a), pair(b), `${rtt(a)} / ${rtt(b)}`, `${a.firstFrameMs ?? "–"} / ${b.firstFrameMs ?? "–"}`,
       `${a.framesDecoded10s ?? "–"} / ${b.framesDecoded10s ?? "–"}`, `${pct(a.videoLoss)} / ${pct(b.videoLoss)}`,
       `${pct(a.videoResidualLoss)} / ${pct(b.videoResidualLoss)}`, `${pct(a.audioLoss)} / ${pct(b.audioLoss)}`,
-      `${codecs(a)} / ${codecs(b)}`];
+      `${codecs(a)} / ${codecs(b)}`, r.doctor ? `${r.doctor.verdict}${r.doctor.verdict === r.doctor.browser ? " ✓" : " ✗"}` : "–"];
   });
   const widths = head.map((h, i) => Math.max(h.length, ...rows.map((r) => String(r[i]).length)));
   const line = (cells) => "| " + cells.map((c, i) => String(c).padEnd(widths[i])).join(" | ") + " |";

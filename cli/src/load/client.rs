@@ -137,6 +137,8 @@ pub(crate) struct Client {
     refresh_at: Option<Instant>,
     rebind_at: Option<Instant>,
     stale_nonces: u32,
+    /// Refreshes (LIFETIME > 0) the server accepted.
+    refreshes: u32,
 }
 
 impl Client {
@@ -166,6 +168,7 @@ impl Client {
             refresh_at: None,
             rebind_at: None,
             stale_nonces: 0,
+            refreshes: 0,
         };
         if let Some(ch) = challenge {
             c.set_challenge(ch);
@@ -176,6 +179,25 @@ impl Client {
 
     pub(crate) fn state(&self) -> State {
         self.state
+    }
+
+    /// The relayed transport address, once allocated.
+    pub(crate) fn relayed(&self) -> Option<SocketAddr> {
+        self.relayed
+    }
+
+    /// Refreshes the server accepted so far.
+    pub(crate) fn refreshes(&self) -> u32 {
+        self.refreshes
+    }
+
+    /// Refresh now instead of at half the lifetime (`switchyard doctor` checks that it works).
+    pub(crate) fn refresh_now(&mut self, now: Instant) {
+        if self.state == State::Ready {
+            self.refresh_at = None;
+            self.queue.push_back(Request::Refresh(self.lifetime.as_secs() as u32));
+            self.start_next(now);
+        }
     }
 
     /// The bound channel number (valid once ready).
@@ -357,7 +379,10 @@ impl Client {
                 }
             }
             Request::Refresh(0) => self.finish(State::Closed, Event::Closed),
-            Request::Refresh(_) => self.set_lifetime(now, lifetime),
+            Request::Refresh(_) => {
+                self.refreshes += 1;
+                self.set_lifetime(now, lifetime);
+            }
         }
     }
 
