@@ -157,23 +157,23 @@ pub(crate) fn run(args: DoctorArgs) -> anyhow::Result<()> {
             }
         };
         let roots = tls_roots(args.ca_file.as_deref())?;
-        let mut checks = Vec::new();
+        // Every TURN URI at once: a blocked path costs its timeout once, not once per URI.
+        let mut pending = Vec::new();
         for server in joined["iceServers"].as_array().into_iter().flatten() {
             let username = server["username"].as_str().unwrap_or_default().to_owned();
             let password = server["credential"].as_str().unwrap_or_default().to_owned();
             for uri in server["urls"].as_array().into_iter().flatten().filter_map(Value::as_str) {
                 let Some(turn) = parse_turn_uri(uri)? else { continue };
-                let t0 = Instant::now();
-                let creds = Credentials { username: username.clone(), password: password.clone(), realm: None, on_401: "the join's TURN credentials were refused" };
-                let r = tokio::time::timeout(STEP_TIMEOUT * 2, check_turn(&turn, creds, roots.clone())).await;
-                let r = r.unwrap_or_else(|_| Err(anyhow::anyhow!("no answer within {} s", (STEP_TIMEOUT * 2).as_secs())));
-                let (relayed, refreshed, error) = match r {
-                    Ok((relayed, refreshed)) => (Some(relayed), refreshed, None),
-                    Err(e) => (None, false, Some(format!("{e:#}"))),
+                let creds = Credentials {
+                    username: username.clone(),
+                    password: password.clone(),
+                    realm: None,
+                    on_401: "the join's TURN credentials were refused",
                 };
-                checks.push(TurnCheck { uri: uri.to_owned(), kind: turn.kind(), relayed, refreshed, ms: t0.elapsed().as_millis(), error });
+                pending.push(timed_check(uri.to_owned(), turn, creds, roots.clone()));
             }
         }
+        let checks = futures_util::future::join_all(pending).await;
         let (best, summary) = verdict(&checks);
         let report = json!({
             "signaling": { "ok": true, "joinMs": signal_ms, "node": joined["node"], "room": joined["room"]["name"] },
@@ -265,6 +265,18 @@ fn tls_roots(ca_file: Option<&std::path::Path>) -> anyhow::Result<Arc<rustls::Ro
     Ok(Arc::new(roots))
 }
 
+async fn timed_check(uri: String, turn: TurnUri, creds: Credentials, roots: Arc<rustls::RootCertStore>) -> TurnCheck {
+    let t0 = Instant::now();
+    let limit = STEP_TIMEOUT * 2;
+    let r = tokio::time::timeout(limit, check_turn(&turn, creds, roots)).await;
+    let r = r.unwrap_or_else(|_| Err(anyhow::anyhow!("no answer within {} s", limit.as_secs())));
+    let (relayed, refreshed, error) = match r {
+        Ok((relayed, refreshed)) => (Some(relayed), refreshed, None),
+        Err(e) => (None, false, Some(format!("{e:#}"))),
+    };
+    TurnCheck { uri, kind: turn.kind(), relayed, refreshed, ms: t0.elapsed().as_millis(), error }
+}
+
 /// Allocate on one TURN server, refresh the allocation, release it.
 async fn check_turn(
     uri: &TurnUri,
@@ -276,21 +288,17 @@ async fn check_turn(
         .with_context(|| format!("resolving {}", uri.host))?
         .next()
         .with_context(|| format!("{} has no address", uri.host))?;
-    // The permission (and channel) is for the TURN server's own address, where
-    // `switchyard dev` has its SFU; a server whose peer policy refuses it fails the check
-    // with a 403 after allocating, and the message says so.
-    let peer = SocketAddr::new(addr.ip(), 9);
     match (uri.transport, uri.tls) {
         ("udp", _) => {
             let sock = tokio::net::UdpSocket::bind(if addr.is_ipv4() { "0.0.0.0:0" } else { "[::]:0" }).await?;
             sock.connect(addr).await?;
-            drive(Transport::Udp(sock), creds, peer, false).await
+            drive(Transport::Udp(sock), creds, false).await
         }
         (_, false) => {
             let tcp = tokio::time::timeout(STEP_TIMEOUT, tokio::net::TcpStream::connect(addr))
                 .await
                 .map_err(|_| anyhow::anyhow!("TCP connect to {addr} timed out (blocked?)"))??;
-            drive(Transport::Stream(Box::new(tcp)), creds, peer, true).await
+            drive(Transport::Stream(Box::new(tcp)), creds, true).await
         }
         (_, true) => {
             let tcp = tokio::time::timeout(STEP_TIMEOUT, tokio::net::TcpStream::connect(addr))
@@ -307,7 +315,7 @@ async fn check_turn(
                 .connect(name, tcp)
                 .await
                 .with_context(|| format!("TLS handshake with {} (is its certificate trusted? --ca-file)", uri.host))?;
-            drive(Transport::Stream(Box::new(tls)), creds, peer, true).await
+            drive(Transport::Stream(Box::new(tls)), creds, true).await
         }
     }
 }
@@ -352,20 +360,12 @@ impl Transport {
     }
 }
 
-async fn drive(
-    mut t: Transport,
-    creds: Credentials,
-    peer: SocketAddr,
-    reliable: bool,
-) -> anyhow::Result<(SocketAddr, bool)> {
+async fn drive(mut t: Transport, creds: Credentials, reliable: bool) -> anyhow::Result<(SocketAddr, bool)> {
     let start = Instant::now();
-    let mut client = Client::new(start, creds, peer, 0x4000, reliable, None);
+    let mut client = Client::allocate_only(start, creds, reliable);
     let mut buf = Vec::new();
     let mut refreshed_at_start = None;
     loop {
-        while let Some(out) = client.poll_transmit() {
-            t.send(&out).await?;
-        }
         while let Some(ev) = client.poll_event() {
             match ev {
                 Event::Ready { .. } if refreshed_at_start.is_none() => {
@@ -373,14 +373,16 @@ async fn drive(
                     refreshed_at_start = Some(client.refreshes());
                     client.refresh_now(Instant::now());
                 }
-                Event::Failed(f) => {
-                    if f.code == Some(403) && client.relayed().is_some() {
-                        anyhow::bail!("allocated {}, but {}", client.relayed().unwrap(), f.message);
-                    }
-                    anyhow::bail!("{}", f.message)
-                }
+                Event::Failed(f) => match client.relayed() {
+                    Some(relayed) => anyhow::bail!("allocated {relayed}, then {}", f.message),
+                    None => anyhow::bail!("{}", f.message),
+                },
                 _ => {}
             }
+        }
+        // After the events: handling them may have queued a request.
+        while let Some(out) = client.poll_transmit() {
+            t.send(&out).await?;
         }
         if let Some(n) = refreshed_at_start
             && client.refreshes() > n

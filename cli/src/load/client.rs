@@ -139,6 +139,8 @@ pub(crate) struct Client {
     stale_nonces: u32,
     /// Refreshes (LIFETIME > 0) the server accepted.
     refreshes: u32,
+    /// Ask for a permission and a channel after allocating (off: ready once allocated).
+    bind: bool,
 }
 
 impl Client {
@@ -169,6 +171,7 @@ impl Client {
             rebind_at: None,
             stale_nonces: 0,
             refreshes: 0,
+            bind: true,
         };
         if let Some(ch) = challenge {
             c.set_challenge(ch);
@@ -179,6 +182,16 @@ impl Client {
 
     pub(crate) fn state(&self) -> State {
         self.state
+    }
+
+    /// An allocation without a permission or channel, ready once allocated: what
+    /// `switchyard doctor` checks, since a server's peer policy decides which peers it
+    /// relays to (and the SFU's address is not known before ICE).
+    pub(crate) fn allocate_only(now: Instant, creds: Credentials, reliable: bool) -> Self {
+        let unspecified = SocketAddr::from(([0, 0, 0, 0], 0));
+        let mut c = Client::new(now, creds, unspecified, 0, reliable, None);
+        c.bind = false;
+        c
     }
 
     /// The relayed transport address, once allocated.
@@ -367,7 +380,12 @@ impl Client {
                 };
                 self.relayed = Some(relayed);
                 self.set_lifetime(now, lifetime);
-                self.queue.extend([Request::CreatePermission, Request::ChannelBind]);
+                if self.bind {
+                    self.queue.extend([Request::CreatePermission, Request::ChannelBind]);
+                } else {
+                    self.state = State::Ready;
+                    self.events.push_back(Event::Ready { relayed });
+                }
             }
             Request::CreatePermission => {}
             Request::ChannelBind => {
