@@ -62,16 +62,23 @@ export const ROWS = [
     name: "Firefox ↔ Chromium, only TCP 443 out", clients: [{ ...firefox, nat: "eim" }, { nat: "eim" }], filter: "tcp-443",
     expect: isRelay("tls"), expectText: "relay/tls (TURN over TLS on 443)",
   },
+  // A fault: the server dies (kill -9) mid-call and comes back on the same ports with the
+  // same keys. The call before it must connect; what the pages do after it is recorded
+  // (the browser SDK in sdk/js has no reconnect yet), not required.
+  { name: "dev killed (-9) and restarted mid-call", clients: [direct, direct], filter: "none", fault: "kill-server" },
 ];
 const NOT_RUN = [{ name: "IPv6-only client", why: "turn-node allocations are single-family (no RFC 8656 ADDITIONAL-ADDRESS-FAMILY yet)" }];
 
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
+/** One API secret per run: a restarted server accepts the tokens the first one minted. */
+const API_SECRET = [...crypto.getRandomValues(new Uint8Array(16))].map((b) => b.toString(16).padStart(2, "0")).join("");
+
 function startDev(net, extra = []) {
   const args = [
     "netns", "exec", net.srv, BIN, "dev", "--bind", SERVER_IP, "--allow-lan-tokens", "--advertise-ip", SERVER_IP,
     "--port", String(SIGNALING_PORT), "--udp-port", "7882", "--turn-port", String(TURN_PORT),
-    "--turn-tls-port", String(TURN_TLS_PORT), "--turn-tls-host", TURN_HOST, ...extra,
+    "--turn-tls-port", String(TURN_TLS_PORT), "--turn-tls-host", TURN_HOST, "--api-secret", API_SECRET, ...extra,
   ];
   const server = spawn("ip", args, { stdio: ["ignore", "pipe", "pipe"], env: { ...process.env, RUST_LOG: process.env.RUST_LOG || "warn" } });
   server.printed = "";
@@ -309,6 +316,10 @@ async function runRow(row, index, tmp) {
         result.problem = `switchyard doctor says ${doctor.verdict} (${doctor.summary || doctor.error}), the browser got ${browserKind}`;
       }
     }
+    if (result.connected && row.fault === "kill-server") {
+      result.mustConnect = true; // the call before the fault
+      result.fault = await killAndRestart(net, clients, () => server, (s2) => (server = s2), row.devArgs);
+    }
     if (!result.connected) result.problem = `no media both ways; server said:\n${server.printed.slice(-2000)}`;
   } catch (e) {
     result.problem = String(e.stack || e);
@@ -319,6 +330,38 @@ async function runRow(row, index, tmp) {
     result.seconds = Math.round((Date.now() - t0) / 100) / 10;
   }
   return result;
+}
+
+/** kill -9 the server, start it again, and watch the pages for 30 s: ICE states (ms after
+ * the kill), whether the signaling socket is open, and when frames advance again. */
+async function killAndRestart(net, clients, getServer, setServer, devArgs) {
+  const framesNow = () => Promise.all(clients.map((c) => c.eval("window.netStats().then((s) => s.video.framesDecoded)")));
+  const killedAt = await Promise.all(clients.map((c) => c.eval("performance.now() - window.net.t0")));
+  const before = await framesNow();
+  const t = Date.now();
+  getServer().kill("SIGKILL");
+  await new Promise((r) => (getServer().exitCode != null ? r() : getServer().once("exit", r)));
+  const restarted = startDev(net, devArgs);
+  setServer(restarted);
+  await waitForPrinted(restarted, /token\s+ey/, 30_000);
+  const restartMs = Date.now() - t;
+  const resumedMs = clients.map(() => null);
+  while (Date.now() - t < 30_000 && resumedMs.some((m) => m == null)) {
+    await sleep(500);
+    const f = await framesNow();
+    f.forEach((n, i) => {
+      if (resumedMs[i] == null && n > before[i] + 10) resumedMs[i] = Date.now() - t;
+    });
+  }
+  const pages = await Promise.all(clients.map((c) => c.eval("({ ice: window.net.ice, ws: window.netRoom.ws.readyState })")));
+  return {
+    restartMs,
+    clients: pages.map((p, i) => ({
+      ice: p.ice.filter(([ms]) => ms >= killedAt[i]).map(([ms, state]) => [Math.round(ms - killedAt[i]), state]),
+      signalingOpen: p.ws === 1,
+      mediaResumedMs: resumedMs[i],
+    })),
+  };
 }
 
 const pct = (x) => (x == null ? "–" : `${(x * 100).toFixed(1)} %`);
@@ -364,6 +407,14 @@ async function main() {
   }
   if (!only) for (const n of NOT_RUN) results.push({ row: n.name, notRun: true, why: n.why });
   console.log(table(results));
+  for (const r of results.filter((x) => x.fault)) {
+    const said = r.fault.clients.map((c, i) => {
+      const ice = c.ice.map(([ms, st]) => `${st} +${(ms / 1000).toFixed(1)} s`).join(", ") || "no ICE change";
+      const media = c.mediaResumedMs != null ? `media back after ${(c.mediaResumedMs / 1000).toFixed(1)} s` : "media not back in 30 s";
+      return `${["alice", "bob"][i]}: ${ice}; signaling ${c.signalingOpen ? "open" : "closed"}; ${media}`;
+    });
+    console.log(`fault "${r.row}" (server back after ${(r.fault.restartMs / 1000).toFixed(1)} s): ${said.join(" | ")}`);
+  }
   const seconds = Math.round((Date.now() - started) / 1000);
   const json = `{"seconds": ${seconds}, "rows": [\n${results.map((r) => "  " + JSON.stringify(r)).join(",\n")}\n]}`;
   console.log(json);
