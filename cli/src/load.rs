@@ -13,10 +13,10 @@
 //!  controller: phases setup → load → (hold) → deallocate; live line each second; summary
 //! ```
 
-mod client;
+pub(crate) mod client;
 mod pace;
 mod report;
-mod sfu;
+pub(crate) mod sfu;
 mod turn;
 
 use std::time::Duration;

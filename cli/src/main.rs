@@ -2,6 +2,7 @@
 #![forbid(unsafe_code)]
 
 mod dev;
+mod doctor;
 mod load;
 mod room;
 mod token;
@@ -19,6 +20,9 @@ struct Args {
 enum Command {
     /// Run SFU, TURN, signaling and a demo call page on this machine, no Kubernetes needed.
     Dev(dev::DevArgs),
+    /// Check what this network lets through to a deployment: signaling, each TURN server
+    /// over UDP, TCP and TLS, and what a user here will get.
+    Doctor(doctor::DoctorArgs),
     /// Mint an access token for a participant.
     Token(token::TokenArgs),
     /// Create, list, inspect and close rooms; manage their participants (the Room service).
@@ -30,6 +34,7 @@ enum Command {
 fn main() -> anyhow::Result<()> {
     match Args::parse().command {
         Command::Dev(args) => dev::run(args),
+        Command::Doctor(args) => doctor::run(args),
         Command::Token(args) => token::run(args),
         Command::Room(args) => room::run(args),
         Command::Load(args) => load::run(args),

@@ -137,6 +137,10 @@ pub(crate) struct Client {
     refresh_at: Option<Instant>,
     rebind_at: Option<Instant>,
     stale_nonces: u32,
+    /// Refreshes (LIFETIME > 0) the server accepted.
+    refreshes: u32,
+    /// Ask for a permission and a channel after allocating (off: ready once allocated).
+    bind: bool,
 }
 
 impl Client {
@@ -166,6 +170,8 @@ impl Client {
             refresh_at: None,
             rebind_at: None,
             stale_nonces: 0,
+            refreshes: 0,
+            bind: true,
         };
         if let Some(ch) = challenge {
             c.set_challenge(ch);
@@ -176,6 +182,35 @@ impl Client {
 
     pub(crate) fn state(&self) -> State {
         self.state
+    }
+
+    /// An allocation without a permission or channel, ready once allocated: what
+    /// `switchyard doctor` checks, since a server's peer policy decides which peers it
+    /// relays to (and the SFU's address is not known before ICE).
+    pub(crate) fn allocate_only(now: Instant, creds: Credentials, reliable: bool) -> Self {
+        let unspecified = SocketAddr::from(([0, 0, 0, 0], 0));
+        let mut c = Client::new(now, creds, unspecified, 0, reliable, None);
+        c.bind = false;
+        c
+    }
+
+    /// The relayed transport address, once allocated.
+    pub(crate) fn relayed(&self) -> Option<SocketAddr> {
+        self.relayed
+    }
+
+    /// Refreshes the server accepted so far.
+    pub(crate) fn refreshes(&self) -> u32 {
+        self.refreshes
+    }
+
+    /// Refresh now instead of at half the lifetime (`switchyard doctor` checks that it works).
+    pub(crate) fn refresh_now(&mut self, now: Instant) {
+        if self.state == State::Ready {
+            self.refresh_at = None;
+            self.queue.push_back(Request::Refresh(self.lifetime.as_secs() as u32));
+            self.start_next(now);
+        }
     }
 
     /// The bound channel number (valid once ready).
@@ -345,7 +380,12 @@ impl Client {
                 };
                 self.relayed = Some(relayed);
                 self.set_lifetime(now, lifetime);
-                self.queue.extend([Request::CreatePermission, Request::ChannelBind]);
+                if self.bind {
+                    self.queue.extend([Request::CreatePermission, Request::ChannelBind]);
+                } else {
+                    self.state = State::Ready;
+                    self.events.push_back(Event::Ready { relayed });
+                }
             }
             Request::CreatePermission => {}
             Request::ChannelBind => {
@@ -357,7 +397,10 @@ impl Client {
                 }
             }
             Request::Refresh(0) => self.finish(State::Closed, Event::Closed),
-            Request::Refresh(_) => self.set_lifetime(now, lifetime),
+            Request::Refresh(_) => {
+                self.refreshes += 1;
+                self.set_lifetime(now, lifetime);
+            }
         }
     }
 

@@ -190,7 +190,7 @@ fn join_order(rooms: u32, publishers: u32, subscribers: u32) -> Vec<(u32, bool)>
 }
 
 /// The signaling endpoint with its token.
-fn rtc_url(base: &str, token: &str) -> anyhow::Result<String> {
+pub(crate) fn rtc_url(base: &str, token: &str) -> anyhow::Result<String> {
     let base = base.trim_end_matches('/');
     let base = if let Some(rest) = base.strip_prefix("http://") {
         format!("ws://{rest}")

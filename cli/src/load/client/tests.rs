@@ -65,7 +65,11 @@ impl Net {
             server: "192.0.2.1:3478".parse().unwrap(),
             transport: Transport::Udp,
         };
-        let client = Client::new(self.now, creds, peer, 0x4000, false, None);
+        let client = if peer.port() == 0 {
+            Client::allocate_only(self.now, creds, false)
+        } else {
+            Client::new(self.now, creds, peer, 0x4000, false, None)
+        };
         self.clients.push(Side { client, five, events: Vec::new(), drop_to_server: 0, blackhole: false });
         self.progress();
         self.clients.len() - 1
@@ -157,6 +161,27 @@ fn allocates_permits_binds_and_relays() {
     assert!(matches!(side.events[0], Event::Challenge(ref c) if c.realm == REALM));
     assert_eq!(side.events[1], Event::Ready { relayed: "192.0.2.1:50000".parse().unwrap() });
     assert!(net.relays(i));
+}
+
+/// `switchyard doctor`'s check: allocated is ready, without asking for any peer; an
+/// immediate refresh is answered, and closing releases the allocation.
+#[test]
+fn allocate_only_is_ready_once_allocated_and_refreshes_on_demand() {
+    let mut net = Net::new(Limits::default(), 3600);
+    let i = net.add(SECRET, SocketAddr::from(([0, 0, 0, 0], 0)));
+    let relayed: SocketAddr = "192.0.2.1:50000".parse().unwrap();
+    assert_eq!(net.clients[i].events[1], Event::Ready { relayed });
+    assert_eq!((net.clients[i].client.relayed(), net.clients[i].client.refreshes()), (Some(relayed), 0));
+    assert!(!net.relays(i), "no permission was asked for");
+    let now = net.now;
+    net.clients[i].client.refresh_now(now);
+    net.progress();
+    assert_eq!(net.clients[i].client.refreshes(), 1);
+    assert_eq!(net.engine.allocation_count(), 1);
+    net.clients[i].client.close(now);
+    net.progress();
+    assert_eq!(net.clients[i].client.state(), State::Closed);
+    assert_eq!(net.engine.allocation_count(), 0);
 }
 
 #[test]
