@@ -64,7 +64,7 @@ try {
     if (u.pathname === "/networks/call.html") {
       req.respond({ status: 200, contentType: "text/html", body: readFileSync(join(HERE, "call.html"), "utf8") });
     } else if (u.pathname === "/networks/switchyard.js") {
-      req.respond({ status: 200, contentType: "text/javascript", body: readFileSync(join(HERE, "../../sdk/demo/assets/switchyard.js"), "utf8") });
+      req.respond({ status: 200, contentType: "text/javascript", body: readFileSync(join(HERE, "client.js"), "utf8") });
     } else {
       req.continue();
     }

@@ -64,7 +64,8 @@ export const ROWS = [
   },
   // A fault: the server dies (kill -9) mid-call and comes back on the same ports with the
   // same keys. The call before it must connect; what the pages do after it is recorded
-  // (measured, not required).
+  // (measured, not required: the matrix's minimal client, tests/networks/client.js, does
+  // not reconnect).
   { name: "dev killed (-9) and restarted mid-call", clients: [direct, direct], filter: "none", fault: "kill-server" },
 ];
 const NOT_RUN = [{ name: "IPv6-only client", why: "turn-node allocations are single-family (no RFC 8656 ADDITIONAL-ADDRESS-FAMILY yet)" }];
@@ -188,7 +189,7 @@ async function openPage(browser, url) {
   // media) goes over the namespaces' network to the server.
   await page.route("**/networks/call.html*", (r) => r.fulfill({ contentType: "text/html", body: readFileSync(join(HERE, "call.html")) }));
   await page.route("**/networks/switchyard.js", (r) =>
-    r.fulfill({ contentType: "text/javascript", body: readFileSync(join(HERE, "../../sdk/demo/assets/switchyard.js")) }));
+    r.fulfill({ contentType: "text/javascript", body: readFileSync(join(HERE, "client.js")) }));
   await page.goto(url);
   return page;
 }
