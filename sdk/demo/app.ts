@@ -1,5 +1,6 @@
 // The demo call app of `switchyard dev`, built on @switchyard/client. Bundled into
-// assets/app.js (sdk/client-js: npm run build) and embedded in the binary.
+// assets/app.js (sdk/client-js: npm run build) and embedded in the binary; the bundle
+// imports the SDK from /switchyard.js, which the same server serves.
 //
 // Query parameters: room, identity (join at once), url (signaling URL), token (access
 // token), tokenEndpoint (GET ?room=&identity= returns a token; default /dev/token).
