@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use libfuzzer_sys::fuzz_target;
 use switchyard_turn_node::auth::{Credentials, NonceMinter, long_term_key};
-use switchyard_turn_node::engine::{Engine, FiveTuple, Limits, Output, Quotas, Shared, Transport};
+use switchyard_turn_node::engine::{Engine, Family, FiveTuple, Limits, Output, Quotas, RelayIps, Shared, Transport};
 use switchyard_turn_node::filter::PeerFilter;
 use switchyard_turn_node::metrics::Metrics;
 use switchyard_turn_node::stun::{self, Class, MessageWriter, attr};
@@ -32,7 +32,7 @@ fuzz_target!(|data: &[u8]| {
     let shared = Arc::new(Shared {
         credentials: Credentials::new(REALM, vec![b"s".to_vec()], &[("u".into(), "p".into())]),
         nonces: NonceMinter::new([1; 32], 3600),
-        filter: PeerFilter::new(vec!["127.0.0.0/8".parse().unwrap()], vec![], vec![]).into(),
+        filter: PeerFilter::new(vec!["127.0.0.0/8".parse().unwrap(), "::1/128".parse().unwrap()], vec![], vec![]).into(),
         limits: Limits {
             max_allocations_per_user: 3,
             bandwidth_per_allocation: 10_000,
@@ -42,7 +42,9 @@ fuzz_target!(|data: &[u8]| {
         quotas: Quotas::default(),
         metrics: Arc::new(Metrics::new()),
         draining: AtomicBool::new(false),
-        relay_ip: "127.0.0.1".parse().unwrap(),
+        // Dual stack, so single and dual (ADDITIONAL-ADDRESS-FAMILY)
+        // allocations, per-family permissions and 443s are all reachable.
+        relay: RelayIps::new("127.0.0.1".parse().unwrap(), Some("::1".parse().unwrap())).unwrap(),
     });
     let t0 = Instant::now();
     let mut now = t0;
@@ -80,8 +82,9 @@ fuzz_target!(|data: &[u8]| {
                         attr::DATA,
                         attr::EVEN_PORT,
                         attr::REQUESTED_ADDRESS_FAMILY,
+                        attr::ADDITIONAL_ADDRESS_FAMILY,
                         u16::from(*t),
-                    ][usize::from(*t) % 8];
+                    ][usize::from(*t) % 9];
                     w.attr(typ, &more[..l]);
                     attrs = &more[l..];
                 }
@@ -98,7 +101,10 @@ fuzz_target!(|data: &[u8]| {
                 let head = stun::MAX_DATA_INDICATION_OVERHEAD;
                 buf[head..head + chunk.len()].copy_from_slice(chunk);
                 let id = switchyard_turn_node::engine::AllocId(u64::from(op & 3));
-                let from = SocketAddr::from(([127, 0, 0, 1], 7000 + u16::from(op & 1)));
+                let from = match op & 0x20 {
+                    0 => SocketAddr::from(([127, 0, 0, 1], 7000 + u16::from(op & 1))),
+                    _ => SocketAddr::from(([0, 0, 0, 0, 0, 0, 0, 1], 7000 + u16::from(op & 1))),
+                };
                 if let Some((_, range)) = engine.handle_peer(now, id, from, &mut buf, head, chunk.len()) {
                     assert!(range.end <= buf.len());
                 }
@@ -114,18 +120,24 @@ fuzz_target!(|data: &[u8]| {
         }
         while let Some(out) = engine.poll_output() {
             match out {
-                Output::BindRelay { id, .. } => {
+                Output::BindRelay { id, family, .. } => {
                     port = port.wrapping_add(1);
+                    let ip = shared.relay.get(family).expect("only relayed families are asked for");
+                    assert_eq!(Family::of(ip), family);
                     // Sometimes fail, like a full port range or a bind error.
                     match port % 11 {
                         0 => engine.relay_bind_failed(id),
-                        n => engine.relay_bound(now, id, (n % 7 != 0).then(|| SocketAddr::from(([127, 0, 0, 1], port)))),
+                        n => engine.relay_bound(now, id, (n % 7 != 0).then(|| SocketAddr::new(ip, port))),
                     }
                 }
                 Output::Transmit { data, .. } => {
-                    // Everything the engine emits must itself parse.
+                    // Everything the engine emits must itself parse, and a
+                    // dual allocation's two relayed addresses differ in family.
                     if stun::classify(&data) == stun::Kind::Stun {
-                        assert!(stun::parse(&data).is_ok());
+                        let msg = stun::parse(&data).expect("engine output parses");
+                        if let (Some(a), Some(b)) = (msg.relayed, msg.relayed_additional) {
+                            assert_ne!(a.is_ipv4(), b.is_ipv4());
+                        }
                     }
                 }
                 Output::Release { .. } => {}

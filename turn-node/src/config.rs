@@ -54,6 +54,9 @@ pub struct Args {
     /// Relay address advertised to clients (pod IP).
     #[arg(long, env = "SWITCHYARD_TURN_RELAY_ADDRESS")]
     pub relay_address: Option<IpAddr>,
+    /// A second relay address of the other family (dual-stack allocations).
+    #[arg(long, env = "SWITCHYARD_TURN_RELAY_ADDITIONAL_ADDRESS")]
+    pub relay_additional_address: Option<IpAddr>,
     /// Relay port range MIN-MAX.
     #[arg(long, env = "SWITCHYARD_TURN_RELAY_PORTS")]
     pub relay_ports: Option<String>,
@@ -116,6 +119,9 @@ impl Args {
         }
         if let Some(a) = self.relay_address {
             c.relay.address = Some(a);
+        }
+        if let Some(a) = self.relay_additional_address {
+            c.relay.additional_address = Some(a);
         }
         if let Some(r) = self.relay_ports {
             let (min, max) = r

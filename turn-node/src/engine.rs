@@ -54,6 +54,86 @@ pub const MAX_PERMISSIONS: usize = 64;
 /// UDP, the only relay transport (REQUESTED-TRANSPORT value).
 const PROTO_UDP: u8 = 17;
 
+/// An address family of relayed addresses (RFC 8656 §18.10 values).
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Family {
+    /// IPv4 (wire value 0x01).
+    V4,
+    /// IPv6 (wire value 0x02).
+    V6,
+}
+
+impl Family {
+    /// The family an address belongs to for relaying: an IPv4-mapped IPv6
+    /// address is IPv4 (it is relayed from the IPv4 socket).
+    pub fn of(ip: IpAddr) -> Family {
+        if canonical_ip(ip).is_ipv4() { Family::V4 } else { Family::V6 }
+    }
+
+    /// From a REQUESTED-/ADDITIONAL-ADDRESS-FAMILY value.
+    pub fn from_wire(v: u8) -> Option<Family> {
+        match v {
+            0x01 => Some(Family::V4),
+            0x02 => Some(Family::V6),
+            _ => None,
+        }
+    }
+
+    /// The wire value.
+    pub fn wire(self) -> u8 {
+        match self {
+            Family::V4 => 0x01,
+            Family::V6 => 0x02,
+        }
+    }
+
+    fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// The relay addresses clients are told about: at most one per family. With
+/// both, a client may ask for a dual allocation (RFC 8656
+/// ADDITIONAL-ADDRESS-FAMILY).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RelayIps {
+    v4: Option<IpAddr>,
+    v6: Option<IpAddr>,
+}
+
+impl RelayIps {
+    /// One relay address (either family).
+    pub fn single(ip: IpAddr) -> Self {
+        RelayIps::new(ip, None).expect("one address cannot clash")
+    }
+
+    /// A relay address and optionally one of the other family; `None` when
+    /// both are of the same family.
+    pub fn new(primary: IpAddr, additional: Option<IpAddr>) -> Option<Self> {
+        let mut r = RelayIps { v4: None, v6: None };
+        for ip in std::iter::once(primary).chain(additional) {
+            let slot = if ip.is_ipv4() { &mut r.v4 } else { &mut r.v6 };
+            if slot.replace(ip).is_some() {
+                return None;
+            }
+        }
+        Some(r)
+    }
+
+    /// The relay address of `family`, if this node relays it.
+    pub fn get(&self, family: Family) -> Option<IpAddr> {
+        match family {
+            Family::V4 => self.v4,
+            Family::V6 => self.v6,
+        }
+    }
+
+    /// Every relay address (IPv4 first).
+    pub fn all(&self) -> impl Iterator<Item = IpAddr> + '_ {
+        self.v4.into_iter().chain(self.v6)
+    }
+}
+
 /// Client transport.
 #[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
 pub enum Transport {
@@ -97,14 +177,19 @@ pub enum Output {
         /// Message bytes.
         data: Vec<u8>,
     },
-    /// Bind a relay socket for `id`, then call [`Engine::relay_bound`].
+    /// Bind a relay socket of `family` for `id`, then call
+    /// [`Engine::relay_bound`] with its address. A dual allocation asks for
+    /// one of each family; its peers are reached from the socket of their
+    /// family ([`Family::of`]).
     BindRelay {
         /// The allocation.
         id: AllocId,
         /// EVEN-PORT was requested.
         even_port: bool,
+        /// The relayed address's family.
+        family: Family,
     },
-    /// The allocation is gone: close its relay socket.
+    /// The allocation is gone: close its relay socket(s).
     Release {
         /// The allocation.
         id: AllocId,
@@ -215,8 +300,8 @@ pub struct Shared {
     pub metrics: Arc<Metrics>,
     /// Set when draining: new allocations are refused.
     pub draining: AtomicBool,
-    /// The relay address clients are told about.
-    pub relay_ip: IpAddr,
+    /// The relay addresses clients are told about, per family.
+    pub relay: RelayIps,
 }
 
 #[derive(Debug)]
@@ -228,7 +313,15 @@ struct Channel {
 #[derive(Debug)]
 struct Allocation {
     five: FiveTuple,
-    relay: Option<SocketAddr>,
+    /// Relayed addresses per [`Family::index`], once bound.
+    relays: [Option<SocketAddr>; 2],
+    /// The families asked for, the requested (or default) one first.
+    families: [Option<Family>; 2],
+    /// All wanted relays are bound and the success response went out.
+    ready: bool,
+    /// ADDITIONAL-ADDRESS-FAMILY asked for IPv6 that this node does not
+    /// relay: the response says so in ADDRESS-ERROR-CODE (RFC 8656 §7.2).
+    v6_refused: bool,
     username: String,
     quota_user: String,
     key: Key,
@@ -246,6 +339,10 @@ struct Allocation {
 }
 
 impl Allocation {
+    fn has_family(&self, f: Family) -> bool {
+        self.families.contains(&Some(f))
+    }
+
     fn has_permission(&self, ip: IpAddr, now: Instant) -> bool {
         self.permissions.iter().any(|(p, exp)| *p == ip && *exp > now)
     }
@@ -315,9 +412,15 @@ impl Engine {
         self.allocs.len()
     }
 
-    /// The relay address of an allocation, once bound.
+    /// The (first) relayed address of an allocation, once ready.
     pub fn relay_addr(&self, id: AllocId) -> Option<SocketAddr> {
-        self.allocs.get(&id).and_then(|a| a.relay)
+        self.relay_addrs(id).next()
+    }
+
+    /// Every relayed address of a ready allocation, in response order.
+    pub fn relay_addrs(&self, id: AllocId) -> impl Iterator<Item = SocketAddr> + '_ {
+        let a = self.allocs.get(&id).filter(|a| a.ready);
+        a.into_iter().flat_map(|a| a.families.iter().flatten().filter_map(|f| a.relays[f.index()]))
     }
 
     /// Next output, if any.
@@ -381,10 +484,12 @@ impl Engine {
             return;
         };
         self.by_five.remove(&a.five);
+        // A dual allocation whose first bind failed: its other bind is void.
+        self.out.retain(|o| !matches!(o, Output::BindRelay { id: i, .. } if *i == id));
         tracing::debug!(id = id.0, client = %a.five.client, user = %a.username, "allocation ended");
         self.shared.quotas.release(&a.quota_user);
         let m = &self.shared.metrics;
-        if a.relay.is_some() {
+        if a.ready {
             m.allocations.dec();
         }
         m.permissions.dec_by(a.permissions.len() as i64);
@@ -412,20 +517,35 @@ impl Engine {
         let Some(a) = self.allocs.get_mut(&id) else {
             return;
         };
+        let family = Family::of(relay.ip());
+        if a.ready || !a.has_family(family) || a.relays[family.index()].is_some() {
+            // A driver bug: the allocation keeps what it has.
+            tracing::warn!(id = id.0, %relay, "unexpected relay bind result ignored");
+            return;
+        }
+        a.relays[family.index()] = Some(relay);
+        if a.families.iter().flatten().any(|f| a.relays[f.index()].is_none()) {
+            return; // the other family's socket is still being bound
+        }
         let five = a.five;
-        a.relay = Some(relay);
+        a.ready = true;
         // The lifetime starts now, so the client is told exactly what it was
         // granted (not a second less for the bind's latency).
         a.expires = now + a.lifetime;
-        let mut buf = Vec::with_capacity(128);
+        let mut buf = Vec::with_capacity(160);
         let mut w = MessageWriter::new(&mut buf, method::ALLOCATE, Class::Success, a.allocate_tid);
-        w.xor_addr(attr::XOR_RELAYED_ADDRESS, relay)
-            .u32(attr::LIFETIME, a.lifetime.as_secs() as u32)
+        for f in a.families.iter().flatten() {
+            w.xor_addr(attr::XOR_RELAYED_ADDRESS, a.relays[f.index()].expect("all bound"));
+        }
+        if a.v6_refused {
+            w.address_error(Family::V6.wire(), 440, "Address Family not Supported");
+        }
+        w.u32(attr::LIFETIME, a.lifetime.as_secs() as u32)
             .xor_addr(attr::XOR_MAPPED_ADDRESS, five.client)
             .integrity(&a.key);
         w.finish_with_fingerprint();
         a.allocate_response = buf.clone();
-        tracing::debug!(id = id.0, client = %five.client, %relay, user = %a.username, "allocation created");
+        tracing::debug!(id = id.0, client = %five.client, relays = ?a.relays, user = %a.username, "allocation created");
         self.shared.metrics.allocations.inc();
         self.shared.metrics.alloc_result(AllocResult::Ok);
         self.out.push_back(Output::Transmit { to: five, data: buf });
@@ -818,7 +938,7 @@ impl Engine {
         }
         if msg.reservation_token {
             metrics.alloc_result(AllocResult::Error);
-            if msg.even_port || msg.requested_family.is_some() {
+            if msg.even_port || msg.requested_family.is_some() || msg.additional_family.is_some() {
                 return self.error(
                     five,
                     msg,
@@ -831,11 +951,43 @@ impl Engine {
             // honoured), so any token is unknown (RFC 8656 §7.2 step 4).
             return self.error(five, msg, Some(&key), 508, "Insufficient Capacity: unknown reservation token");
         }
-        let relay_family = if self.shared.relay_ip.is_ipv4() { 1 } else { 2 };
-        if msg.requested_family.is_some_and(|f| f != relay_family) {
+        // RFC 8656 §7.2: one family by REQUESTED-ADDRESS-FAMILY (IPv4 when
+        // absent), or IPv4 plus IPv6 by ADDITIONAL-ADDRESS-FAMILY; never both.
+        if msg.requested_family.is_some() && msg.additional_family.is_some() {
+            metrics.alloc_result(AllocResult::Error);
+            return self.error(
+                five,
+                msg,
+                Some(&key),
+                400,
+                "Bad Request: REQUESTED-ADDRESS-FAMILY with ADDITIONAL-ADDRESS-FAMILY",
+            );
+        }
+        if msg.additional_family.is_some_and(|f| f != Family::V6.wire()) {
+            metrics.alloc_result(AllocResult::Error);
+            return self.error(five, msg, Some(&key), 400, "Bad Request: ADDITIONAL-ADDRESS-FAMILY must be IPv6");
+        }
+        let primary = match msg.requested_family.map(Family::from_wire) {
+            // RFC 8656 would refuse a request naming no family on a node
+            // without IPv4 relays; RFC 5766 clients never name one, so such a
+            // node hands out the one family it has.
+            None if msg.additional_family.is_none() && self.shared.relay.get(Family::V4).is_none() => Family::V6,
+            None => Family::V4,
+            Some(Some(f)) => f,
+            Some(None) => {
+                metrics.alloc_result(AllocResult::Error);
+                return self.error(five, msg, Some(&key), 440, "Address Family not Supported");
+            }
+        };
+        if self.shared.relay.get(primary).is_none() {
             metrics.alloc_result(AllocResult::Error);
             return self.error(five, msg, Some(&key), 440, "Address Family not Supported");
         }
+        // IPv6 asked for as the additional family but not relayed here: the
+        // IPv4 allocation goes ahead and the response says why IPv6 is missing.
+        let additional = msg.additional_family.map(|_| Family::V6);
+        let v6_refused = additional.is_some_and(|f| self.shared.relay.get(f).is_none());
+        let families = [Some(primary), additional.filter(|_| !v6_refused)];
         // REST usernames are "<expiry>:<user>": the quota belongs to the user,
         // not to one short-lived credential.
         let quota_user = username.split_once(':').map_or(username.as_str(), |(_, u)| u).to_owned();
@@ -850,7 +1002,10 @@ impl Engine {
             id,
             Allocation {
                 five: *five,
-                relay: None,
+                relays: [None; 2],
+                families,
+                ready: false,
+                v6_refused,
                 username,
                 quota_user,
                 key,
@@ -866,7 +1021,9 @@ impl Engine {
             },
         );
         self.by_five.insert(*five, id);
-        self.out.push_back(Output::BindRelay { id, even_port: msg.even_port });
+        for family in families.into_iter().flatten() {
+            self.out.push_back(Output::BindRelay { id, even_port: msg.even_port, family });
+        }
     }
 
     /// Find this 5-tuple's allocation for a non-Allocate request: 437 when
@@ -877,7 +1034,7 @@ impl Engine {
             return None;
         };
         let a = &self.allocs[&id];
-        if a.relay.is_none() {
+        if !a.ready {
             self.error(five, msg, Some(key), 437, "Allocation Mismatch");
             return None;
         }
@@ -892,7 +1049,10 @@ impl Engine {
         let Some(id) = self.owned_allocation(five, msg, &key, username) else {
             return;
         };
-        if msg.requested_family.is_some_and(|f| f != if self.shared.relay_ip.is_ipv4() { 1 } else { 2 }) {
+        // A Refresh names no family or one the allocation has (RFC 8656
+        // §7.3); it always covers every relayed address of the allocation.
+        let a = &self.allocs[&id];
+        if msg.requested_family.is_some_and(|f| !Family::from_wire(f).is_some_and(|f| a.has_family(f))) {
             return self.error(five, msg, Some(&key), 443, "Peer Address Family Mismatch");
         }
         let granted = if msg.lifetime == Some(0) {
@@ -911,9 +1071,17 @@ impl Engine {
     }
 
     /// Checks shared by CreatePermission and ChannelBind for one peer: the
-    /// filter must permit it (`permitted`, else 403), its family must match the
-    /// relay (443).
-    fn check_peer(&mut self, five: &FiveTuple, msg: &Message<'_>, key: &Key, peer: IpAddr, permitted: bool) -> bool {
+    /// filter must permit it (`permitted`, else 403), and the allocation must
+    /// hold a relayed address of its family (443).
+    fn check_peer(
+        &mut self,
+        id: AllocId,
+        five: &FiveTuple,
+        msg: &Message<'_>,
+        key: &Key,
+        peer: IpAddr,
+        permitted: bool,
+    ) -> bool {
         // The filter goes first so every forbidden form gets the same 403,
         // whatever its family.
         if !permitted {
@@ -921,8 +1089,7 @@ impl Engine {
             self.error(five, msg, Some(key), 403, "Forbidden");
             return false;
         }
-        let relay_v4 = self.shared.relay_ip.is_ipv4();
-        if canonical_ip(peer).is_ipv4() != relay_v4 {
+        if !self.allocs[&id].has_family(Family::of(peer)) {
             self.error(five, msg, Some(key), 443, "Peer Address Family Mismatch");
             return false;
         }
@@ -954,7 +1121,7 @@ impl Engine {
             // A permission is per IP: its port means nothing (RFC 8656 §9), so
             // only the IP is judged here; ports are checked per packet.
             let permitted = self.shared.filter.permits_permission(peer.ip());
-            if !self.check_peer(five, msg, &key, peer.ip(), permitted) {
+            if !self.check_peer(id, five, msg, &key, peer.ip(), permitted) {
                 return;
             }
         }
@@ -990,7 +1157,7 @@ impl Engine {
         }
         // A channel names one transport address, so its port is judged too.
         let permitted = self.shared.filter.permits_addr(peer);
-        if !self.check_peer(five, msg, &key, peer.ip(), permitted) {
+        if !self.check_peer(id, five, msg, &key, peer.ip(), permitted) {
             return;
         }
         let a = &self.allocs[&id];

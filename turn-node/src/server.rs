@@ -45,7 +45,7 @@ use tokio_rustls::TlsAcceptor;
 
 use crate::auth::{Credentials, NonceMinter};
 use crate::config::{Config, Protocol, TlsConfig, read_secrets_file};
-use crate::engine::{AllocId, Engine, FiveTuple, Forward, Limits, Output, Quotas, Shared, Transport};
+use crate::engine::{AllocId, Engine, Family, FiveTuple, Forward, Limits, Output, Quotas, RelayIps, Shared, Transport};
 use crate::error::{Error, Result};
 use crate::filter::PeerFilter;
 use crate::metrics::{BandwidthWindow, Metrics};
@@ -269,7 +269,17 @@ impl TurnServer {
     pub async fn start(config: Config) -> Result<TurnHandle> {
         config.validate()?;
         let relay_ip = config.relay_address().expect("validated");
-        let relay_bind = config.relay.bind_address.unwrap_or(relay_ip);
+        let relay = RelayIps::new(relay_ip, config.relay.additional_address).expect("validated: families differ");
+        // Where each family's relay sockets bind.
+        let mut relay_bind = [None; 2];
+        for (ip, bind) in [
+            (Some(relay_ip), config.relay.bind_address),
+            (config.relay.additional_address, config.relay.additional_bind_address),
+        ] {
+            if let Some(ip) = ip {
+                relay_bind[Family::of(ip) as usize] = Some((bind.unwrap_or(ip), ip));
+            }
+        }
         let workers = match config.workers {
             0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
             n => n,
@@ -328,13 +338,18 @@ impl TurnServer {
         let own_udp: Vec<SocketAddr> = addrs
             .udp
             .iter()
-            .map(|a| if a.ip().is_unspecified() { SocketAddr::new(relay_ip, a.port()) } else { *a })
+            .flat_map(|a| {
+                let wild = a.ip().is_unspecified();
+                let own: Vec<SocketAddr> =
+                    if wild { relay.all().map(|ip| SocketAddr::new(ip, a.port())).collect() } else { vec![*a] };
+                own
+            })
             .collect();
         let metrics = Arc::new(Metrics::new());
         let shared = Arc::new(Shared {
             credentials: Credentials::new(&config.realm, secrets, &static_users),
             nonces: NonceMinter::new(rand::random(), config.auth.nonce_lifetime_seconds),
-            filter: PeerFilter::new(config.peers.allow.clone(), config.peers.deny.clone(), vec![relay_ip])
+            filter: PeerFilter::new(config.peers.allow.clone(), config.peers.deny.clone(), relay.all().collect())
                 .with_blocked(own_udp)
                 .with_only(config.only_peers.iter().copied())
                 .into(),
@@ -349,7 +364,7 @@ impl TurnServer {
             quotas: Quotas::default(),
             metrics: metrics.clone(),
             draining: false.into(),
-            relay_ip,
+            relay,
         });
 
         let admin_listener = std::net::TcpListener::bind(config.admin_address).map_err(|source| Error::Bind {
@@ -384,7 +399,6 @@ impl TurnServer {
                 tls: tls.clone(),
                 ports: ports.clone(),
                 relay_bind,
-                relay_ip,
                 shutdown: control.shutdown.subscribe(),
             };
             let t = std::thread::Builder::new()
@@ -397,7 +411,7 @@ impl TurnServer {
         let admin = TcpListener::from_std(admin_listener).map_err(|e| Error::Runtime(e.to_string()))?;
         tokio::spawn(crate::admin::serve(admin, control.clone()));
         tokio::spawn(housekeeping(control.clone(), config.clone()));
-        tracing::info!(?addrs, workers, %relay_ip, "turn-node listening");
+        tracing::info!(?addrs, workers, ?relay, "turn-node listening");
         Ok(TurnHandle { addrs, control, threads })
     }
 }
@@ -488,8 +502,7 @@ struct WorkerInit {
     sockets: WorkerSockets,
     tls: Option<TlsAcceptor>,
     ports: Arc<Ports>,
-    relay_bind: IpAddr,
-    relay_ip: IpAddr,
+    relay_bind: RelayBind,
     shutdown: watch::Receiver<bool>,
 }
 
@@ -498,12 +511,18 @@ struct Worker {
     engine: RefCell<Engine>,
     scratch: RefCell<RecvBatch>,
     udp: Vec<(SocketAddr, Rc<UdpSocket>)>,
-    relays: RefCell<HashMap<AllocId, (Rc<UdpSocket>, AbortHandle)>>,
+    relays: RefCell<HashMap<(AllocId, Family), RelaySocket>>,
     streams: RefCell<HashMap<FiveTuple, Rc<StreamOut>>>,
     ports: Arc<Ports>,
-    relay_bind: IpAddr,
-    relay_ip: IpAddr,
+    relay_bind: RelayBind,
 }
+
+/// A relay socket and its receive task.
+type RelaySocket = (Rc<UdpSocket>, AbortHandle);
+
+/// Per family (by `Family as usize`): where relay sockets bind and the
+/// address clients are told.
+type RelayBind = [Option<(IpAddr, IpAddr)>; 2];
 
 fn run_worker(init: WorkerInit) {
     let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
@@ -514,7 +533,7 @@ fn run_worker(init: WorkerInit) {
         }
     };
     let local = tokio::task::LocalSet::new();
-    let WorkerInit { engine, sockets, tls, ports, relay_bind, relay_ip, mut shutdown } = init;
+    let WorkerInit { engine, sockets, tls, ports, relay_bind, mut shutdown } = init;
     local.block_on(&rt, async move {
         let mut udp = Vec::new();
         for s in sockets.udp {
@@ -531,7 +550,6 @@ fn run_worker(init: WorkerInit) {
             streams: RefCell::new(HashMap::new()),
             ports,
             relay_bind,
-            relay_ip,
         });
         for i in 0..worker.udp.len() {
             tokio::task::spawn_local(udp_listener_loop(worker.clone(), i));
@@ -571,10 +589,13 @@ impl Worker {
 
     #[inline]
     fn forward(&self, fwd: Forward<'_>) {
-        if let Forward::ToPeer { alloc, peer, payload } = fwd
-            && let Some((s, _)) = self.relays.borrow().get(&alloc)
-        {
-            let _ = s.try_send_to(payload, peer);
+        if let Forward::ToPeer { alloc, peer, payload } = fwd {
+            // The peer's family picks the socket; an IPv4-mapped peer is sent
+            // to as the IPv4 address it is.
+            let ip = crate::filter::canonical(peer.ip());
+            if let Some((s, _)) = self.relays.borrow().get(&(alloc, Family::of(ip))) {
+                let _ = s.try_send_to(payload, SocketAddr::new(ip, peer.port()));
+            }
         }
     }
 
@@ -585,18 +606,23 @@ impl Worker {
             match out {
                 None => return,
                 Some(Output::Transmit { to, data }) => self.send_to_client(&to, &data),
-                Some(Output::BindRelay { id, even_port }) => {
+                Some(Output::BindRelay { id, even_port, family }) => {
+                    // The engine asks only for families it was given addresses for.
+                    let Some((bind, advertised)) = self.relay_bind[family as usize] else {
+                        self.engine.borrow_mut().relay_bind_failed(id);
+                        continue;
+                    };
                     let bound = self
                         .ports
-                        .bind(self.relay_bind, even_port)
+                        .bind(bind, even_port)
                         .and_then(UdpSocket::from_std)
                         .and_then(|s| Ok((s.local_addr()?, s)));
                     match bound {
                         Ok((local, sock)) => {
                             let sock = Rc::new(sock);
                             let task = tokio::task::spawn_local(relay_loop(self.clone(), id, sock.clone()));
-                            self.relays.borrow_mut().insert(id, (sock, task.abort_handle()));
-                            let relay = SocketAddr::new(self.relay_ip, local.port());
+                            self.relays.borrow_mut().insert((id, family), (sock, task.abort_handle()));
+                            let relay = SocketAddr::new(advertised, local.port());
                             self.engine.borrow_mut().relay_bound(Instant::now(), id, Some(relay));
                         }
                         Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => {
@@ -610,8 +636,10 @@ impl Worker {
                     }
                 }
                 Some(Output::Release { id }) => {
-                    if let Some((_, task)) = self.relays.borrow_mut().remove(&id) {
-                        task.abort();
+                    for family in [Family::V4, Family::V6] {
+                        if let Some((_, task)) = self.relays.borrow_mut().remove(&(id, family)) {
+                            task.abort();
+                        }
                     }
                 }
             }

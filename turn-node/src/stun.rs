@@ -84,6 +84,12 @@ pub mod attr {
     pub const XOR_MAPPED_ADDRESS: u16 = 0x0020;
     /// RESERVATION-TOKEN.
     pub const RESERVATION_TOKEN: u16 = 0x0022;
+    /// ADDITIONAL-ADDRESS-FAMILY (RFC 8656 §18.11; comprehension-optional):
+    /// asks for an IPv6 relayed address besides the IPv4 one.
+    pub const ADDITIONAL_ADDRESS_FAMILY: u16 = 0x8000;
+    /// ADDRESS-ERROR-CODE (RFC 8656 §18.12): why one family of a dual
+    /// allocation was not granted.
+    pub const ADDRESS_ERROR_CODE: u16 = 0x8001;
     /// SOFTWARE.
     pub const SOFTWARE: u16 = 0x8022;
     /// FINGERPRINT.
@@ -226,6 +232,8 @@ pub struct Message<'a> {
     pub requested_transport: Option<u8>,
     /// REQUESTED-ADDRESS-FAMILY (0x01 IPv4, 0x02 IPv6).
     pub requested_family: Option<u8>,
+    /// ADDITIONAL-ADDRESS-FAMILY (only 0x02 IPv6 is valid; the engine checks).
+    pub additional_family: Option<u8>,
     /// CHANNEL-NUMBER.
     pub channel: Option<u16>,
     /// DATA value.
@@ -247,8 +255,12 @@ pub struct Message<'a> {
     pub unknown_len: usize,
     /// ERROR-CODE as a number (responses).
     pub error_code: Option<u16>,
-    /// XOR-RELAYED-ADDRESS (responses).
+    /// XOR-RELAYED-ADDRESS (responses): the first one.
     pub relayed: Option<SocketAddr>,
+    /// A second XOR-RELAYED-ADDRESS (the other family of a dual allocation).
+    pub relayed_additional: Option<SocketAddr>,
+    /// ADDRESS-ERROR-CODE (responses): the family (0x01/0x02) and the code.
+    pub address_error: Option<(u8, u16)>,
 }
 
 impl<'a> Message<'a> {
@@ -300,6 +312,7 @@ pub fn parse(data: &[u8]) -> Result<Message<'_>, ParseError> {
         lifetime: None,
         requested_transport: None,
         requested_family: None,
+        additional_family: None,
         channel: None,
         data: None,
         peers: [None; MAX_PEERS],
@@ -311,6 +324,8 @@ pub fn parse(data: &[u8]) -> Result<Message<'_>, ParseError> {
         unknown_len: 0,
         error_code: None,
         relayed: None,
+        relayed_additional: None,
+        address_error: None,
     };
     let mut pos = HEADER_LEN;
     while pos < raw.len() {
@@ -354,6 +369,18 @@ pub fn parse(data: &[u8]) -> Result<Message<'_>, ParseError> {
                 }
                 msg.requested_family = Some(value[0]);
             }
+            attr::ADDITIONAL_ADDRESS_FAMILY => {
+                if alen != 4 {
+                    return Err(ParseError::BadAttribute(typ));
+                }
+                msg.additional_family = Some(value[0]);
+            }
+            attr::ADDRESS_ERROR_CODE => {
+                if alen < 4 {
+                    return Err(ParseError::BadAttribute(typ));
+                }
+                msg.address_error = Some((value[0], u16::from(value[2] & 7) * 100 + u16::from(value[3])));
+            }
             attr::CHANNEL_NUMBER => {
                 if alen != 4 {
                     return Err(ParseError::BadAttribute(typ));
@@ -388,7 +415,14 @@ pub fn parse(data: &[u8]) -> Result<Message<'_>, ParseError> {
                 }
                 msg.error_code = Some(u16::from(value[2] & 7) * 100 + u16::from(value[3]));
             }
-            attr::XOR_RELAYED_ADDRESS => msg.relayed = decode_xor_address(value, &transaction_id),
+            attr::XOR_RELAYED_ADDRESS => {
+                let addr = decode_xor_address(value, &transaction_id);
+                if msg.relayed.is_none() {
+                    msg.relayed = addr;
+                } else if msg.relayed_additional.is_none() {
+                    msg.relayed_additional = addr;
+                }
+            }
             attr::XOR_MAPPED_ADDRESS | attr::MAPPED_ADDRESS | attr::UNKNOWN_ATTRIBUTES => {}
             t => {
                 if msg.unknown_len < MAX_UNKNOWN && !msg.unknown_required().contains(&t) {
@@ -549,6 +583,14 @@ impl<'b> MessageWriter<'b> {
         self.attr(attr::ERROR_CODE, &v)
     }
 
+    /// Append ADDRESS-ERROR-CODE for `family` (0x01 IPv4, 0x02 IPv6).
+    pub fn address_error(&mut self, family: u8, code: u16, reason: &str) -> &mut Self {
+        let mut v = Vec::with_capacity(4 + reason.len());
+        v.extend_from_slice(&[family, 0, (code / 100) as u8, (code % 100) as u8]);
+        v.extend_from_slice(reason.as_bytes());
+        self.attr(attr::ADDRESS_ERROR_CODE, &v)
+    }
+
     /// Append MESSAGE-INTEGRITY computed with `key`.
     pub fn integrity(&mut self, key: &[u8]) -> &mut Self {
         let offset = self.buf.len();
@@ -668,6 +710,31 @@ mod tests {
         assert!(parse_channel_data(&[0x40, 0, 0, 9, 1]).is_none());
         assert_eq!(parse_channel_data(&[0x40, 1, 0, 1, 9]), Some((0x4001, &[9u8][..])));
         assert_eq!(classify(&[0x80]), Kind::Other);
+    }
+
+    #[test]
+    fn dual_stack_attributes_roundtrip() {
+        let mut buf = Vec::new();
+        let (v4, v6): (SocketAddr, SocketAddr) =
+            ("192.0.2.1:50000".parse().unwrap(), "[2001:db8::1]:50002".parse().unwrap());
+        let mut w = MessageWriter::new(&mut buf, method::ALLOCATE, Class::Success, [5; 12]);
+        w.xor_addr(attr::XOR_RELAYED_ADDRESS, v4).xor_addr(attr::XOR_RELAYED_ADDRESS, v6).address_error(2, 440, "no");
+        w.finish_with_fingerprint();
+        let msg = parse(&buf).unwrap();
+        assert_eq!((msg.relayed, msg.relayed_additional, msg.address_error), (Some(v4), Some(v6), Some((2, 440))));
+
+        let mut buf = Vec::new();
+        let mut w = MessageWriter::new(&mut buf, method::ALLOCATE, Class::Request, [6; 12]);
+        w.attr(attr::ADDITIONAL_ADDRESS_FAMILY, &[2, 0, 0, 0]);
+        w.finish_with_fingerprint();
+        assert_eq!(parse(&buf).unwrap().additional_family, Some(2));
+        // A malformed value is a bad attribute (answered with 400), not ignored
+        // like an unknown comprehension-optional one.
+        let mut buf = Vec::new();
+        let mut w = MessageWriter::new(&mut buf, method::ALLOCATE, Class::Request, [6; 12]);
+        w.attr(attr::ADDITIONAL_ADDRESS_FAMILY, &[2]);
+        w.finish_with_fingerprint();
+        assert_eq!(parse(&buf).unwrap_err(), ParseError::BadAttribute(attr::ADDITIONAL_ADDRESS_FAMILY));
     }
 
     #[test]

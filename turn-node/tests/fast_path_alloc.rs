@@ -103,7 +103,7 @@ fn relaying_allocates_nothing_per_packet() {
         quotas: Quotas::default(),
         metrics: Arc::new(Metrics::new()),
         draining: AtomicBool::new(false),
-        relay_ip: "203.0.113.1".parse().unwrap(),
+        relay: switchyard_turn_node::engine::RelayIps::single("203.0.113.1".parse().unwrap()),
     });
     let t0 = Instant::now();
     let mut engine = Engine::new(shared.clone(), 0, 1, t0, 1_700_000_000);

@@ -528,3 +528,59 @@ async fn a_standalone_node_caps_users_and_unauthenticated_floods_by_default() {
     assert!(server.metrics().dropped_count(DropReason::RateLimited) >= 100);
     server.shutdown();
 }
+
+/// A dual-stack node on loopback (127.0.0.1 and ::1): one Allocate with
+/// ADDITIONAL-ADDRESS-FAMILY gets a relayed address of each family, and data
+/// reaches an IPv4 and an IPv6 peer through the one allocation, each from the
+/// relay socket of its family, and comes back; a Refresh keeps both.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dual_allocation_relays_to_ipv4_and_ipv6_peers() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = loopback_config(dir.path());
+    config.relay.additional_address = Some("::1".parse().unwrap());
+    config.peers.allow.push("::1/128".parse().unwrap());
+    let server = start(config).await;
+    let peer4 = echo_peer().await;
+    let sock6 = UdpSocket::bind("[::1]:0").await.unwrap();
+    let peer6 = sock6.local_addr().unwrap();
+    tokio::spawn(async move {
+        let mut buf = vec![0u8; 2048];
+        while let Ok((n, from)) = sock6.recv_from(&mut buf).await {
+            let _ = sock6.send_to(&buf[..n], from).await;
+        }
+    });
+    let mut c = Raw::rest(server.addrs().udp[0], "dual").await;
+    let a = c
+        .request(method::ALLOCATE, |w| {
+            w.u32(attr::REQUESTED_TRANSPORT, 17 << 24).u32(attr::ADDITIONAL_ADDRESS_FAMILY, 2 << 24);
+        })
+        .await;
+    let msg = parse(&a.bytes).unwrap();
+    assert_eq!(msg.error_code, None);
+    let (r4, r6) = (msg.relayed.expect("IPv4 relayed"), msg.relayed_additional.expect("IPv6 relayed"));
+    assert_eq!((r4.ip().to_string(), r6.ip().to_string()), ("127.0.0.1".into(), "::1".into()));
+    assert_eq!(c.permit(peer4).await.code(), None);
+    assert_eq!(c.bind(0x4000, peer6).await.code(), None);
+    c.send_indication(peer4, b"four").await;
+    let back = parse(&c.recv(Duration::from_secs(5)).await.expect("IPv4 echo")).unwrap().data.map(<[u8]>::to_vec);
+    assert_eq!(back.as_deref(), Some(&b"four"[..]));
+    c.sock.send_to(&[0x40, 0x00, 0, 3, b's', b'i', b'x', 0], c.server).await.unwrap();
+    let back = c.recv(Duration::from_secs(5)).await.expect("IPv6 echo");
+    assert_eq!(back, [0x40, 0x00, 0, 3, b's', b'i', b'x'], "over its channel, from the IPv6 relay");
+    // The IPv6 echo went out of the IPv6 relay socket: a packet to it from the
+    // peer's address family reaches the client, the IPv4 relay is not involved.
+    let probe = UdpSocket::bind("[::1]:0").await.unwrap();
+    assert_eq!(c.permit(probe.local_addr().unwrap()).await.code(), None);
+    probe.send_to(b"v6 in", r6).await.unwrap();
+    let got = parse(&c.recv(Duration::from_secs(5)).await.expect("Data indication")).unwrap().data.map(<[u8]>::to_vec);
+    assert_eq!(got.as_deref(), Some(&b"v6 in"[..]));
+    let refreshed = c
+        .request(method::REFRESH, |w| {
+            w.u32(attr::LIFETIME, 600).u32(attr::REQUESTED_ADDRESS_FAMILY, 2 << 24);
+        })
+        .await;
+    assert_eq!(refreshed.code(), None);
+    c.send_indication(peer4, b"still").await;
+    assert!(c.recv(Duration::from_secs(5)).await.is_some(), "IPv4 relay alive after the Refresh");
+    server.shutdown();
+}

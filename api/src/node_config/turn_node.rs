@@ -78,6 +78,14 @@ pub struct RelayConfig {
     /// Where relay sockets bind; defaults to `address`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub bind_address: Option<IpAddr>,
+    /// A relay address of the other family than `address` (dual stack):
+    /// with it, clients may allocate IPv4 and IPv6 relayed addresses together
+    /// (RFC 8656 ADDITIONAL-ADDRESS-FAMILY) or either one alone.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub additional_address: Option<IpAddr>,
+    /// Where relay sockets of `additionalAddress`'s family bind; defaults to it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub additional_bind_address: Option<IpAddr>,
     /// Lowest relay port (0 with `portMax` 0: let the kernel pick).
     pub port_min: u16,
     /// Highest relay port.
@@ -86,7 +94,14 @@ pub struct RelayConfig {
 
 impl Default for RelayConfig {
     fn default() -> Self {
-        RelayConfig { address: None, bind_address: None, port_min: 49152, port_max: 65535 }
+        RelayConfig {
+            address: None,
+            bind_address: None,
+            additional_address: None,
+            additional_bind_address: None,
+            port_min: 49152,
+            port_max: 65535,
+        }
     }
 }
 
@@ -277,7 +292,8 @@ impl TurnNodeConfig {
             workers: 1,
             ..TurnNodeConfig::default()
         };
-        c.relay = RelayConfig { address: Some([127, 0, 0, 1].into()), bind_address: None, port_min: 0, port_max: 0 };
+        c.relay =
+            RelayConfig { address: Some([127, 0, 0, 1].into()), port_min: 0, port_max: 0, ..RelayConfig::default() };
         c.auth.secrets = vec![secret.to_owned()];
         c.peers.allow = vec![IpNet::new(IpAddr::from([127, 0, 0, 0]), 8).expect("a valid prefix length")];
         c
@@ -327,6 +343,28 @@ impl TurnNodeConfig {
             && bind.is_ipv4() != relay.is_ipv4()
         {
             return Err(invalid("relay.bindAddress", "must be the same family as relay.address"));
+        }
+        match self.relay.additional_address {
+            Some(extra) if extra.is_ipv4() == relay.is_ipv4() => {
+                return Err(invalid("relay.additionalAddress", "must be of the other family than relay.address"));
+            }
+            Some(extra) if extra.is_unspecified() => {
+                return Err(invalid("relay.additionalAddress", "must be a concrete address, not a wildcard"));
+            }
+            Some(extra) => {
+                if let Some(bind) = self.relay.additional_bind_address
+                    && bind.is_ipv4() != extra.is_ipv4()
+                {
+                    return Err(invalid(
+                        "relay.additionalBindAddress",
+                        "must be the same family as relay.additionalAddress",
+                    ));
+                }
+            }
+            None if self.relay.additional_bind_address.is_some() => {
+                return Err(invalid("relay.additionalBindAddress", "needs relay.additionalAddress"));
+            }
+            None => {}
         }
         let (min, max) = (self.relay.port_min, self.relay.port_max);
         if min > max {
@@ -406,6 +444,28 @@ quotas: { maxAllocationsPerUser: 10 }
                 .contains("listeners[0]")
         );
         assert!(err("peers: { deny: [not-a-cidr] }").contains("t.yaml"));
+        let auth = "\nauth: { secrets: [a] }";
+        assert!(
+            err(&format!("relay: {{ address: 10.0.0.1, additionalAddress: 10.0.0.2 }}{auth}"))
+                .contains("relay.additionalAddress")
+        );
+        assert!(
+            err(&format!("relay: {{ address: 10.0.0.1, additionalAddress: '::' }}{auth}"))
+                .contains("relay.additionalAddress")
+        );
+        assert!(
+            err(&format!("relay: {{ address: 10.0.0.1, additionalBindAddress: '::1' }}{auth}"))
+                .contains("relay.additionalBindAddress")
+        );
+        assert!(
+            err(&format!(
+                "relay: {{ address: 10.0.0.1, additionalAddress: 'fd00::1', additionalBindAddress: 10.0.0.9 }}{auth}"
+            ))
+            .contains("relay.additionalBindAddress")
+        );
+        let dual = parse(&format!("relay: {{ address: 10.0.0.1, additionalAddress: 'fd00::1' }}{auth}")).unwrap();
+        dual.validate().unwrap();
+        assert_eq!(dual.relay.additional_address, Some("fd00::1".parse().unwrap()));
     }
 
     #[test]

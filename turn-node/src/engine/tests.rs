@@ -39,6 +39,10 @@ fn shared_with(limits: Limits, filter: PeerFilter) -> Arc<Shared> {
 }
 
 fn shared_on(limits: Limits, filter: PeerFilter, relay_ip: IpAddr) -> Arc<Shared> {
+    shared_relaying(limits, filter, RelayIps::single(relay_ip))
+}
+
+fn shared_relaying(limits: Limits, filter: PeerFilter, relay: RelayIps) -> Arc<Shared> {
     Arc::new(Shared {
         credentials: Credentials::new(REALM, vec![SECRET.to_vec()], &[]),
         nonces: NonceMinter::new([9; 32], 3600),
@@ -47,7 +51,7 @@ fn shared_on(limits: Limits, filter: PeerFilter, relay_ip: IpAddr) -> Arc<Shared
         quotas: Quotas::default(),
         metrics: Arc::new(Metrics::new()),
         draining: AtomicBool::new(false),
-        relay_ip,
+        relay,
     })
 }
 
@@ -103,10 +107,10 @@ impl Harness {
                     assert_eq!(to, self.five);
                     replies.push(Reply { bytes: data });
                 }
-                Output::BindRelay { id, .. } => {
+                Output::BindRelay { id, family, .. } => {
                     self.relay_port += 2;
-                    let addr = SocketAddr::from(([192, 0, 2, 1], self.relay_port));
-                    self.engine.relay_bound(self.now, id, Some(addr));
+                    let ip = self.shared.relay.get(family).expect("the engine asks only for relayed families");
+                    self.engine.relay_bound(self.now, id, Some(SocketAddr::new(ip, self.relay_port)));
                 }
                 Output::Release { .. } => {}
             }
@@ -808,4 +812,198 @@ fn non_global_and_embedded_peers_are_refused_on_both_relay_families() {
     }
     assert_eq!(h.permit("8.8.8.8:53".parse().unwrap()).code(), None);
     assert_eq!(h.permit("[64:ff9b::808:808]:53".parse().unwrap()).code(), Some(443), "an IPv6 peer on an IPv4 relay");
+}
+
+fn dual_stack() -> Harness {
+    let relay = RelayIps::new("192.0.2.1".parse().unwrap(), Some("2001:db8::1".parse().unwrap())).unwrap();
+    Harness::on(shared_relaying(Limits::default(), allow_all_public(), relay), 1)
+}
+
+fn peer6() -> SocketAddr {
+    "[2001:4860::5]:4000".parse().unwrap()
+}
+
+impl Harness {
+    fn allocate_with(&mut self, typ: u16, family: u8) -> Reply {
+        self.request(method::ALLOCATE, |w| {
+            w.u32(attr::REQUESTED_TRANSPORT, 17 << 24).u32(typ, u32::from(family) << 24);
+        })
+    }
+
+    fn refresh_family(&mut self, lifetime: u32, family: u8) -> Reply {
+        self.request(method::REFRESH, |w| {
+            w.u32(attr::LIFETIME, lifetime).u32(attr::REQUESTED_ADDRESS_FAMILY, u32::from(family) << 24);
+        })
+    }
+}
+
+#[test]
+fn dual_allocation_relays_both_families_and_refresh_keeps_both() {
+    let mut h = dual_stack();
+    let r = h.allocate_with(attr::ADDITIONAL_ADDRESS_FAMILY, 2);
+    let msg = r.msg();
+    assert_eq!(msg.error_code, None);
+    let (v4, v6) = (msg.relayed.expect("IPv4 relayed address"), msg.relayed_additional.expect("IPv6 one"));
+    assert_eq!((v4.ip(), v6.ip()), ("192.0.2.1".parse().unwrap(), "2001:db8::1".parse().unwrap()));
+    assert_eq!(msg.address_error, None);
+    assert!(stun::verify_integrity(&msg, &h.key));
+    let id = h.alloc_id();
+    assert_eq!(h.engine.relay_addrs(id).collect::<Vec<_>>(), vec![v4, v6]);
+    assert_eq!(h.shared.metrics.allocations.get(), 1, "one allocation, two relayed addresses");
+    assert_eq!(h.shared.quotas.total(), 1);
+
+    // Permissions and channels for peers of either family, on one allocation.
+    assert_eq!(h.permit(peer()).code(), None);
+    assert_eq!(h.permit(peer6()).code(), None);
+    assert_eq!(h.bind(0x4001, peer6()).code(), None);
+    assert_eq!(h.send(peer(), b"v4"), Some(peer()));
+    assert_eq!(h.channel_send(0x4001, b"v6"), Some(peer6()));
+    assert!(h.peer_sends(peer6(), b"x").is_some());
+    assert!(h.peer_sends(peer(), b"x").is_some());
+
+    // A Refresh covers both; naming either family is fine.
+    h.advance(599);
+    assert_eq!(h.refresh_family(600, 2).code(), None);
+    h.advance(599);
+    assert_eq!(h.refresh_family(600, 1).code(), None);
+    h.advance(599);
+    assert_eq!(h.refresh(600).code(), None);
+    assert_eq!(h.engine.relay_addrs(id).collect::<Vec<_>>(), vec![v4, v6], "both survive 1797 s of refreshes");
+    // Deleting releases the one allocation (the driver closes both sockets).
+    h.refresh(0);
+    assert_eq!(h.engine.allocation_count(), 0);
+    assert_eq!((h.shared.metrics.allocations.get(), h.shared.quotas.total()), (0, 0));
+}
+
+#[test]
+fn requested_family_gets_that_family_only_and_other_peers_get_443() {
+    let mut h = dual_stack();
+    let msg_bytes = h.allocate_with(attr::REQUESTED_ADDRESS_FAMILY, 2).bytes;
+    let msg = parse(&msg_bytes).unwrap();
+    assert_eq!(msg.error_code, None);
+    assert!(msg.relayed.unwrap().is_ipv6());
+    assert_eq!(msg.relayed_additional, None);
+    assert_eq!(h.permit(peer6()).code(), None);
+    assert_eq!(h.permit(peer()).code(), Some(443), "IPv4 peer on an IPv6-only allocation");
+    assert_eq!(h.bind(0x4000, peer()).code(), Some(443));
+    // CreatePermission is all or nothing: a mixed request installs nothing.
+    let r = h.request(method::CREATE_PERMISSION, |w| {
+        w.xor_addr(attr::XOR_PEER_ADDRESS, "[2001:4860::9]:1".parse().unwrap())
+            .xor_addr(attr::XOR_PEER_ADDRESS, peer());
+    });
+    assert_eq!(r.code(), Some(443));
+    assert_eq!(h.shared.metrics.permissions.get(), 1);
+    assert_eq!(h.refresh_family(600, 1).code(), Some(443), "Refresh naming a family the allocation lacks");
+    assert_eq!(h.refresh_family(600, 2).code(), None);
+
+    // No family named: IPv4 (RFC 8656 §7.2), even on a dual-stack node.
+    let mut h = dual_stack();
+    let msg_bytes = h.allocate().bytes;
+    let msg = parse(&msg_bytes).unwrap();
+    assert!(msg.relayed.unwrap().is_ipv4());
+    assert_eq!(msg.relayed_additional, None);
+    assert_eq!(h.permit(peer6()).code(), Some(443));
+}
+
+#[test]
+fn family_errors_400_and_440() {
+    let mut h = dual_stack();
+    let r = h.request(method::ALLOCATE, |w| {
+        w.u32(attr::REQUESTED_TRANSPORT, 17 << 24)
+            .u32(attr::REQUESTED_ADDRESS_FAMILY, 1 << 24)
+            .u32(attr::ADDITIONAL_ADDRESS_FAMILY, 2 << 24);
+    });
+    assert_eq!(r.code(), Some(400), "both family attributes");
+    assert_eq!(h.allocate_with(attr::ADDITIONAL_ADDRESS_FAMILY, 1).code(), Some(400), "additional must be IPv6");
+    assert_eq!(h.allocate_with(attr::REQUESTED_ADDRESS_FAMILY, 3).code(), Some(440), "no such family");
+    let r = h.request(method::ALLOCATE, |w| {
+        w.u32(attr::REQUESTED_TRANSPORT, 17 << 24)
+            .u32(attr::ADDITIONAL_ADDRESS_FAMILY, 2 << 24)
+            .attr(attr::RESERVATION_TOKEN, &[0; 8]);
+    });
+    assert_eq!(r.code(), Some(400), "RESERVATION-TOKEN with ADDITIONAL-ADDRESS-FAMILY");
+    assert_eq!(h.engine.allocation_count(), 0);
+    assert_eq!(h.shared.quotas.total(), 0, "nothing reserved by refused requests");
+
+    // An IPv6-only node: IPv4, alone or as the dual allocation's first
+    // family, is not supported.
+    let mut h = Harness::on(shared_on(Limits::default(), allow_all_public(), "2001:db8::1".parse().unwrap()), 1);
+    assert_eq!(h.allocate_with(attr::REQUESTED_ADDRESS_FAMILY, 1).code(), Some(440));
+    assert_eq!(h.allocate_with(attr::ADDITIONAL_ADDRESS_FAMILY, 2).code(), Some(440));
+    let r = h.allocate();
+    assert!(r.msg().relayed.unwrap().is_ipv6(), "a request naming no family gets the node's one family");
+}
+
+#[test]
+fn ipv4_node_answers_a_dual_request_with_ipv4_and_address_error_code() {
+    let mut h = Harness::new();
+    let r = h.allocate_with(attr::ADDITIONAL_ADDRESS_FAMILY, 2);
+    let msg = r.msg();
+    assert_eq!(msg.error_code, None, "the IPv4 part is granted");
+    assert!(msg.relayed.unwrap().is_ipv4());
+    assert_eq!(msg.relayed_additional, None);
+    assert_eq!(msg.address_error, Some((2, 440)), "and the response says why IPv6 is missing");
+    assert_eq!(h.permit(peer6()).code(), Some(443));
+}
+
+#[test]
+fn failed_second_bind_refuses_the_dual_allocation_and_releases_everything() {
+    let mut h = dual_stack();
+    h.allocate(); // fetch a nonce; it also makes a v4 allocation on this 5-tuple
+    h.refresh(0);
+    let mut buf = Vec::new();
+    let mut w = MessageWriter::new(&mut buf, method::ALLOCATE, Class::Request, [8; 12]);
+    w.u32(attr::REQUESTED_TRANSPORT, 17 << 24)
+        .u32(attr::ADDITIONAL_ADDRESS_FAMILY, 2 << 24)
+        .attr(attr::USERNAME, h.user.as_bytes())
+        .attr(attr::REALM, REALM.as_bytes())
+        .attr(attr::NONCE, &h.nonce.clone())
+        .integrity(&h.key.clone());
+    w.finish_with_fingerprint();
+    assert_eq!(h.engine.handle_client(h.now, &h.five, &buf), Forward::None);
+    let binds: Vec<(AllocId, Family)> = std::iter::from_fn(|| h.engine.poll_output())
+        .filter_map(|o| match o {
+            Output::BindRelay { id, family, .. } => Some((id, family)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(binds.iter().map(|b| b.1).collect::<Vec<_>>(), vec![Family::V4, Family::V6]);
+    let id = binds[0].0;
+    // The IPv4 socket binds, the IPv6 one finds no port.
+    h.engine.relay_bound(h.now, id, Some("192.0.2.1:50000".parse().unwrap()));
+    assert!(h.engine.poll_output().is_none(), "no answer until both families are bound");
+    h.engine.relay_bound(h.now, id, None);
+    let outs: Vec<Output> = std::iter::from_fn(|| h.engine.poll_output()).collect();
+    assert!(outs.iter().any(|o| matches!(o, Output::Release { id: i } if *i == id)), "both sockets released");
+    let answer = outs.iter().find_map(|o| match o {
+        Output::Transmit { data, .. } => Some(parse(data).unwrap().error_code),
+        _ => None,
+    });
+    assert_eq!(answer, Some(Some(508)));
+    assert_eq!((h.engine.allocation_count(), h.shared.quotas.total(), h.shared.metrics.allocations.get()), (0, 0, 0));
+}
+
+#[test]
+fn first_bind_failing_voids_the_queued_second_bind() {
+    let mut h = dual_stack();
+    h.allocate();
+    h.refresh(0);
+    let mut buf = Vec::new();
+    let mut w = MessageWriter::new(&mut buf, method::ALLOCATE, Class::Request, [9; 12]);
+    w.u32(attr::REQUESTED_TRANSPORT, 17 << 24)
+        .u32(attr::ADDITIONAL_ADDRESS_FAMILY, 2 << 24)
+        .attr(attr::USERNAME, h.user.as_bytes())
+        .attr(attr::REALM, REALM.as_bytes())
+        .attr(attr::NONCE, &h.nonce.clone())
+        .integrity(&h.key.clone());
+    w.finish_with_fingerprint();
+    h.engine.handle_client(h.now, &h.five, &buf);
+    let Some(Output::BindRelay { id, family: Family::V4, .. }) = h.engine.poll_output() else {
+        panic!("the IPv4 relay is requested first")
+    };
+    // The driver fails the first bind before looking at the second request.
+    h.engine.relay_bind_failed(id);
+    let outs: Vec<Output> = std::iter::from_fn(|| h.engine.poll_output()).collect();
+    assert!(!outs.iter().any(|o| matches!(o, Output::BindRelay { .. })), "no socket bound for a dead allocation");
+    assert_eq!(h.shared.quotas.total(), 0);
 }

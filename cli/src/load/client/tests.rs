@@ -49,7 +49,7 @@ impl Net {
             quotas: Quotas::default(),
             metrics: Arc::new(Metrics::new()),
             draining: AtomicBool::new(false),
-            relay_ip: "192.0.2.1".parse().unwrap(),
+            relay: switchyard_turn_node::engine::RelayIps::single("192.0.2.1".parse().unwrap()),
         });
         let now = Instant::now();
         Net { engine: Engine::new(shared, 0, 1, now, T0_UNIX), now, next_relay_port: 50_000, clients: Vec::new() }
