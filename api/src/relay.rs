@@ -97,6 +97,36 @@ impl RelayHello {
     }
 }
 
+/// What the operator tells a node that is to be an edge of a room
+/// (`POST /internal/rooms/{room}/relay` on the node's admin port): dial the room's origin.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RelayAttach {
+    /// The origin node's name (its pod name).
+    pub origin_node: String,
+    /// The origin's admin address (pod IP and admin port), where its relay endpoint
+    /// `/internal/relay` listens.
+    pub origin_admin: std::net::SocketAddr,
+    /// The origin's media address (pod IP and UDP port): the relay's remote candidate.
+    pub origin_media: std::net::SocketAddr,
+}
+
+/// The WebSocket close code of a relay refused for its key (the origin's `unauthorized`).
+pub const CLOSE_UNAUTHORIZED: u16 = 4401;
+/// The WebSocket close code of a relay refused for its protocol version or a malformed
+/// `hello`.
+pub const CLOSE_BAD_HELLO: u16 = 4400;
+
+impl HelloRefusal {
+    /// The close code the origin ends the relay's socket with.
+    pub fn close_code(&self) -> u16 {
+        match self {
+            Self::Version { .. } => CLOSE_BAD_HELLO,
+            Self::Key { .. } => CLOSE_UNAUTHORIZED,
+        }
+    }
+}
+
 /// One relay signaling message, either way.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
@@ -171,6 +201,23 @@ mod tests {
         let version = hello("standup", "standup", 2).check(b"s", "media").unwrap_err();
         assert_eq!(version.to_string(), "relay protocol 2 is not spoken here (this node speaks 1)");
         assert!(hello("standup", "standup", 1).check(b"s", "other").is_err(), "the namespace is in the key");
+    }
+
+    #[test]
+    fn an_attach_names_the_origin_and_refuses_unknown_fields() {
+        let attach: RelayAttach = serde_json::from_str(
+            r#"{"originNode":"media-0","originAdmin":"10.0.0.5:9090","originMedia":"10.0.0.5:7882"}"#,
+        )
+        .unwrap();
+        assert_eq!(attach.origin_media, "10.0.0.5:7882".parse().unwrap());
+        assert!(
+            serde_json::from_str::<RelayAttach>(
+                r#"{"originNode":"m","originAdmin":"10.0.0.5:9090","originMedia":"10.0.0.5:7882","x":1}"#
+            )
+            .is_err()
+        );
+        assert_eq!(HelloRefusal::Key { room: "r".into() }.close_code(), 4401);
+        assert_eq!(HelloRefusal::Version { got: 2 }.close_code(), 4400);
     }
 
     #[test]

@@ -66,6 +66,11 @@ pub struct Config {
     /// TURN REST-API shared secret used to mint per-participant credentials.
     #[arg(long, env = "SWITCHYARD_TURN_SECRET", hide_env_values = true)]
     pub turn_secret: Option<String>,
+    /// The cluster's relay secret: the room keys that open relays between nodes of one
+    /// room are derived from it (`api::relay::room_key`). Without it the relay endpoint
+    /// refuses every relay and this node dials none.
+    #[arg(long, env = "SWITCHYARD_RELAY_SECRET", hide_env_values = true)]
+    pub relay_secret: Option<String>,
     /// Lifetime of the TURN credentials handed out, seconds.
     #[arg(long, env = "SWITCHYARD_TURN_TTL", default_value_t = 86400)]
     pub turn_ttl_seconds: u64,

@@ -84,7 +84,9 @@ pub(crate) async fn serve_admin(listener: TcpListener, shared: Arc<Shared>, shut
         .route("/internal/rooms", get(rooms))
         .route("/drain", post(drain_node))
         .route("/internal/drain", post(drain_node))
-        .route("/internal/rooms/{name}/close", post(close_room));
+        .route("/internal/rooms/{name}/close", post(close_room))
+        .route("/internal/rooms/{name}/relay", post(crate::relay::attach))
+        .route("/internal/relay", get(crate::relay::accept));
     let timeout = Duration::from_secs(shared.cfg.header_timeout_seconds);
     // The admin port's own refusals are not counted: the metric is about the public port.
     let uncounted = prometheus_client::metrics::family::Family::default();

@@ -28,6 +28,7 @@ mod http;
 mod metrics;
 mod node;
 mod proxy;
+mod relay;
 mod room_api;
 mod room_kube;
 mod router;

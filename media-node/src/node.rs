@@ -71,6 +71,8 @@ struct ShardQueues {
 
 pub(crate) struct Shared {
     pub(crate) cfg: Config,
+    /// The media UDP socket's address (a relay's edge end sends from its port).
+    pub(crate) udp_addr: SocketAddr,
     pub(crate) verifier: Verifier,
     pub(crate) metrics: Metrics,
     pub(crate) draining: AtomicBool,
@@ -470,6 +472,7 @@ impl Node {
             verifier: Verifier::new(cfg.api_keys.clone(), cfg.token_leeway_seconds),
             turn: RwLock::new((cfg.turn_uris.clone(), cfg.turn_secret.clone())),
             bandwidth_bps: AtomicU64::new(0),
+            udp_addr,
             cfg,
             metrics,
             webhooks,

@@ -79,7 +79,7 @@ impl Outbox {
 
 /// A session's outbound queue of `capacity` messages: the shard's end, the session's end,
 /// and the overflow signal.
-fn outbox(capacity: usize) -> (Outbox, mpsc::Receiver<SessionOut>, Arc<Notify>) {
+pub(crate) fn outbox(capacity: usize) -> (Outbox, mpsc::Receiver<SessionOut>, Arc<Notify>) {
     let (tx, rx) = mpsc::channel(capacity);
     let overflow = Arc::new(Notify::new());
     (Outbox { tx, overflow: overflow.clone() }, rx, overflow)
