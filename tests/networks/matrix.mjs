@@ -68,7 +68,7 @@ export const ROWS = [
   // not reconnect).
   { name: "dev killed (-9) and restarted mid-call", clients: [direct, direct], filter: "none", fault: "kill-server" },
 ];
-const NOT_RUN = [{ name: "IPv6-only client", why: "turn-node allocations are single-family (no RFC 8656 ADDITIONAL-ADDRESS-FAMILY yet)" }];
+const NOT_RUN = [{ name: "IPv6-only client", why: "switchyard dev and the SFU neither listen on nor advertise IPv6 yet (turn-node has dual-stack allocations)" }];
 
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
