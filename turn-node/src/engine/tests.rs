@@ -830,6 +830,22 @@ impl Harness {
         })
     }
 
+    /// Sends an authenticated dual (IPv4 + IPv6) Allocate and leaves its relay binds
+    /// unanswered, for tests that drive `relay_bound` / `relay_bind_failed` themselves.
+    /// True when the engine forwarded nothing (the request is the engine's to answer).
+    fn send_dual_allocate_unbound(&mut self, txid: [u8; 12]) -> bool {
+        let mut buf = Vec::new();
+        let mut w = MessageWriter::new(&mut buf, method::ALLOCATE, Class::Request, txid);
+        w.u32(attr::REQUESTED_TRANSPORT, 17 << 24)
+            .u32(attr::ADDITIONAL_ADDRESS_FAMILY, 2 << 24)
+            .attr(attr::USERNAME, self.user.as_bytes())
+            .attr(attr::REALM, REALM.as_bytes())
+            .attr(attr::NONCE, &self.nonce.clone())
+            .integrity(&self.key.clone());
+        w.finish_with_fingerprint();
+        matches!(self.engine.handle_client(self.now, &self.five, &buf), Forward::None)
+    }
+
     fn refresh_family(&mut self, lifetime: u32, family: u8) -> Reply {
         self.request(method::REFRESH, |w| {
             w.u32(attr::LIFETIME, lifetime).u32(attr::REQUESTED_ADDRESS_FAMILY, u32::from(family) << 24);
@@ -951,16 +967,7 @@ fn failed_second_bind_refuses_the_dual_allocation_and_releases_everything() {
     let mut h = dual_stack();
     h.allocate(); // fetch a nonce; it also makes a v4 allocation on this 5-tuple
     h.refresh(0);
-    let mut buf = Vec::new();
-    let mut w = MessageWriter::new(&mut buf, method::ALLOCATE, Class::Request, [8; 12]);
-    w.u32(attr::REQUESTED_TRANSPORT, 17 << 24)
-        .u32(attr::ADDITIONAL_ADDRESS_FAMILY, 2 << 24)
-        .attr(attr::USERNAME, h.user.as_bytes())
-        .attr(attr::REALM, REALM.as_bytes())
-        .attr(attr::NONCE, &h.nonce.clone())
-        .integrity(&h.key.clone());
-    w.finish_with_fingerprint();
-    assert_eq!(h.engine.handle_client(h.now, &h.five, &buf), Forward::None);
+    assert!(h.send_dual_allocate_unbound([8; 12]), "the engine answers an Allocate itself");
     let binds: Vec<(AllocId, Family)> = std::iter::from_fn(|| h.engine.poll_output())
         .filter_map(|o| match o {
             Output::BindRelay { id, family, .. } => Some((id, family)),
@@ -988,16 +995,7 @@ fn first_bind_failing_voids_the_queued_second_bind() {
     let mut h = dual_stack();
     h.allocate();
     h.refresh(0);
-    let mut buf = Vec::new();
-    let mut w = MessageWriter::new(&mut buf, method::ALLOCATE, Class::Request, [9; 12]);
-    w.u32(attr::REQUESTED_TRANSPORT, 17 << 24)
-        .u32(attr::ADDITIONAL_ADDRESS_FAMILY, 2 << 24)
-        .attr(attr::USERNAME, h.user.as_bytes())
-        .attr(attr::REALM, REALM.as_bytes())
-        .attr(attr::NONCE, &h.nonce.clone())
-        .integrity(&h.key.clone());
-    w.finish_with_fingerprint();
-    h.engine.handle_client(h.now, &h.five, &buf);
+    h.send_dual_allocate_unbound([9; 12]);
     let Some(Output::BindRelay { id, family: Family::V4, .. }) = h.engine.poll_output() else {
         panic!("the IPv4 relay is requested first")
     };
