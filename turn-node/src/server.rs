@@ -338,11 +338,12 @@ impl TurnServer {
         let own_udp: Vec<SocketAddr> = addrs
             .udp
             .iter()
-            .flat_map(|a| {
-                let wild = a.ip().is_unspecified();
-                let own: Vec<SocketAddr> =
-                    if wild { relay.all().map(|ip| SocketAddr::new(ip, a.port())).collect() } else { vec![*a] };
-                own
+            .flat_map(|a| -> Vec<SocketAddr> {
+                if a.ip().is_unspecified() {
+                    relay.all().map(|ip| SocketAddr::new(ip, a.port())).collect()
+                } else {
+                    vec![*a]
+                }
             })
             .collect();
         let metrics = Arc::new(Metrics::new());
